@@ -1,0 +1,335 @@
+"""One typed config tree for a distgan run.
+
+Presets are YAML files (``configs/*.yaml``); overrides are dotted ``key=value``
+strings (``train.lr_d=5e-4``). Every field has a default and a one-line doc
+(``field(metadata={"doc": ...})``); ``python -m distgan.launch --help-config``
+prints them. Unknown keys, wrong types and out-of-range values raise
+:class:`ConfigError` naming the key, the value and what was expected.
+
+    cfg = load_config("configs/debug.yaml", ["train.steps=10"])
+    save_config(cfg, run_dir / "config.yaml")   # load_config(that file) == cfg
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names key, value and expectation."""
+
+
+def _f(default: Any, doc: str, **checks: Any) -> Any:
+    """A config field: default, one-line doc, optional checks (min, max, choices)."""
+    meta = {"doc": doc, **checks}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    shards: str = _f("shards/mnist", "directory with WebDataset shards and manifest.json")
+    resolution: int = _f(32, "image side length fed to the models (images are resized)", min=4)
+    channels: int = _f(0, "image channels; 0 = take from the shard manifest", min=0)
+    num_workers: int = _f(0, "DataLoader worker processes per rank", min=0)
+    shuffle_buffer: int = _f(1000, "sample shuffle buffer size (0 = no sample shuffle)", min=0)
+    normalize: Literal["minmax", "zscore"] = _f("minmax", "pixel normalisation: minmax -> [-1,1], zscore -> per-channel")
+    epoch_samples: int = _f(0, "samples per epoch per all ranks; 0 = the manifest's count")
+    resampled: bool = _f(True, "draw shards with replacement so every rank runs the same number of steps")
+    verify_checksums: bool = _f(False, "verify shard sha256 against the manifest at start-up")
+    skip_corrupt: bool = _f(False, "log and skip a corrupt shard instead of failing")
+    device_cache: bool = _f(False, "decode the whole data set once into a device tensor (small data sets)")
+    pin_memory: bool = _f(True, "pin host memory for faster host->device copies (GPU only)")
+    attributes: list = _f([], "attribute names to condition on (multi-label data, e.g. [Male, Black_Hair])")
+    attr_encoding: Literal["onehot", "number"] = _f("onehot", "attribute label encoding: onehot channels or one combined number")
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["dcgan", "upsample", "mlp", "pix2pix"] = _f("dcgan", "generator/discriminator family")
+    cond: Literal["none", "channels", "embed_concat", "embed_mul", "projection", "acgan", "cbn", "multilabel"] = _f(
+        "channels", "how the class label enters G and D")
+    cond_weight: float = _f(1.0, "scale of one-hot label channels (seed 000 weighted conditioning)")
+    norm: Literal["batch", "sync_batch", "none", "instance"] = _f("batch", "normalisation layer in G and D")
+    norm_g: str = _f("", "override of model.norm for G only (empty = model.norm)")
+    norm_d: str = _f("", "override of model.norm for D only (empty = model.norm)")
+    spectral_norm: bool = _f(False, "spectral normalisation on every D weight layer")
+    z_dim: int = _f(64, "latent size d", min=1)
+    width: int = _f(32, "base channel width n (G's last / D's first conv)", min=1)
+    embed_dim: int = _f(10, "label embedding size for embedding conditioning", min=1)
+    proj_features: int = _f(0, "projection D feature size (0 = D's last conv width)", min=0)
+    dropout: float = _f(0.0, "dropout in D (upsample/mlp families) and pix2pix G", min=0.0, max=1.0)
+    label_branch_depth: int = _f(0, "extra transposed convs in G's label branch (seed 003)", min=0)
+    init: Literal["dcgan", "default", "xavier", "orthogonal"] = _f("dcgan", "weight init: dcgan = N(0, 0.02)")
+    init_std: float = _f(0.02, "std for dcgan init", min=0.0)
+    channels_last: bool = _f(False, "use channels_last memory format")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(200, "total generator steps", min=1)
+    batch_size: int = _f(64, "per-rank batch size", min=1)
+    seed: int = _f(0, "global seed (each rank derives its own)")
+    precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "autocast precision")
+    lr_d: float = _f(2e-4, "discriminator learning rate", min=0.0)
+    lr_g: float = _f(2e-4, "generator learning rate", min=0.0)
+    lr_min_d: float = _f(0.0, "final D learning rate for cosine schedule", min=0.0)
+    lr_min_g: float = _f(0.0, "final G learning rate for cosine schedule", min=0.0)
+    schedule: Literal["constant", "cosine"] = _f("constant", "learning rate schedule")
+    warmup_steps: int = _f(0, "linear warm-up steps", min=0)
+    beta1: float = _f(0.5, "Adam beta1", min=0.0, max=1.0)
+    beta2: float = _f(0.999, "Adam beta2", min=0.0, max=1.0)
+    loss: Literal["bce", "nonsat", "hinge", "lsgan"] = _f("bce", "adversarial loss")
+    feature_matching: bool = _f(False, "G loss = MSE of mean D features (seed 001)")
+    aux_weight: float = _f(1.0, "weight of the AC-GAN class loss", min=0.0)
+    l1_weight: float = _f(100.0, "pix2pix L1 weight (lambda)", min=0.0)
+    n_critic: int = _f(1, "D steps per G step", min=1)
+    grad_accum: int = _f(1, "gradient accumulation micro-steps", min=1)
+    ema: bool = _f(False, "keep an EMA copy of G for samples and metrics")
+    ema_decay: float = _f(0.999, "EMA decay", min=0.0, max=1.0)
+    ema_start: int = _f(0, "step at which EMA starts", min=0)
+    ckpt_every: int = _f(100, "checkpoint every K steps (and at the end)", min=1)
+    keep_ckpts: int = _f(3, "number of step checkpoints kept", min=1)
+    engine: Literal["accelerate", "deepspeed"] = _f("accelerate", "training engine")
+    zero_stage: int = _f(1, "DeepSpeed ZeRO stage", min=0, max=3)
+    compile: bool = _f(False, "torch.compile G and D")
+    fused_adam: bool = _f(False, "fused/foreach Adam kernels")
+    tf32: bool = _f(True, "allow TF32 matmuls on Ampere+ GPUs")
+    skip_nonfinite: bool = _f(False, "skip a step with a non-finite loss instead of stopping")
+    check_replicas_every: int = _f(0, "compare G/D replicas across ranks every K steps (0 = off)", min=0)
+    stop_on: list = _f([], "health warnings that stop the run (e.g. [mode_collapse])")
+
+
+@dataclass
+class DistConfig:
+    backend: str = _f("auto", "torch.distributed backend: auto, gloo or nccl")
+    expect_world_size: int = _f(0, "fail unless the world size equals this (0 = no check)", min=0)
+
+
+@dataclass
+class LogConfig:
+    every: int = _f(10, "log scalars every K steps", min=1)
+    sample_every: int = _f(100, "write a sample grid every K steps", min=1)
+    num_samples: int = _f(100, "images in the fixed-noise sample grid", min=1)
+    progress: bool = _f(True, "show a progress bar on rank 0")
+    tensorboard: bool = _f(True, "write TensorBoard event files")
+
+
+@dataclass
+class MetricsConfig:
+    every: int = _f(0, "evaluate metrics every K steps (0 = only at the end if names are set)", min=0)
+    names: list = _f([], "metrics to compute: fid, classifier, kid")
+    num_fake: int = _f(1000, "generated samples per evaluation", min=1)
+    num_real: int = _f(0, "real samples for reference statistics (0 = all)", min=0)
+    main: str = _f("", "metric that selects the best checkpoint (empty = first of names)")
+    inception_weights: str = _f("", "path to Inception weights (empty = packaged weights)")
+    cache_dir: str = _f("", "reference-statistics cache (empty = ~/.cache/distgan)")
+
+
+@dataclass
+class HealthConfig:
+    window: int = _f(50, "steps per health-check window", min=2)
+    d_fake_min: float = _f(0.02, "warn when mean D(G(z)) stays below this", min=0.0, max=1.0)
+    grad_g_min: float = _f(1e-4, "warn when G's grad norm stays below this", min=0.0)
+    diversity_ratio: float = _f(0.2, "warn when fake/real diversity falls below this", min=0.0)
+    oscillation: float = _f(3.0, "warn when loss std/|trend| exceeds this with no progress", min=0.0)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any, meta: dict, source: str) -> Any:
+    """Convert ``value`` to field type ``tp`` and check its range; raise ConfigError naming key."""
+    where = f" (in {source})" if source else ""
+
+    def bad(expect: str) -> ConfigError:
+        return ConfigError(f"config key '{key}'{where}: got {value!r}, expected {expect}")
+
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad(_type_name(tp))
+        out = value
+    elif tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            value = value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise bad("a boolean (true/false)")
+        out = value
+    elif tp is int:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise bad("an integer") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        out = value
+    elif tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        out = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        out = value
+    elif tp is list or origin is list:
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.strip("[]").split(",")) if v]
+        if not isinstance(value, list):
+            raise bad("a list")
+        out = list(value)
+    else:  # pragma: no cover - every field type is handled above
+        raise bad(_type_name(tp))
+    if "choices" in meta and out not in meta["choices"]:
+        raise bad("one of " + ", ".join(map(repr, meta["choices"])))
+    if "min" in meta and out < meta["min"]:
+        raise bad(f"a value >= {meta['min']}")
+    if "max" in meta and out > meta["max"]:
+        raise bad(f"a value <= {meta['max']}")
+    return out
+
+
+def _fields(obj: Any) -> dict[str, dataclasses.Field]:
+    hints = typing.get_type_hints(type(obj))
+    out = {}
+    for f in dataclasses.fields(obj):
+        f.type = hints[f.name]
+        out[f.name] = f
+    return out
+
+
+def set_key(cfg: Config, key: str, value: Any, source: str = "") -> None:
+    """Set dotted ``key`` (e.g. ``train.lr_d``) on ``cfg``, converting and checking ``value``."""
+    parts = key.split(".")
+    node: Any = cfg
+    for i, part in enumerate(parts):
+        fields = _fields(node) if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            prefix = ".".join(parts[:i])
+            known = ", ".join(sorted(fields)) if fields else "(none)"
+            where = f" in {source}" if source else ""
+            raise ConfigError(f"unknown config key '{key}'{where}; known keys under "
+                              f"'{prefix or '<root>'}': {known}")
+        f = fields[part]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(node, part)):
+                raise ConfigError(f"config key '{key}' is a section; set one of its fields, "
+                                  f"e.g. '{key}.{next(iter(_fields(getattr(node, part))))}'")
+            setattr(node, part, _coerce(key, value, f.type, dict(f.metadata), source))
+        else:
+            node = getattr(node, part)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {d!r}")
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value`` and parse the value as YAML (so 5e-4, true, [a, b] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value (e.g. train.lr_d=5e-4)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if value is None:
+        value = ""
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a Config from defaults, an optional YAML preset and dotted overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+        for key, value in _flatten(data).items():
+            set_key(cfg, key, value, source=str(path))
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_key(cfg, key, value, source="command line")
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict of the config (for YAML, JSON and hashing)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "") -> Config:
+    """Inverse of :func:`config_to_dict`, with the same checks as a YAML preset."""
+    cfg = Config()
+    for key, value in _flatten(data).items():
+        set_key(cfg, key, value, source=source)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from distgan.fsutil import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def config_hash(cfg: Config) -> str:
+    """Short stable hash of the config (recorded in checkpoints)."""
+    blob = json.dumps(config_to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def describe(cfg: Config | None = None) -> str:
+    """Every key with its type, current value and doc, one per line."""
+    cfg = cfg or Config()
+    lines = []
+    for sname, sf in _fields(cfg).items():
+        section = getattr(cfg, sname)
+        for name, f in _fields(section).items():
+            lines.append(f"{sname}.{name:<22} {_type_name(f.type):<12} "
+                         f"{getattr(section, name)!r:<18} {f.metadata.get('doc', '')}")
+    return "\n".join(lines)
+

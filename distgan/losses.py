@@ -1,0 +1,51 @@
+"""Adversarial losses as pure functions of D's logits (seed 001 Algorithm 1 and friends).
+
+``d_loss(name, real_logits, fake_logits)`` and ``g_loss(name, fake_logits)``:
+
+- ``bce``: D minimises BCE(D(x), 1) + BCE(D(G(z)), 0); G minimises BCE(D(G(z)), 1)
+  (the non-saturating G loss the seeds use). Sigmoid is folded into the loss
+  (``binary_cross_entropy_with_logits``) for numerical stability.
+- ``nonsat``: same as ``bce`` (named for readers who know it that way).
+- ``hinge``: D: relu(1 - D(x)) + relu(1 + D(G(z))); G: -D(G(z)).
+- ``lsgan``: least squares with targets 1 / 0; G: (D(G(z)) - 1)^2 / 2.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def d_loss(name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss from logits on real and fake samples."""
+    if name in ("bce", "nonsat"):
+        return _bce(real, 1.0) + _bce(fake, 0.0)
+    if name == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    if name == "lsgan":
+        return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
+    raise ValueError(f"unknown train.loss '{name}'; available: bce, nonsat, hinge, lsgan")
+
+
+def g_loss(name: str, fake: torch.Tensor) -> torch.Tensor:
+    """Generator loss from D's logits on generated samples."""
+    if name in ("bce", "nonsat"):
+        return _bce(fake, 1.0)
+    if name == "hinge":
+        return -fake.mean()
+    if name == "lsgan":
+        return 0.5 * ((fake - 1.0) ** 2).mean()
+    raise ValueError(f"unknown train.loss '{name}'; available: bce, nonsat, hinge, lsgan")
+
+
+def feature_matching(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> torch.Tensor:
+    """Seed 001: MSE between batch-mean D features of real and fake images."""
+    return F.mse_loss(fake_feats.mean(0), real_feats.detach().mean(0))
+
+
+def aux_class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AC-GAN auxiliary classifier loss (cross entropy with the conditioning labels)."""
+    return F.cross_entropy(class_logits, labels)

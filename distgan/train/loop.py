@@ -1,0 +1,208 @@
+"""The training loop: one function, its stages marked by block comments.
+
+    from distgan.config import load_config
+    from distgan.train import train
+    train(load_config("configs/debug.yaml"), "runs/debug")   # re-running resumes
+
+Per rank: build data, models, optimizers -> resume from the latest checkpoint
+-> loop of phases (D then G) -> stats, samples, checkpoints -> run directory.
+"""
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distgan import dist
+from distgan.config import Config, config_hash, save_config
+from distgan.data import DataSpec, build_loader, normalize
+from distgan.models import DataInfo, build_models
+from distgan.shards import read_manifest
+from distgan.train import stats
+from distgan.train.ema import EMA
+from distgan.train.logger import RunLogger
+from distgan.train.phases import GanModels, LossSettings, Phase, d_loss_fn, g_loss_fn, run_phase
+from distgan.train.precision import Precision
+from distgan.train.samples import fixed_inputs
+from distgan.train.schedule import make_scheduler
+from distgan.train.state import load_latest, save_checkpoint
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """This rank's RNG states as tensors and plain data (weights_only-loadable)."""
+    st = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
+          "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+          "numpy_pos": int(np.random.get_state()[2]), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    random.setstate((3, tuple(st["python"]), st["python_pos"]))
+    np.random.set_state(("MT19937", st["numpy"].numpy().astype(np.uint32), st["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state(st["cuda"])
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGUSR1 (Slurm preemption): checkpoint at the next step boundary, then exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread (e.g. inside some launchers)
+                pass
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+
+def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir``; returns a summary dict on every rank."""
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    tc = cfg.train
+
+    # ---- processes and devices: one Accelerator per rank; assert the world size we expect
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if cfg.dist.expect_world_size and world != cfg.dist.expect_world_size:
+        raise RuntimeError(f"expected world size {cfg.dist.expect_world_size}, got {world}: "
+                           "the processes did not join one group")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    log = RunLogger(run_dir, cfg, enabled=rank == 0, rank=rank)
+    stop = _StopFlag()
+
+    # ---- data: this rank's share of the shard stream
+    manifest = read_manifest(cfg.data.shards)
+    info = DataInfo(channels=manifest.channels, resolution=cfg.data.resolution,
+                    num_classes=manifest.num_classes, classes=manifest.classes,
+                    attributes=manifest.attributes)
+    spec = DataSpec(resolution=cfg.data.resolution, batch_size=tc.batch_size,
+                    shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled,
+                    num_workers=cfg.data.num_workers, normalize=cfg.data.normalize,
+                    skip_corrupt=cfg.data.skip_corrupt)
+    loader = build_loader(cfg.data.shards, spec, rank, world, seed=tc.seed,
+                          pin_memory=cfg.data.pin_memory and device.type == "cuda")
+
+    # ---- models and optimizers: identical init on every rank (same seed), then per-rank RNG
+    seed_all(tc.seed)
+    G, D = build_models(cfg.model, info)
+    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))
+    total_d = tc.steps * tc.n_critic
+    sched_g = make_scheduler(opt_g, tc.steps, tc.schedule, tc.lr_g, tc.lr_min_g, tc.warmup_steps)
+    sched_d = make_scheduler(opt_d, total_d, tc.schedule, tc.lr_d, tc.lr_min_d, tc.warmup_steps)
+    G_p, D_p, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
+    G_raw, D_raw = accelerator.unwrap_model(G_p), accelerator.unwrap_model(D_p)
+    ema = EMA(G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
+    prec = Precision(tc.precision, device)
+    conditional = cfg.model.cond != "none"
+    models = GanModels(G_p, D_p, G_raw, D_raw, cfg.model.z_dim, info.num_classes if conditional else 0)
+    settings = LossSettings(tc.loss, tc.feature_matching, tc.aux_weight, conditional, cfg.model.cond == "acgan")
+    phases = [Phase("D", D_p, opt_d, sched_d, prec.make_scaler(), d_loss_fn, tc.n_critic, [G_p], new_batch=True),
+              Phase("G", G_p, opt_g, sched_g, prec.make_scaler(), g_loss_fn, 1, [D_p], new_batch=False)]
+
+    # ---- resume: the newest readable checkpoint, if any
+    step = 0
+    state = load_latest(run_dir, map_location=device)
+    if state is not None:
+        if state["config_hash"] != config_hash(cfg):
+            log.info("note: config differs from the checkpoint's; continuing with the new config")
+        G_raw.load_state_dict(state["G"])
+        D_raw.load_state_dict(state["D"])
+        for ph, key in zip(phases, ("d", "g")):
+            ph.opt.load_state_dict(state[f"opt_{key}"])
+            ph.sched.load_state_dict(state[f"sched_{key}"])
+            ph.scaler.load_state_dict(state[f"scaler_{key}"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        step = int(state["step"])
+        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        log.info(f"resumed from step {step} of {tc.steps}")
+    else:
+        seed_all(tc.seed * 7919 + rank)  # different noise per rank, reproducible per run
+    fixed_z, fixed_y, per_row = fixed_inputs(cfg.log.num_samples, cfg.model.z_dim, models.num_classes, tc.seed)
+
+    def save(at: int) -> None:
+        rngs = accelerator.gather_for_metrics([rng_state()], use_gather_object=True) if world > 1 else [rng_state()]
+        if rank == 0:
+            st = {"step": at, "G": G_raw.state_dict(), "D": D_raw.state_dict(),
+                  "config_hash": config_hash(cfg), "rng": rngs, "world_size": world}
+            for ph, key in zip(phases, ("d", "g")):
+                st[f"opt_{key}"] = ph.opt.state_dict()
+                st[f"sched_{key}"] = ph.sched.state_dict()
+                st[f"scaler_{key}"] = ph.scaler.state_dict()
+            if ema is not None:
+                st["ema"] = ema.state_dict()
+            save_checkpoint(run_dir, at, st, keep=tc.keep_ckpts)
+        accelerator.wait_for_everyone()
+
+    # ---- the loop: D phase(s), G phase, EMA, then logging / samples / checkpoints
+    batches = iter(loader)
+    log.start(step, tc.steps)
+    t_last, n_last = time.perf_counter(), 0
+    while step < tc.steps:
+        for phase in phases:
+            for _ in range(phase.repeats):
+                if phase.new_batch:  # the G phase reuses D's last real batch (feature matching)
+                    raw = next(batches)
+                    batch = {"real": normalize(raw["image"].to(device, non_blocking=True), spec.normalize,
+                                               manifest.mean, manifest.std)}
+                    if "label" in raw:
+                        batch["label"] = raw["label"].to(device, non_blocking=True)
+                run_phase(phase, models, batch, settings, prec, step, tc.skip_nonfinite)
+        if world > 1:  # plain BN keeps local running stats; make replicas equal at step boundaries
+            dist.broadcast_buffers(G_raw)
+            dist.broadcast_buffers(D_raw)
+        if ema is not None:
+            ema.update(G_raw, step)
+        step += 1
+        n_last += tc.batch_size * world
+
+        if step % cfg.log.every == 0 or step == tc.steps:
+            now = time.perf_counter()
+            stats.report("images_per_s", n_last / max(now - t_last, 1e-9) / world)
+            stats.report("lr_d", phases[0].sched.get_last_lr()[0])
+            stats.report("lr_g", phases[1].sched.get_last_lr()[0])
+            log.scalars(step, stats.collect())
+            t_last, n_last = now, 0
+        if step % cfg.log.sample_every == 0 or step == tc.steps:
+            g_eval = ema.model if ema is not None else G_raw
+            if rank == 0:
+                log.sample_grid(step, g_eval, fixed_z, fixed_y, per_row)
+        if tc.check_replicas_every and step % tc.check_replicas_every == 0:
+            dist.check_replicas(G_raw, "G")
+            dist.check_replicas(D_raw, "D")
+        stopping = bool(dist.all_reduce_mean(torch.tensor([float(stop.requested)]))[0] > 0) \
+            if world > 1 else stop.requested
+        if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
+            save(step)
+        if stopping:
+            log.info(f"stop requested: checkpointed at step {step}, exiting")
+            break
+
+    # ---- finish
+    log.close()
+    summary = {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
+    del G_p, D_p, phases, models  # drop DDP wrappers before the process group goes away
+    accelerator.free_memory()
+    return summary

@@ -1,0 +1,42 @@
+"""Fixed noise and labels for sample grids, and writing grids as PNG.
+
+The grid has one row per class for conditional models (row i = class i), so a
+glance tells whether G honours the label.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from distgan.fsutil import atomic_write_bytes
+
+
+def fixed_inputs(num: int, z_dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """(z, labels or None, images per row) from a private generator (training RNG untouched)."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    if num_classes:
+        per = max(1, num // num_classes)
+        labels = torch.arange(num_classes).repeat_interleave(per)
+        return torch.randn(len(labels), z_dim, generator=gen), labels, per
+    return torch.randn(num, z_dim, generator=gen), None, max(1, int(math.sqrt(num)))
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float NCHW -> uint8 NCHW."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def grid_tensor(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """[-1, 1] images -> [0, 1] float CHW grid."""
+    return make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
+
+
+def save_grid(images: torch.Tensor, nrow: int, path: str | Path) -> None:
+    """Write [-1, 1] images as one PNG grid, atomically."""
+    buf = io.BytesIO()
+    save_image(grid_tensor(images, nrow), buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())

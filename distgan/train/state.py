@@ -1,0 +1,106 @@
+"""Full-state checkpoints in ``RUN_DIR/checkpoints/``: atomic, verified, resumable.
+
+Files are ``step_00000100.pt`` plus a ``latest`` text file naming the newest
+one (and ``best`` when a metric picks one). Each file holds only tensors and
+plain Python data, loaded with ``weights_only=True``: no pickled code. A file
+whose load fails (truncated, corrupt) is skipped with a warning and the
+previous checkpoint is used.
+"""
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distgan.fsutil import atomic_open, atomic_write_text
+
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def ckpt_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def ckpt_path(run_dir: str | Path, step: int) -> Path:
+    return ckpt_dir(run_dir) / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every step checkpoint, oldest first."""
+    d = ckpt_dir(run_dir)
+    found = []
+    for p in d.glob("step_*.pt") if d.is_dir() else []:
+        m = _STEP_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write ``state`` as the step-``step`` checkpoint, point ``latest`` at it, prune old ones."""
+    path = ckpt_path(run_dir, step)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getbuffer())
+    atomic_write_text(ckpt_dir(run_dir) / "latest", path.name + "\n")
+    protected = {_read_pointer(run_dir, "best")}
+    for s, p in list_checkpoints(run_dir)[:-keep]:
+        if p.name not in protected:
+            p.unlink(missing_ok=True)
+    return path
+
+
+def mark_best(run_dir: str | Path, step: int) -> None:
+    """Point ``checkpoints/best`` at the step-``step`` checkpoint (kept from pruning)."""
+    atomic_write_text(ckpt_dir(run_dir) / "best", ckpt_path(run_dir, step).name + "\n")
+
+
+def _read_pointer(run_dir: str | Path, name: str) -> str | None:
+    p = ckpt_dir(run_dir) / name
+    return p.read_text().strip() if p.is_file() else None
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str | int = "latest") -> Path:
+    """Path of checkpoint ``latest``, ``best`` or a step number; clear error listing what exists."""
+    available = list_checkpoints(run_dir)
+    names = ", ".join(["latest"] + (["best"] if _read_pointer(run_dir, "best") else [])
+                      + [str(s) for s, _ in available]) if available else "none"
+    if str(which) in ("latest", "best"):
+        name = _read_pointer(run_dir, str(which))
+        if name and (ckpt_dir(run_dir) / name).is_file():
+            return ckpt_dir(run_dir) / name
+        if which == "latest" and available:
+            return available[-1][1]
+    else:
+        try:
+            p = ckpt_path(run_dir, int(which))
+        except ValueError:
+            p = None
+        if p is not None and p.is_file():
+            return p
+    raise FileNotFoundError(f"checkpoint '{which}' not found in {ckpt_dir(run_dir)}; available: {names}")
+
+
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load one checkpoint file with ``weights_only=True``."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """Newest loadable checkpoint (falling back past corrupt ones, with a warning), or None."""
+    candidates = [p for _, p in reversed(list_checkpoints(run_dir))]
+    latest = _read_pointer(run_dir, "latest")
+    if latest:  # the pointer wins when it names a file; the glob order is the fallback
+        candidates.sort(key=lambda p: p.name != latest)
+    for p in candidates:
+        try:
+            return load_file(p, map_location)
+        except Exception as e:  # truncated zip, bad pickle, ...: fall back to the previous one
+            warnings.warn(f"checkpoint {p} is unreadable ({type(e).__name__}: {e}); "
+                          "falling back to the previous checkpoint", stacklevel=2)
+    return None
