@@ -26,7 +26,8 @@ from distgan.shards import read_manifest
 from distgan.train import stats
 from distgan.train.ema import EMA
 from distgan.train.logger import RunLogger
-from distgan.train.phases import GanModels, LossSettings, Phase, d_loss_fn, g_loss_fn, run_phase
+from distgan.train.objectives import GanModels, LossSettings, d_loss_fn, g_loss_fn
+from distgan.train.phases import Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
 from distgan.train.schedule import make_scheduler
