@@ -137,10 +137,13 @@ class MetricsConfig:
 @dataclass
 class HealthConfig:
     window: int = _f(50, "steps per health-check window", min=2)
-    d_fake_min: float = _f(0.02, "warn when mean D(G(z)) stays below this", min=0.0, max=1.0)
-    grad_g_min: float = _f(1e-4, "warn when G's grad norm stays below this", min=0.0)
-    diversity_ratio: float = _f(0.2, "warn when fake/real diversity falls below this", min=0.0)
-    oscillation: float = _f(3.0, "warn when loss std/|trend| exceeds this with no progress", min=0.0)
+    d_fake_min: float = _f(0.02, "d_win: warn when mean D(G(z)) over a window is below this", min=0.0, max=1.0)
+    grad_g_min: float = _f(1e-4, "vanishing_grad: warn when G's mean grad norm is below this", min=0.0)
+    grad_g_drop: float = _f(0.01, "vanishing_grad: warn when G's grad norm fell below this share of its first window",
+                            min=0.0, max=1.0)
+    diversity_ratio: float = _f(0.2, "mode_collapse: warn when fake/real batch diversity is below this", min=0.0)
+    oscillation: float = _f(1.0, "oscillation: warn when std/mean of loss_g over a window exceeds this "
+                            "and the main metric did not improve", min=0.0)
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""Training-health monitors: detectors on synthetic signals, and real runs (healthy vs broken)."""
+import math
+
+import pytest
+import torch
+
+from distgan.config import HealthConfig
+from distgan.train.health import HealthMonitor, batch_diversity, mean_pairwise_distance
+
+
+def _feed(mon, rows, every=10):
+    out = []
+    for i, row in enumerate(rows, start=1):
+        out += mon.observe(i * every, row)
+    return out
+
+
+def test_mean_pairwise_distance_matches_hand_value():
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+    # pairs: (0,1)=5, (0,2)=0, (1,2)=5 -> ordered mean = 2*(5+0+5)/6
+    assert mean_pairwise_distance(x) == pytest.approx(10 / 3)
+    same = torch.ones(5, 1, 4, 4)
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    assert batch_diversity(same, labels) == 0.0
+
+
+def test_healthy_signals_stay_quiet():
+    mon = HealthMonitor(HealthConfig(window=50))
+    rows = [{"d_fake": 0.35 + 0.05 * math.sin(i), "grad_norm_g": 1.0 + 0.2 * math.cos(i),
+             "loss_g": 1.2 + 0.2 * math.sin(i)} for i in range(30)]
+    assert _feed(mon, rows) == []
+
+
+def test_d_win_and_vanishing_grad_fire_with_step_signal_threshold():
+    mon = HealthMonitor(HealthConfig(window=50))
+    rows = [{"d_fake": 0.4, "grad_norm_g": 2.0, "loss_g": 1.0}] * 6
+    rows += [{"d_fake": 0.001, "grad_norm_g": 1e-5, "loss_g": 7.0}] * 10
+    warnings = _feed(mon, rows)
+    signals = {w.signal for w in warnings}
+    assert {"d_win", "vanishing_grad"} <= signals
+    w = next(w for w in warnings if w.signal == "d_win")
+    assert w.threshold == 0.02 and w.value < 0.02 and w.step > 60
+    assert "d_win" in w.message() and f"step {w.step}" in w.message() and "threshold 0.02" in w.message()
+    # one warning per signal per window, not one per log line
+    assert sum(1 for x in warnings if x.signal == "d_win") <= math.ceil(10 * 10 / 50)
+
+
+def test_oscillation_needs_swings_and_no_metric_progress():
+    rows = [{"loss_g": 0.1 if i % 2 else 5.0} for i in range(12)]
+    assert any(w.signal == "oscillation" for w in _feed(HealthMonitor(HealthConfig(window=50)), rows))
+    mon = HealthMonitor(HealthConfig(window=50))
+    out = []
+    for i, row in enumerate(rows, start=1):
+        mon.observe_metric(i * 10, 100.0 - i)  # the main metric keeps improving
+        out += mon.observe(i * 10, row)
+    assert not any(w.signal == "oscillation" for w in out)
+
+
+def test_mode_collapse_on_constant_generator():
+    mon = HealthMonitor(HealthConfig(window=10))
+    real = torch.rand(32, 1, 8, 8) * 2 - 1
+    labels = torch.arange(4).repeat(8)
+
+    class Constant(torch.nn.Module):
+        def forward(self, z, y):
+            return torch.zeros(len(z), 1, 8, 8) + y.float().view(-1, 1, 1, 1) / 10
+
+    warnings = mon.check_diversity(100, Constant(), real, labels, torch.randn(32, 4))
+    assert [w.signal for w in warnings] == ["mode_collapse"]
+    assert warnings[0].value == 0.0
+    assert mon.check_diversity(200, Constant(), real, labels, torch.randn(32, 4))  # next window: again
+
+
+def test_unknown_stop_signal_is_an_error():
+    with pytest.raises(ValueError, match="train.stop_on.*'collapse'.*mode_collapse"):
+        HealthMonitor(HealthConfig(), ["collapse"])
