@@ -1,0 +1,89 @@
+"""A GPU-resident data set for data that fits in device memory (``data.device_cache``).
+
+The shards are decoded ONCE into a uint8 tensor on the device (5,000 MNIST
+digits at 32x32 are 5 MB; 20,580 dogs at 64x64 are 253 MB). Every epoch all
+ranks draw the same permutation from (seed, epoch) and rank r takes positions
+r, r+R, r+2R, ... (truncated to an equal length), so the split across ranks is
+exact and every rank runs the same number of steps. Batches are sliced on the
+device: no decode, no host->device copy, no worker processes in the step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from distgan.data.pipeline import decode, shard_urls, tar_samples
+from distgan.shards.manifest import Manifest, read_manifest
+
+
+def decode_all(shard_dir: str | Path, resolution: int, manifest: Manifest | None = None) -> dict[str, torch.Tensor]:
+    """Every sample of the shard set, in manifest order: ``image`` uint8 NCHW, ``label``/``attrs``."""
+    manifest = manifest or read_manifest(shard_dir)
+    urls = shard_urls(shard_dir, manifest)
+    expected = {u: s.count for u, s in zip(urls, manifest.shards)}
+    images, labels, attrs = [], [], []
+    for raw in tar_samples(urls, expected=expected):
+        s = decode(raw, resolution, manifest.channels)
+        images.append(s["image"])
+        if "label" in s:
+            labels.append(s["label"])
+        if "attrs" in s:
+            attrs.append(s["attrs"])
+    out = {"image": torch.stack(images)}
+    if labels:
+        out["label"] = torch.tensor(labels, dtype=torch.long)
+    if attrs:
+        out["attrs"] = torch.stack(attrs)
+    return out
+
+
+class DeviceCache:
+    """Iterator of batches sliced from a device-resident copy of the data set."""
+
+    def __init__(self, shard_dir: str | Path, resolution: int, batch_size: int, device: torch.device,
+                 rank: int = 0, world: int = 1, seed: int = 0, manifest: Manifest | None = None):
+        data = decode_all(shard_dir, resolution, manifest)
+        self.tensors = {k: v.to(device) for k, v in data.items()}
+        self.n = len(self.tensors["image"])
+        self.per_rank = self.n // world
+        if self.per_rank < batch_size:
+            raise ValueError(f"data.device_cache: {self.n} samples over {world} ranks is fewer than one "
+                             f"batch of {batch_size} per rank")
+        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
+        self.device = device
+        self.epoch, self.batch_index = 0, 0
+        self._order: torch.Tensor | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.per_rank // self.batch_size
+
+    def _epoch_order(self) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=gen)  # identical on every rank
+        return perm[self.rank::self.world][: self.per_rank].to(self.device)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._order is None:
+            self._order = self._epoch_order()
+        if self.batch_index >= self.batches_per_epoch:
+            self.epoch, self.batch_index = self.epoch + 1, 0
+            self._order = self._epoch_order()
+        idx = self._order[self.batch_index * self.batch_size:(self.batch_index + 1) * self.batch_size]
+        self.batch_index += 1
+        batch = {k: v.index_select(0, idx) for k, v in self.tensors.items()}
+        batch["index"] = idx
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        """Stream position, for checkpoints: resuming continues the same order."""
+        return {"epoch": self.epoch, "batch_index": self.batch_index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch_index = int(state["epoch"]), int(state["batch_index"])
+        self._order = None if self.batch_index == 0 else self._epoch_order()
