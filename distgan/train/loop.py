@@ -97,6 +97,11 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     info = DataInfo(channels=manifest.channels, resolution=cfg.data.resolution,
                     num_classes=manifest.num_classes, classes=manifest.classes,
                     attributes=manifest.attributes)
+    # [distgan.api hook, issue 10] record classes/attributes/geometry/normalisation in
+    # RUN_DIR/data_info.json so a run dir alone can rebuild and sample G (no shards).
+    if rank == 0:
+        from distgan.api import write_data_info
+        write_data_info(run_dir, info, cfg.data.normalize, manifest.mean, manifest.std)
     spec = DataSpec(resolution=cfg.data.resolution, batch_size=tc.batch_size,
                     shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled,
                     num_workers=cfg.data.num_workers, normalize=cfg.data.normalize,
