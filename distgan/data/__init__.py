@@ -1,4 +1,11 @@
-"""Streaming data: WebDataset-format shards to batches, split explicitly by rank and worker."""
-from distgan.data.pipeline import DataSpec, ShardStream, build_loader, normalize
+"""Streaming data: WebDataset-format shards to batches, split explicitly by rank and worker.
 
-__all__ = ["DataSpec", "ShardStream", "build_loader", "normalize"]
+``build_loader`` returns a :class:`StreamLoader` (epochs, equal steps on every
+rank, resumable position); ``normalize``/``denormalize`` map uint8 images to
+model inputs and back.
+"""
+from distgan.data.loader import StreamLoader, build_loader
+from distgan.data.pipeline import DataSpec, ShardStream
+from distgan.data.pixels import denormalize, normalize
+
+__all__ = ["DataSpec", "ShardStream", "StreamLoader", "build_loader", "denormalize", "normalize"]

@@ -1,20 +1,24 @@
-"""The streaming pipeline: shards -> node split -> worker split -> shuffle -> decode -> batch.
+"""The streaming pipeline: shards -> rank split -> worker split -> shuffle -> decode -> batch.
 
 Every stage is a visible generator function, and the rank/world split is
 explicit (never inferred from a global process group), so the same pipeline
-serves one process, DDP ranks and Slurm tasks.
+serves one process, DDP ranks and Slurm tasks. :class:`ShardStream` runs the
+stages for ONE epoch of one rank (inside each DataLoader worker);
+:class:`distgan.data.loader.StreamLoader` strings epochs together, keeps the
+stream position and is what :func:`build_loader` returns.
 
     loader = build_loader(shard_dir, DataSpec(resolution=32, batch_size=64), rank=0, world=1, seed=0)
-    for images, labels in loader: ...   # images float [-1, 1] NCHW, labels long (or float attrs)
+    for batch in loader: ...   # batch["image"] uint8 NCHW, batch["label"] long, batch["key"] list
 
-With ``resampled=True`` (the training default) each rank draws shards with
-replacement from its own seeded stream, so every rank runs exactly the same
-number of steps whatever the shard sizes (DDP never waits on a rank that ran out).
+Shuffling is seeded from (seed, epoch, rank, worker); epoch plans (which
+shards, how many batches) live in :mod:`distgan.data.plan`.
 """
 from __future__ import annotations
 
 import io
+import itertools
 import random
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +27,11 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
+from distgan.data.pixels import denormalize, normalize  # noqa: F401  (re-exported)
+from distgan.data.plan import Layout, stream_seed
+from distgan.shards.location import member_url, open_url
 from distgan.shards.manifest import Manifest, ShardError, read_manifest
 
 
@@ -37,12 +44,21 @@ class DataSpec:
     num_workers: int = 0
     normalize: str = "minmax"  # minmax -> [-1, 1]; zscore -> (x - mean) / std per channel
     skip_corrupt: bool = False
+    epoch_samples: int = 0  # resampled: samples per epoch over all ranks (0 = the manifest's count)
+    verify_checksums: bool = False  # sha256 of every shard at start-up
+    shuffle_shards: bool = True  # exact mode: reshuffle the shard list every epoch
+    drop_last: bool = True  # drop each worker's partial last batch (fixed batch size)
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- stages
 
 def shard_urls(shard_dir: str | Path, manifest: Manifest) -> list[str]:
-    return [str(Path(shard_dir) / s.name) for s in manifest.shards]
+    """Each shard's URL: a local path, or the ``pipe:`` command with {name} filled in."""
+    return [member_url(shard_dir, s.name) for s in manifest.shards]
 
 
 def resampled_shards(urls: list[str], seed: int) -> Iterator[str]:
@@ -89,19 +105,12 @@ def tar_samples(urls: Iterable[str], skip_corrupt: bool = False,
         except (tarfile.TarError, OSError, EOFError, ShardError) as e:
             if not skip_corrupt:
                 raise ShardError(f"corrupt or unreadable shard '{url}': {e}") from e
-            print(f"warning: skipping corrupt shard '{url}': {e}", flush=True)
+            warn(f"skipping the rest of corrupt shard '{url}' after {n} samples: {e}")
 
 
 def _read_tar(url: str) -> Iterator[dict[str, Any]]:
-    if url.startswith("pipe:"):
-        import subprocess
-
-        proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE)
-        stream = tarfile.open(fileobj=proc.stdout, mode="r|")
-    else:
-        stream = tarfile.open(url, mode="r|")
     current: dict[str, Any] | None = None
-    with stream:
+    with open_url(url) as f, tarfile.open(fileobj=f, mode="r|") as stream:
         for member in stream:
             if not member.isfile():
                 continue
@@ -146,6 +155,18 @@ def decode(sample: dict[str, Any], resolution: int, channels: int) -> dict[str, 
     return out
 
 
+def decoded(samples: Iterable[dict[str, Any]], resolution: int, channels: int,
+            skip_corrupt: bool = False) -> Iterator[dict[str, Any]]:
+    """The decode stage; with ``skip_corrupt`` an undecodable sample is logged and dropped."""
+    for s in samples:
+        try:
+            yield decode(s, resolution, channels)
+        except (ShardError, ValueError) as e:
+            if not skip_corrupt:
+                raise ShardError(f"shard '{s['__url__']}': sample '{s['__key__']}': {e}") from e
+            warn(f"skipping sample '{s['__key__']}' of shard '{s['__url__']}': {e}")
+
+
 def _decode_image(data: bytes, resolution: int, channels: int, url: str, key: str) -> torch.Tensor:
     try:
         img = Image.open(io.BytesIO(data))
@@ -160,14 +181,16 @@ def _decode_image(data: bytes, resolution: int, channels: int, url: str, key: st
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-def batched(samples: Iterable[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
-    """Collate full batches (a partial last batch is dropped so every step is the same size)."""
+def batched(samples: Iterable[dict[str, Any]], batch_size: int, drop_last: bool = True) -> Iterator[dict[str, Any]]:
+    """Collate batches; the partial last batch is dropped unless ``drop_last=False``."""
     buf: list[dict[str, Any]] = []
     for s in samples:
         buf.append(s)
         if len(buf) == batch_size:
             yield collate(buf)
             buf = []
+    if buf and not drop_last:
+        yield collate(buf)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -182,54 +205,66 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def normalize(images: torch.Tensor, mode: str, mean: list[float], std: list[float]) -> torch.Tensor:
-    """uint8 NCHW -> float; minmax maps to [-1, 1], zscore uses the manifest's channel stats."""
-    x = images.float() / 255.0
-    if mode == "zscore":
-        m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-        s = torch.tensor(std, device=x.device).view(1, -1, 1, 1).clamp_min(1e-6)
-        return (x - m) / s
-    return x * 2.0 - 1.0
-
-
-# ----------------------------------------------------------------------------- dataset
+# ----------------------------------------------------------------------------- one epoch of one rank
 
 class ShardStream(IterableDataset):
-    """Iterable of uint8 batches for one rank; workers split the rank's shard stream."""
+    """One epoch of uint8 batches for ``rank``; DataLoader workers split the rank's shards.
+
+    ``epoch`` selects the shuffles; ``skip``/``rotation`` (set by StreamLoader
+    on resume) say how many batches each worker already delivered and which
+    worker the DataLoader's round-robin must start with. Iterated directly
+    (no DataLoader) it acts as a single worker.
+    """
 
     def __init__(self, shard_dir: str | Path, spec: DataSpec, rank: int, world: int, seed: int,
-                 manifest: Manifest | None = None):
-        self.shard_dir = Path(shard_dir)
+                 manifest: Manifest | None = None, urls: list[str] | None = None, epoch: int = 0):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must lie in 0..{world - 1}, got {rank}")
+        self.shard_dir = shard_dir
         self.manifest = manifest or read_manifest(shard_dir)
         self.spec, self.rank, self.world, self.seed = spec, rank, world, seed
-        self.urls = shard_urls(shard_dir, self.manifest)
-        self.expected = {u: s.count for u, s in zip(self.urls, self.manifest.shards)}
-        consumers = world * max(1, spec.num_workers)
-        if not spec.resampled and len(self.urls) < consumers:
-            raise ShardError(f"{shard_dir} has {len(self.urls)} shards but {world} ranks x "
-                             f"{max(1, spec.num_workers)} workers = {consumers} consumers need at least "
-                             f"{consumers}; rewrite with a smaller --shard-size (<= "
-                             f"{max(1, self.manifest.num_samples // consumers)})")
+        # urls[i] is None for a shard dropped at start-up (damaged, with data.skip_corrupt)
+        self.urls = urls if urls is not None else shard_urls(shard_dir, self.manifest)
+        self.expected = {u: s.count for u, s in zip(self.urls, self.manifest.shards) if u}
+        self.epoch, self.skip, self.rotation = epoch, [], 0
+        if not spec.resampled:
+            check_enough_shards(sum(u is not None for u in self.urls), world, spec.num_workers, str(shard_dir),
+                                self.manifest.num_samples)
+
+    def layout(self, workers: int) -> Layout:
+        counts = tuple(s.count if u else 0 for u, s in zip(self.urls, self.manifest.shards))
+        return Layout(counts, self.world, workers, self.spec.batch_size, self.seed, self.spec.resampled,
+                      self.spec.epoch_samples, self.spec.shuffle_shards, self.spec.drop_last)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        wid = info.id if info else 0
-        # each (rank, worker) gets its own reproducible streams
-        stream_seed = ((self.seed * 1000003) + self.rank * 1009 + wid) & 0xFFFFFFFF
-        rng = random.Random(stream_seed)
-        if self.spec.resampled:
-            urls: Iterable[str] = resampled_shards(self.urls, stream_seed)
+        workers = info.num_workers if info else 1
+        worker = (info.id + self.rotation) % workers if info else 0
+        layout = self.layout(workers)
+        todo = layout.worker_batches(self.epoch, self.rank)[worker]
+        skip = self.skip[worker] if worker < len(self.skip) else 0
+        spec = self.spec
+        # one reproducible stream per (seed, epoch, rank, worker)
+        rng = random.Random(stream_seed(self.seed, self.epoch, self.rank, worker, "samples"))
+        live = [u for u in self.urls if u]
+        if spec.resampled:
+            urls: Iterable[str] = resampled_shards(live, stream_seed(self.seed, self.epoch, self.rank, worker, "shards"))
         else:
-            urls = split_by_worker(split_by_rank(self.urls, self.rank, self.world))
-        samples = tar_samples(urls, self.spec.skip_corrupt, self.expected)
-        samples = shuffle(samples, self.spec.shuffle_buffer, rng)
-        decoded = (decode(s, self.spec.resolution, self.manifest.channels) for s in samples)
-        yield from batched(decoded, self.spec.batch_size)
+            urls = [self.urls[i] for i in layout.worker_shards(self.epoch, self.rank, worker) if self.urls[i]]
+        samples: Iterator[dict[str, Any]] = tar_samples(urls, spec.skip_corrupt, self.expected)
+        samples = shuffle(samples, spec.shuffle_buffer, rng)
+        # resume: drop what was already delivered BEFORE decoding (raw bytes are cheap to skip)
+        samples = itertools.islice(samples, skip * spec.batch_size, None)
+        images = decoded(samples, spec.resolution, self.manifest.channels, spec.skip_corrupt)
+        yield from itertools.islice(batched(images, spec.batch_size, spec.drop_last), max(0, todo - skip))
 
 
-def build_loader(shard_dir: str | Path, spec: DataSpec, rank: int = 0, world: int = 1,
-                 seed: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader of uint8 batches for ``rank`` of ``world`` (infinite when resampled)."""
-    ds = ShardStream(shard_dir, spec, rank, world, seed)
-    return DataLoader(ds, batch_size=None, num_workers=spec.num_workers, pin_memory=pin_memory,
-                      persistent_workers=spec.num_workers > 0)
+def check_enough_shards(num_shards: int, world: int, num_workers: int, where: str, num_samples: int) -> None:
+    """Exact mode needs a shard for every consumer: refuse at start-up instead of idling a worker."""
+    consumers = world * max(1, num_workers)
+    if num_shards < consumers:
+        per = max(1, num_samples // consumers)
+        raise ShardError(f"{where} has {num_shards} shards, but {world} ranks x {max(1, num_workers)} workers "
+                         f"= {consumers} consumers need at least {consumers} shards (a multiple of {consumers} "
+                         f"for exactly-once epochs). Rewrite with --shard-size {per} or less, use fewer "
+                         "data.num_workers, or set data.resampled=true")

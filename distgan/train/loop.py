@@ -102,11 +102,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     if rank == 0:
         from distgan.api import write_data_info
         write_data_info(run_dir, info, cfg.data.normalize, manifest.mean, manifest.std)
+    # [data hook, issue 4] endless stream (epochs chained) with a resumable position, equal steps on all ranks
     spec = DataSpec(resolution=cfg.data.resolution, batch_size=tc.batch_size,
                     shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled,
                     num_workers=cfg.data.num_workers, normalize=cfg.data.normalize,
-                    skip_corrupt=cfg.data.skip_corrupt)
-    loader = build_loader(cfg.data.shards, spec, rank, world, seed=tc.seed,
+                    skip_corrupt=cfg.data.skip_corrupt, epoch_samples=cfg.data.epoch_samples,
+                    verify_checksums=cfg.data.verify_checksums)
+    loader = build_loader(cfg.data.shards, spec, rank, world, seed=tc.seed, epochs=None,
                           pin_memory=cfg.data.pin_memory and device.type == "cuda")
 
     # ---- models and optimizers: identical init on every rank (same seed), then per-rank RNG
@@ -142,6 +144,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
         step = int(state["step"])
+        if "data" in state:  # [data hook, issue 4] continue the same sample order mid-epoch
+            loader.load_state_dict(state["data"])
         set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         log.info(f"resumed from step {step} of {tc.steps}")
     else:
@@ -159,6 +163,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
                 st[f"scaler_{key}"] = ph.scaler.state_dict()
             if ema is not None:
                 st["ema"] = ema.state_dict()
+            st["data"] = loader.state_dict()  # [data hook, issue 4] ranks run in lockstep: rank 0's position
             save_checkpoint(run_dir, at, st, keep=tc.keep_ckpts)
         accelerator.wait_for_everyone()
 
