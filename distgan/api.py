@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from distgan.fsutil import atomic_write_text
 
 DATA_INFO = "data_info.json"
 DATA_INFO_VERSION = 1
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 LabelSpec = Any  # None | int | str | Sequence[int | str] | array (L, C)
 AttrSpec = Any  # None | dict | Sequence[dict] | array (L, A)
 
@@ -164,6 +166,39 @@ def _condition_kind(cfg: Config, data: dict[str, Any]) -> tuple[str, list[str]]:
     return "classes", attrs
 
 
+def available_checkpoints(run_dir: str | Path) -> list[str]:
+    """Names ``--checkpoint`` accepts for this run: latest, best (if marked) and step numbers."""
+    d = Path(run_dir) / "checkpoints"
+    steps = sorted(int(m.group(1)) for p in (d.glob("step_*.pt") if d.is_dir() else [])
+                   if (m := _STEP_RE.match(p.name)))
+    return (["latest"] + (["best"] if (d / "best").is_file() else []) if steps else []) + [str(s) for s in steps]
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str | int = "latest") -> Path:
+    """Path of checkpoint ``latest``, ``best`` or a step number in ``RUN_DIR/checkpoints``.
+
+    Reads the run-dir contract (``step_XXXXXXXX.pt`` + ``latest``/``best`` pointer
+    files) directly rather than through distgan.train, so loading a generator
+    never imports the training stack.
+    """
+    d = Path(run_dir) / "checkpoints"
+    which = str(which).strip()
+    if which in ("latest", "best"):
+        pointer = d / which
+        path = d / pointer.read_text().strip() if pointer.is_file() else None
+        if path is None and which == "latest":  # no pointer: the highest step
+            steps = [s for s in available_checkpoints(run_dir) if s.isdigit()]
+            path = d / f"step_{int(steps[-1]):08d}.pt" if steps else None
+    elif which.isdigit():
+        path = d / f"step_{int(which):08d}.pt"
+    else:
+        raise SampleError(f"--checkpoint {which!r}: expected latest, best or a step number")
+    if path is None or not path.is_file():
+        avail = ", ".join(available_checkpoints(run_dir)) or "none"
+        raise SampleError(f"checkpoint '{which}' not found in {d}; available: {avail}")
+    return path
+
+
 def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", device: str | torch.device = "cpu",
                    ema: bool | None = None) -> tuple[torch.nn.Module, GeneratorInfo]:
     """Build G from ``RUN_DIR/config.yaml`` and load its weights from a checkpoint.
@@ -176,7 +211,6 @@ def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", device
     import yaml
 
     from distgan.models import DataInfo, build_models
-    from distgan.train.state import load_file, resolve_checkpoint
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
@@ -187,11 +221,13 @@ def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", device
         raise SampleError(f"{run_dir} is a pix2pix run: its G translates a source image, it does not "
                           "sample from noise; load its checkpoint and call G(source) instead")
     data = read_data_info(run_dir, cfg)
+    path = resolve_checkpoint(run_dir, checkpoint)
     try:
-        path = resolve_checkpoint(run_dir, checkpoint)
-    except FileNotFoundError as e:
-        raise SampleError(str(e)) from None
-    state = load_file(path, map_location="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated / corrupt file: name it, suggest another
+        why = (str(e).strip().splitlines() or [""])[0][:160]  # torch's text runs to many lines
+        raise SampleError(f"checkpoint {path} is unreadable ({type(e).__name__}: {why}); pick another "
+                          f"with --checkpoint (available: {', '.join(available_checkpoints(run_dir))})") from None
     use_ema = ("ema" in state) if ema is None else bool(ema)
     if use_ema and "ema" not in state:
         raise SampleError(f"checkpoint {path} holds no EMA weights (train.ema was off); "

@@ -1,0 +1,95 @@
+"""python -m distgan.export: the exported generator runs where distgan is not importable, same outputs."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+
+from distgan.api import load_generator
+from distgan.export import Standalone, main
+
+# Runs in a fresh interpreter in isolated mode (-I: no PYTHONPATH, no cwd on sys.path) from a temp
+# dir, so distgan cannot be imported there; it loads the file with torch / onnxruntime alone.
+OUTSIDE = r"""
+import json, sys
+import numpy as np
+try:
+    import distgan
+    sys.exit("distgan is importable here: the test would prove nothing")
+except ImportError:
+    pass
+fmt, model, inputs, out = sys.argv[1:]
+d = np.load(inputs)
+feeds = [d["z"]] + ([d["y"]] if "y" in d else [])
+if fmt == "torchscript":
+    import torch
+    extra = {"distgan.json": ""}
+    g = torch.jit.load(model, _extra_files=extra)
+    meta = json.loads(extra["distgan.json"])
+    with torch.no_grad():
+        images = g(*[torch.from_numpy(x) for x in feeds]).numpy()
+else:
+    import onnx, onnxruntime as ort
+    meta = json.loads({p.key: p.value for p in onnx.load(model).metadata_props}["distgan"])
+    s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    images = s.run(None, {i.name: x for i, x in zip(s.get_inputs(), feeds)})[0]
+np.save(out, images)
+print(json.dumps(meta))
+"""
+
+
+@pytest.fixture(scope="module")
+def run(mnist_shards, tmp_path_factory):
+    from distgan.config import load_config
+    from distgan.train import train
+
+    cfg = load_config(ROOT / "configs" / "debug.yaml", [f"data.shards={mnist_shards}", "log.progress=false"])
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    train(cfg, run_dir)
+    return run_dir
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("fmt, suffix", [("torchscript", ".pt"), ("onnx", ".onnx")])
+def test_export_round_trip_without_distgan(run, tmp_path, fmt, suffix, capsys):
+    model = tmp_path / f"g{suffix}"
+    assert main(["--run", str(run), "--format", fmt, "--out", str(model)]) == 0
+    assert "checked against the original" in capsys.readouterr().out
+    # a batch size the export never saw, weighted labels included
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(7, 16, generator=g)
+    y = torch.eye(10)[torch.tensor([0, 1, 2, 3, 4, 5, 6])]
+    y[6] = 0
+    y[6, 3] = y[6, 8] = 0.5
+    np.savez(tmp_path / "in.npz", z=z.numpy(), y=y.numpy())
+    script = tmp_path / "outside.py"
+    script.write_text(OUTSIDE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-I", str(script), fmt, str(model), str(tmp_path / "in.npz"),
+                          str(tmp_path / "out.npy")], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    meta = json.loads(out.stdout.strip().splitlines()[-1])
+    assert meta["z_dim"] == 16 and meta["y_dim"] == 10 and meta["classes"][3] == "3" and meta["step"] == 20
+    G, info = load_generator(run)
+    with torch.no_grad():
+        want = Standalone(G, info).eval()(z, y).numpy()
+        raw = G(z, y).numpy()
+    got = np.load(tmp_path / "out.npy")
+    assert got.shape == (7, 1, 16, 16) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(got, (raw + 1) / 2, atol=1e-5)  # minmax run: [-1, 1] -> [0, 1]
+    assert 0.0 <= got.min() and got.max() <= 1.0
+
+
+def test_export_errors(run, tmp_path, capsys):
+    assert main(["--run", str(run), "--format", "onnx", "--checkpoint", "5", "--out", str(tmp_path / "g")]) == 2
+    assert "checkpoint '5' not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--run", str(run), "--format", "tflite", "--out", str(tmp_path / "g")])
