@@ -6,8 +6,9 @@ without communication. Two modes:
 
 exact (``resampled=False``)
     Epoch e shuffles the shard list with (seed, e), identically on all ranks,
-    then deals shard i to rank ``i % world`` and, within the rank, to worker
-    ``j % workers``: every sample of the epoch goes to exactly one consumer.
+    then deals it to ranks and, within a rank, to workers (round-robin for
+    equal shards, balanced by sample count for uneven ones; see
+    :func:`balanced_split`): every sample of the epoch goes to exactly one consumer.
     Each rank then stops after ``min over ranks`` batches, so all ranks run
     the same number of steps even when shard sizes differ (the few samples a
     longer rank had in excess are dropped for that epoch).
@@ -55,7 +56,8 @@ class Layout:
 
     def worker_shards(self, epoch: int, rank: int, worker: int) -> list[int]:
         """Exact mode: the shard indices (manifest order) read by (rank, worker) in ``epoch``."""
-        return self.shard_order(epoch)[rank::self.world][worker::self.workers]
+        mine = balanced_split(self.shard_order(epoch), self.counts, self.world)[rank]
+        return balanced_split(mine, self.counts, self.workers)[worker]
 
     def worker_batches(self, epoch: int, rank: int) -> list[int]:
         """Batches each worker of ``rank`` yields in ``epoch`` (before the equal-steps cut)."""
@@ -74,6 +76,21 @@ class Layout:
             total = self.epoch_samples or sum(self.counts)
             return total // self.world // self.batch_size
         return min(sum(self.worker_batches(epoch, r)) for r in range(self.world))
+
+
+def balanced_split(order: list[int], counts: tuple[int, ...], parts: int) -> list[list[int]]:
+    """Deal shards to ``parts`` consumers, largest first, each to the least-loaded one (ties: lowest index).
+
+    Equal-size shards are dealt round-robin in ``order`` (shard i to part i % parts);
+    uneven ones are balanced by sample count, so cutting every rank to the
+    shortest one (equal steps) drops as little data as possible.
+    """
+    loads, out = [0] * parts, [[] for _ in range(parts)]
+    for i in sorted(order, key=lambda i: -counts[i]):  # stable: ties keep the shuffled order
+        p = min(range(parts), key=lambda j: (loads[j], j))
+        out[p].append(i)
+        loads[p] += counts[i]
+    return out
 
 
 def consumed_per_worker(batches: list[int], k: int) -> tuple[list[int], int]:
