@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -57,20 +58,45 @@ def open_url(url: str) -> Iterator[IO[bytes]]:
             yield f
         return
     cmd = url[len(PIPE):]
-    proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    finished = False
+    # stderr to a file, not a pipe: a chatty command must never block on a full stderr pipe
+    errfile = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=errfile)
     try:
         yield proc.stdout
-        finished = True
-    finally:
-        if not finished:  # consumer stopped early (or failed): do not wait for a long download
-            proc.kill()
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
-        proc.stderr.close()
-        rc = proc.wait()
+    except GeneratorExit:  # the consumer stopped early: do not wait for a long download
+        _finish(proc, errfile, kill=True)
+        raise
+    except BaseException as e:
+        # a read error is usually the command failing (empty or cut stream): report the command
+        rc, err = _finish(proc, errfile, kill=False)
+        if rc not in (0, None) and not isinstance(e, KeyboardInterrupt):
+            raise OSError(_failed(cmd, rc, err)) from e
+        raise
+    while proc.stdout.read(1 << 16):  # drain tar padding: closing early would SIGPIPE the command
+        pass
+    rc, err = _finish(proc, errfile, kill=False)
     if rc != 0:
-        raise OSError(f"command `{cmd}` exited with status {rc}" + (f": {err[-300:]}" if err else ""))
+        raise OSError(_failed(cmd, rc, err))
+
+
+def _finish(proc: subprocess.Popen, errfile: IO[bytes], kill: bool) -> tuple[int | None, str]:
+    if kill:
+        proc.kill()
+    proc.stdout.close()
+    try:
+        rc = proc.wait(timeout=None if kill else 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = None
+        proc.wait()
+    errfile.seek(0)
+    err = errfile.read().decode(errors="replace").strip()
+    errfile.close()
+    return rc, err
+
+
+def _failed(cmd: str, rc: int, err: str) -> str:
+    return f"command `{cmd}` exited with status {rc}" + (f": {err[-300:]}" if err else "")
 
 
 def read_bytes(url: str) -> bytes:

@@ -1,0 +1,118 @@
+"""Start-up checks, corrupt shards (fail by name / skip), pipe: sources, zscore round trips,
+and the stream position carried through a real training checkpoint."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distgan.data import DataSpec, build_loader, denormalize, normalize
+from distgan.shards import ShardError, read_manifest, verify
+
+SPEC = dict(resolution=28, batch_size=50, shuffle_buffer=0, resampled=False)
+
+
+def all_keys(loader) -> list[str]:
+    return [k for b in loader for k in b["key"]]
+
+
+@pytest.fixture
+def copy(mnist_shards, tmp_path) -> Path:
+    d = tmp_path / "copy"
+    shutil.copytree(mnist_shards, d)
+    return d
+
+
+def break_first_image(shard: Path) -> None:
+    """Overwrite the PNG signature of the shard's first sample: same size, valid tar, bad image."""
+    data = bytearray(shard.read_bytes())
+    assert data[512:516] == b"\x89PNG"  # first member's data follows its 512-byte header
+    data[512:520] = b"NOTAPNG!"
+    shard.write_bytes(bytes(data))
+
+
+def test_corrupt_shard_during_training_fails_naming_it_or_is_skipped(copy, capsys):
+    victim = copy / read_manifest(copy).shards[2].name
+    break_first_image(victim)
+    # same size: the cheap start-up check passes, reading it fails with the shard's name
+    with pytest.raises(ShardError, match=f"{victim.name}.*unreadable image"):
+        all_keys(build_loader(copy, DataSpec(**SPEC)))
+    keys = all_keys(build_loader(copy, DataSpec(**SPEC, skip_corrupt=True)))
+    assert len(keys) == 4950 and len(set(keys)) == 4950  # one sample lost, one partial batch dropped
+    assert victim.name in capsys.readouterr().err
+
+
+def test_startup_checks_sizes_and_optionally_checksums(copy, capsys):
+    shards = read_manifest(copy).shards
+    tampered, truncated = copy / shards[1].name, copy / shards[4].name
+    break_first_image(tampered)
+    truncated.write_bytes(truncated.read_bytes()[:20000])
+    with pytest.raises(ShardError, match=f"(?s)1 of 10 shards .* damaged.*{truncated.name}: size"):
+        build_loader(copy, DataSpec(**SPEC))
+    with pytest.raises(ShardError, match=f"(?s)2 of 10 shards.*{tampered.name}: sha256 mismatch"):
+        build_loader(copy, DataSpec(**SPEC, verify_checksums=True))
+    # skip_corrupt drops both at start-up, with a warning naming each
+    keys = all_keys(build_loader(copy, DataSpec(**SPEC, verify_checksums=True, skip_corrupt=True), epochs=1))
+    assert len(keys) == 4000 and len(set(keys)) == 4000
+    err = capsys.readouterr().err
+    assert tampered.name in err and truncated.name in err
+
+
+def test_pipe_source_streams_like_the_directory(mnist_shards, tmp_path):
+    pipe = f"pipe:cat {mnist_shards}/{{name}}"
+    m = read_manifest(pipe)
+    assert m.num_samples == 5000 and verify(pipe, m, checksums=True) == []
+    assert all_keys(build_loader(pipe, DataSpec(**SPEC, verify_checksums=True))) == \
+        all_keys(build_loader(mnist_shards, DataSpec(**SPEC)))
+    # a failing command is an error naming it (never an empty epoch)
+    d = tmp_path / "partial"
+    d.mkdir()
+    shutil.copy(mnist_shards / "manifest.json", d)
+    with pytest.raises(ShardError, match=r"corrupt or unreadable shard 'pipe:cat .*shard-0000\d\d.tar'.*exited with status 1.*No such file"):
+        all_keys(build_loader(f"pipe:cat {d}/{{name}}", DataSpec(**SPEC)))
+    with pytest.raises(ValueError, match=r"needs a \{name\} placeholder"):
+        read_manifest(f"pipe:cat {mnist_shards}/manifest.json")
+
+
+def test_zscore_uses_manifest_stats_and_denormalize_inverts(mnist_shards):
+    m = read_manifest(mnist_shards)
+    images = torch.cat([b["image"] for b in build_loader(mnist_shards, DataSpec(**SPEC))])
+    z = normalize(images, "zscore", m.mean, m.std)
+    # the manifest's stats are those of the stored pixels: zscore data is standardised
+    assert abs(z.mean().item()) < 1e-4 and abs(z.std().item() - 1) < 1e-3
+    assert torch.equal(denormalize(z, "zscore", m.mean, m.std), images)
+    x = normalize(images, "minmax")
+    assert x.min().item() == -1 and x.max().item() == 1
+    assert torch.equal(denormalize(x, "minmax"), images)
+    rgb = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.0]  # a constant channel (std 0) must not blow up
+    assert torch.equal(denormalize(normalize(rgb, "zscore", mean, std), "zscore", mean, std), rgb)
+    assert denormalize(torch.tensor([[[[3.0, -7.0]]]]), "minmax").tolist() == [[[[255, 0]]]]  # clamped
+    with pytest.raises(ValueError, match="one mean and std per channel"):
+        normalize(rgb, "zscore", m.mean, m.std)
+
+
+@pytest.mark.timeout(120)
+def test_checkpoint_carries_stream_position_and_resume_matches_uninterrupted(debug_cfg, tmp_path):
+    from distgan.train import train
+    from distgan.train.state import load_file
+
+    over = ("train.ckpt_every=4", "log.sample_every=100", "data.shuffle_buffer=50")
+    train(debug_cfg("train.steps=8", *over), tmp_path / "straight")
+    train(debug_cfg("train.steps=4", *over), tmp_path / "resumed")
+    mid = load_file(tmp_path / "resumed" / "checkpoints" / "step_00000004.pt")
+    assert (mid["data"]["epoch"], mid["data"]["batches"], mid["data"]["samples"]) == (0, 4, 64)
+    # a copy of the stopped run whose checkpoint lost its stream position (the old behaviour)
+    shutil.copytree(tmp_path / "resumed", tmp_path / "restarted")
+    del mid["data"]
+    torch.save(mid, tmp_path / "restarted" / "checkpoints" / "step_00000004.pt")
+    train(debug_cfg("train.steps=8", *over), tmp_path / "resumed")
+    train(debug_cfg("train.steps=8", *over), tmp_path / "restarted")
+    a, b, c = (load_file(tmp_path / r / "checkpoints" / "step_00000008.pt") for r in ("straight", "resumed", "restarted"))
+    assert a["data"] == b["data"] and a["data"]["batches"] == 8
+    # same batches after resume -> bitwise the same weights; replaying the epoch start -> different weights
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
+    assert not all(torch.equal(a["G"][k], c["G"][k]) for k in a["G"])
