@@ -82,7 +82,7 @@ def read_data_info(run_dir: str | Path, cfg: Config | None = None) -> dict[str, 
                 "classes": list(m.classes), "attributes": list(m.attributes),
                 "normalize": cfg.data.normalize, "mean": list(m.mean), "std": list(m.std)}
     raise SampleError(f"{path} is missing (the run predates it) and the shards named in its config "
-                      f"({shards}/manifest.json) are not here either: nothing says which classes, "
+                      f"({shards}/manifest.json, relative to the current directory) are not here either: nothing says which classes, "
                       "channels and normalisation G was trained with")
 
 

@@ -212,3 +212,18 @@ def _png(run_dir, tmp_path):
     png = tmp_path / "a.png"
     assert main(["--run", str(run_dir), "--num", "4", "--attrs", "Male=1;Male=0", "--out", str(png)]) == 0
     return png
+
+
+@pytest.mark.parametrize("mode", ["minmax", "zscore"])
+def test_pixel_mapping_matches_the_data_pipeline(loaded, mode):
+    """Sampled uint8 images use the same inverse mapping as the data pipeline (distgan.data.denormalize)."""
+    import dataclasses
+
+    from distgan.api import to_uint8
+    from distgan.data import denormalize
+
+    _, info = loaded
+    info = dataclasses.replace(info, normalize=mode, mean=[0.13], std=[0.31])
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2
+    want = denormalize(x, mode, [0.13], [0.31]).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(to_uint8(x, info), want)
