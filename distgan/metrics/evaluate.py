@@ -1,0 +1,174 @@
+"""Evaluate a generator: real reference statistics (cached), generated features, records.
+
+    ev = Evaluator(cfg.metrics, shard_dir=cfg.data.shards, resolution=cfg.data.resolution,
+                   cond=conditioning_for(cfg.model.cond, cfg.data.shards), z_dim=cfg.model.z_dim)
+    records = ev.evaluate(G, step=1000, ema=True)     # on every rank together
+
+Every rank generates and embeds 1/R of the samples; statistics are summed over
+ranks, so all ranks return the same records. Each record is one line of
+``metrics.jsonl``: ``{step, name, value, lower_is_better, ema, provenance, time}``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from distgan.config import MetricsConfig
+from distgan.metrics import collect
+from distgan.metrics.frechet import FeatureStats, frechet_distance, load_stats
+from distgan.metrics.generate import Conditioning, generate
+from distgan.metrics.kid import kid
+from distgan.metrics.refstats import reference_stats
+from distgan.metrics.registry import REGISTRY, check_names, lower_is_better
+
+log = logging.getLogger("distgan.metrics")
+
+
+class Extractor:
+    """A named feature network with its identity (for provenance and cache keys)."""
+
+    def __init__(self, name: str, dim: int, embed: Any, sha256: str, resize: str, extra: dict[str, Any]):
+        self.name, self.dim, self.embed, self.sha256, self.resize, self.extra = name, dim, embed, sha256, resize, extra
+
+
+def _state_sha256(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Evaluator:
+    """Computes ``metrics.names`` for a generator against one real data set."""
+
+    def __init__(self, mc: MetricsConfig, shard_dir: str | Path, resolution: int, cond: Conditioning,
+                 z_dim: int, real: str = "", device: torch.device | str = "cpu", seed: int = 0):
+        self.mc, self.names = mc, check_names(list(mc.names))
+        self.shard_dir, self.resolution, self.cond, self.z_dim = str(shard_dir), resolution, cond, z_dim
+        self.real, self.device, self.seed = real, torch.device(device), seed
+        self._extractors: dict[str, Extractor] = {}
+        self.classifier = None
+
+    # ---- feature networks, built on first use
+    def extractor(self, kind: str) -> Extractor:
+        if kind == "kid":
+            kind = self.mc.kid_features
+        if kind not in self._extractors:
+            if kind == "inception":
+                from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
+
+                net = InceptionFeatures(self.mc.inception_weights, self.mc.inception_sha256).to(self.device)
+                self._extractors[kind] = Extractor(net.name, net.dim, lambda x: net(x.to(self.device)).cpu(),
+                                                   net.sha256, RESIZE_POLICY,
+                                                   {"weights": net.info.description})
+            elif kind == "classifier":
+                from distgan.metrics.classifier import classifier_for
+
+                clf = classifier_for(self.shard_dir, self.resolution, self.mc.cache_dir, self.mc.classifier_seed)
+                self.classifier = clf.to(self.device)
+                self._extractors[kind] = Extractor(
+                    f"classifier_v{clf.key.split('-')[1][1:]}_penultimate", clf.dim, clf.features,
+                    _state_sha256(clf.net), f"none (classifier at {self.resolution}x{self.resolution})",
+                    {"classifier_heldout_accuracy": round(clf.heldout["accuracy"], 5),
+                     "classifier_heldout_num": clf.heldout["num"], "classifier_key": clf.key,
+                     **({"classifier_heldout_per_attribute": clf.heldout["per_attribute"]}
+                        if "per_attribute" in clf.heldout else {})})
+            else:
+                raise ValueError(f"metrics.kid_features='{kind}': expected 'inception' or 'classifier'")
+        return self._extractors[kind]
+
+    def _kinds(self) -> dict[str, bool]:
+        """Extractors needed -> whether their features must be kept (KID)."""
+        kinds: dict[str, bool] = {}
+        for n in self.names:
+            kind = self.mc.kid_features if REGISTRY[n].extractor == "kid" else REGISTRY[n].extractor
+            kinds[kind] = kinds.get(kind, False) or n == "kid"
+        return kinds
+
+    # ---- real side
+    def reference(self, kind: str, keep: bool) -> dict[str, Any]:
+        ex = self.extractor(kind)
+        if self.real.endswith(".npz"):
+            data = load_stats(self.real)
+            made_by = str(data["extractor"]) if "extractor" in data else "inception_v3_tf2015_pool3"
+            if made_by != ex.name:
+                raise ValueError(f"--real {self.real}: statistics come from '{made_by}', but this metric needs "
+                                 f"'{ex.name}' features")
+            if keep and "features" not in data:
+                raise ValueError(f"--real {self.real}: KID needs real features, but the file holds only mu/sigma; "
+                                 "pass a shard directory instead")
+            count = int(data["count"]) if "count" in data else -1
+            return {"mu": data["mu"], "sigma": data["sigma"], "count": count, "features": data.get("features"),
+                    "path": self.real, "cache_hit": True}
+        shards = self.real or self.shard_dir
+        return reference_stats(shards, self.resolution, ex.embed, ex.dim, ex.name, ex.sha256, ex.resize,
+                               limit=self.mc.num_real, keep=keep, cache_dir=self.mc.cache_dir)
+
+    # ---- everything
+    @torch.no_grad()
+    def evaluate(self, G: nn.Module, step: int = 0, ema: bool = False) -> list[dict[str, Any]]:
+        """Records for every configured metric; call on all ranks together."""
+        t0 = time.perf_counter()
+        kinds = self._kinds()
+        refs = {k: self.reference(k, keep) for k, keep in kinds.items()}
+        fakes = {k: FeatureStats(self.extractor(k).dim, keep=keep) for k, keep in kinds.items()}
+        want_acc = "classifier" in self.names and self.cond.mode != "none"
+        acc_sum, acc_n = None, 0
+        for index, images, y in generate(G, self.mc.num_fake, self.z_dim, self.cond, self.mc.batch_size, self.seed):
+            for k, st in fakes.items():
+                st.add(self.extractor(k).embed(images), index=index)
+            if want_acc:
+                from distgan.metrics.classifier import correct
+
+                ok = correct(self.classifier.logits(images), y, self.classifier.mode).sum(dim=0).double()
+                acc_sum = ok if acc_sum is None else acc_sum + ok
+                acc_n += len(index)
+        for st in fakes.values():
+            st.all_reduce()
+        if want_acc:
+            a = self.classifier.net.head.out_features if self.classifier.mode == "attrs" else 1
+            packed = collect.all_reduce_sum(np.concatenate(
+                [[float(acc_n)], acc_sum.numpy().reshape(-1) if acc_sum is not None else np.zeros(a)]))
+            acc_n, acc = int(packed[0]), packed[1:] / max(packed[0], 1)
+        out = []
+        seconds = round(time.perf_counter() - t0, 2)
+
+        def record(name: str, value: float, kind: str | None, **extra: Any) -> None:
+            ex = self.extractor(kind) if kind else self.extractor("classifier")
+            ref = refs.get(kind) if kind else None
+            prov = {"metric": name, "weights_sha256": ex.sha256, "feature_extractor": ex.name,
+                    "num_real": int(ref["count"]) if ref else 0, "num_fake": self.mc.num_fake,
+                    "resize": ex.resize, "resolution": self.resolution, "ema": ema, "step": step,
+                    "real": (ref["path"] if ref else None), "seed": self.seed, "seconds": seconds,
+                    **ex.extra, **extra}
+            out.append({"step": step, "name": name, "value": float(value), "lower_is_better": lower_is_better(name),
+                        "ema": ema, "provenance": prov, "time": time.time()})
+
+        for n in self.names:
+            if n == "fid":
+                r, f = refs["inception"], fakes["inception"]
+                record("fid", frechet_distance(r["mu"], r["sigma"], f.mu, f.sigma), "inception")
+            elif n == "classifier":
+                r, f = refs["classifier"], fakes["classifier"]
+                record("classifier_fd", frechet_distance(r["mu"], r["sigma"], f.mu, f.sigma), "classifier")
+                if want_acc:
+                    mean_acc = float(acc.mean())
+                    record("classifier_acc", mean_acc, None, num_scored=acc_n, conditioning=self.cond.mode)
+                    if self.classifier.mode == "attrs":
+                        for attr, v in zip(self.classifier.names, acc):
+                            record(f"classifier_acc/{attr}", float(v), None, num_scored=acc_n, conditioning="attrs")
+            elif n == "kid":
+                kind = self.mc.kid_features
+                mean, std = kid(refs[kind]["features"], fakes[kind].features(), self.mc.kid_subsets,
+                                self.mc.kid_subset_size, seed=self.seed)
+                record("kid", mean, kind, kid_std=std, kid_subsets=self.mc.kid_subsets,
+                       kid_subset_size=min(self.mc.kid_subset_size, self.mc.num_fake, len(refs[kind]["features"])))
+        return out

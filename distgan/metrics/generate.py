@@ -1,0 +1,85 @@
+"""Generated samples for evaluation, split over ranks, identical whatever the rank count.
+
+Sample i's noise comes from a generator seeded by (seed, i's batch), and its
+condition is a fixed function of i (class i mod C, or real attribute row k(i)),
+so R ranks together produce exactly the samples one process would. Global
+batch b belongs to rank b mod R; every rank runs the same number of forward
+passes (the spare ones are discarded) so collectives inside G cannot desync.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from distgan.data.pipeline import shard_urls, tar_samples
+from distgan.metrics import collect
+from distgan.shards.manifest import read_manifest
+
+
+@dataclass
+class Conditioning:
+    """What G is conditioned on during evaluation."""
+    mode: str = "none"  # none | class | attrs
+    num_classes: int = 0
+    attr_rows: torch.Tensor | None = None  # (N, A) real attribute vectors to draw from
+
+    def labels(self, index: np.ndarray) -> torch.Tensor | None:
+        if self.mode == "class":
+            return torch.from_numpy(index % self.num_classes).long()
+        if self.mode == "attrs":
+            rows = self.attr_rows
+            return rows[torch.from_numpy((index * 7919) % len(rows))].float()  # spread over the real rows
+        return None
+
+
+def real_attribute_rows(shard_dir: str | Path) -> torch.Tensor:
+    """Every sample's 0/1 attribute vector (reads only the small ``attr`` members, no image decode)."""
+    manifest = read_manifest(shard_dir)
+    rows = [[c == ord("1") for c in s["attr"]] for s in tar_samples(shard_urls(shard_dir, manifest))
+            if "attr" in s]
+    if not rows:
+        raise ValueError(f"shard set '{shard_dir}' lists attributes but its samples carry no 'attr' member")
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def conditioning_for(cond: str, shard_dir: str | Path) -> Conditioning:
+    """The evaluation conditioning for ``model.cond`` and the run's shard set."""
+    if cond == "none":
+        return Conditioning()
+    manifest = read_manifest(shard_dir)
+    if manifest.attributes:
+        return Conditioning("attrs", attr_rows=real_attribute_rows(shard_dir))
+    if manifest.num_classes:
+        return Conditioning("class", num_classes=manifest.num_classes)
+    return Conditioning()
+
+
+@torch.no_grad()
+def generate(G: nn.Module, num: int, z_dim: int, cond: Conditioning, batch_size: int = 64,
+             seed: int = 0) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+    """Yield this rank's (global indices, images in [-1, 1] on CPU, condition or None) batches."""
+    rank, world = collect.rank_world()
+    device = next(G.parameters()).device
+    num_batches = (num + batch_size - 1) // batch_size
+    rounds = (num_batches + world - 1) // world
+    was_training = G.training
+    G.eval()
+    try:
+        for k in range(rounds):
+            b = k * world + rank
+            spare = b >= num_batches
+            lo = (b if not spare else 0) * batch_size
+            index = np.arange(lo, min(lo + batch_size, num))
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + (b if not spare else 0))
+            z = torch.randn(len(index), z_dim, generator=gen)
+            y = cond.labels(index)
+            images = G(z.to(device), None if y is None else y.to(device)).float().cpu()
+            if not spare:
+                yield index, images, y
+    finally:
+        G.train(was_training)

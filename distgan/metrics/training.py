@@ -1,0 +1,102 @@
+"""Metrics during training: the small object the training loop calls.
+
+    hook = TrainMetrics.create(cfg, run_dir, writer=log.tb)        # None when metrics.names is empty
+    ...
+    if hook is not None and hook.due(step, cfg.train.steps):
+        if hook(step, g_eval, ema=ema is not None):                 # all ranks; True = new best
+            ...                                                     # make sure step's checkpoint exists
+            hook.mark_best(step)
+
+Records go to ``RUN_DIR/metrics.jsonl`` and TensorBoard (``metrics/<name>``) from
+rank 0. The best value of the main metric survives resumption: it is read back
+from ``metrics.jsonl`` at start-up.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from distgan.config import Config
+from distgan.metrics import collect
+from distgan.metrics.evaluate import Evaluator
+from distgan.metrics.generate import conditioning_for
+from distgan.metrics.registry import lower_is_better, main_record
+
+log = logging.getLogger("distgan.metrics")
+METRICS_FILE = "metrics.jsonl"
+
+
+def append_records(run_dir: str | Path, records: list[dict[str, Any]]) -> None:
+    """Append records to ``RUN_DIR/metrics.jsonl`` (one JSON object per line, flushed and fsynced)."""
+    import os
+
+    path = Path(run_dir) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every record in ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class TrainMetrics:
+    """Evaluate at ``metrics.every`` steps and at the end; track the best main-metric value."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu"):
+        self.cfg, self.run_dir, self.writer = cfg, Path(run_dir), writer
+        self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
+        self.lower = lower_is_better(self.main)
+        self.evaluator = Evaluator(cfg.metrics, cfg.data.shards, cfg.data.resolution,
+                                   conditioning_for(cfg.model.cond, cfg.data.shards), cfg.model.z_dim,
+                                   device=device, seed=cfg.train.seed)
+        past = [r["value"] for r in read_records(run_dir) if r.get("name") == self.main]
+        self.best = (min(past) if self.lower else max(past)) if past else None
+
+    @classmethod
+    def create(cls, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu") -> "TrainMetrics | None":
+        return cls(cfg, run_dir, writer, device) if cfg.metrics.names else None
+
+    def due(self, step: int, total: int) -> bool:
+        every = self.cfg.metrics.every
+        return (every > 0 and step % every == 0) or step == total
+
+    def __call__(self, step: int, G: nn.Module, ema: bool = False) -> bool:
+        """Evaluate ``G`` on every rank; rank 0 logs; returns True (on all ranks) for a new best."""
+        records = self.evaluator.evaluate(G, step=step, ema=ema)
+        if collect.rank_world()[0] == 0:
+            append_records(self.run_dir, records)
+            if self.writer is not None:
+                for r in records:
+                    self.writer.add_scalar(f"metrics/{r['name']}", r["value"], step)
+                self.writer.flush()
+            log.info(f"step {step} metrics: " + " ".join(f"{r['name']}={r['value']:.5g}" for r in records))
+        value = next(r["value"] for r in records if r["name"] == self.main)
+        better = self.best is None or (value < self.best if self.lower else value > self.best)
+        if better:
+            self.best = value
+        return better
+
+    def mark_best(self, step: int) -> None:
+        """Point ``checkpoints/best`` at step ``step`` (rank 0; the checkpoint must exist)."""
+        from distgan.train.state import ckpt_path, mark_best
+
+        if collect.rank_world()[0] == 0:
+            if not ckpt_path(self.run_dir, step).is_file():
+                raise FileNotFoundError(f"cannot mark step {step} as best: {ckpt_path(self.run_dir, step)} "
+                                        "does not exist (save the checkpoint first)")
+            mark_best(self.run_dir, step)
