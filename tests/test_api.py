@@ -113,3 +113,28 @@ def test_load_in_fresh_process_needs_only_the_run_dir(run, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     G, info = load_generator(run)
     assert np.array_equal(np.load(tmp_path / "fresh.npy"), generate(G, info, 20, labels=[0, 9], seed=3))
+
+
+def test_ema_weights_by_default_when_kept(mnist_shards, tmp_path):
+    from distgan.config import load_config
+    from distgan.train import train
+
+    cfg = load_config(ROOT / "configs" / "debug.yaml", [f"data.shards={mnist_shards}", "log.progress=false",
+                                                        "train.steps=6", "train.ckpt_every=6", "train.ema=true",
+                                                        "train.ema_decay=0.5"])
+    train(cfg, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step_00000006.pt", weights_only=True)
+    G, info = load_generator(tmp_path / "run")
+    assert info.ema and torch.equal(G.state_dict()["out.weight"], state["ema"]["out.weight"])
+    G_raw, info_raw = load_generator(tmp_path / "run", ema=False)
+    assert not info_raw.ema and torch.equal(G_raw.state_dict()["out.weight"], state["G"]["out.weight"])
+    assert not torch.equal(state["ema"]["out.weight"], state["G"]["out.weight"])
+
+
+def test_best_pointer(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "checkpoints" / "best").write_text("step_00000010.pt\n")
+    assert available_checkpoints(copy) == ["latest", "best", "10", "20"]
+    _, info = load_generator(copy, checkpoint="best")
+    assert info.step == 10
