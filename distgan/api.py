@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from distgan.config import Config, config_from_dict
+from distgan.config import Config, ConfigError, config_from_dict
 from distgan.fsutil import atomic_write_text
 
 DATA_INFO = "data_info.json"
@@ -216,7 +216,10 @@ def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", device
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise SampleError(f"{cfg_path} not found: '{run_dir}' is not a distgan run directory")
-    cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()) or {}, source=str(cfg_path))
+    try:
+        cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()) or {}, source=str(cfg_path))
+    except (ConfigError, yaml.YAMLError) as e:
+        raise SampleError(f"cannot read {cfg_path}: {e}") from None
     if cfg.model.arch == "pix2pix":
         raise SampleError(f"{run_dir} is a pix2pix run: its G translates a source image, it does not "
                           "sample from noise; load its checkpoint and call G(source) instead")
@@ -234,7 +237,10 @@ def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", device
                           "load with ema=False / --no-ema")
 
     known = {f.name for f in dataclasses.fields(DataInfo)}
-    G, _ = build_models(cfg.model, DataInfo(**{k: v for k, v in data.items() if k in known}))
+    try:
+        G, _ = build_models(cfg.model, DataInfo(**{k: v for k, v in data.items() if k in known}))
+    except (ValueError, TypeError) as e:  # e.g. an arch or cond this version does not have
+        raise SampleError(f"cannot build the generator described by {cfg_path}: {e}") from None
     try:
         G.load_state_dict(state["ema" if use_ema else "G"])
     except RuntimeError as e:

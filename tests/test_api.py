@@ -138,3 +138,13 @@ def test_best_pointer(run, tmp_path):
     assert available_checkpoints(copy) == ["latest", "best", "10", "20"]
     _, info = load_generator(copy, checkpoint="best")
     assert info.step == 10
+
+
+def test_broken_config_is_named(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cfg["model"]["no_such_key"] = 1
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SampleError, match=r"cannot read .*config.yaml: unknown config key 'model.no_such_key'"):
+        load_generator(copy)
