@@ -227,3 +227,24 @@ def test_pixel_mapping_matches_the_data_pipeline(loaded, mode):
     x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2
     want = denormalize(x, mode, [0.13], [0.31]).permute(0, 2, 3, 1).numpy()
     assert np.array_equal(to_uint8(x, info), want)
+
+
+def test_unconditional_run(mnist_shards, tmp_path, capsys):
+    from distgan.config import load_config
+    from distgan.train import train
+
+    cfg = load_config(ROOT / "configs" / "debug.yaml", [f"data.shards={mnist_shards}", "log.progress=false",
+                                                        "model.cond=none", "train.steps=4", "train.ckpt_every=4"])
+    train(cfg, tmp_path / "run")
+    G, info = load_generator(tmp_path / "run")
+    assert info.condition == "none" and info.y_dim == 0
+    assert generate(G, info, 5, seed=0).shape == (5, 16, 16, 1)
+    png = tmp_path / "u.png"
+    assert main(["--run", str(tmp_path / "run"), "--num", "9", "--out", str(png)]) == 0
+    assert Image.open(png).size == (3 * 18 + 2, 3 * 18 + 2)  # a square grid
+    out = tmp_path / "u.npz"
+    assert main(["--run", str(tmp_path / "run"), "--interpolate", "4", "--num", "2", "--out", str(out)]) == 0
+    d = np.load(out)
+    assert d["images"].shape == (8, 16, 16, 1) and "labels" not in d
+    assert main(["--run", str(tmp_path / "run"), "--num", "2", "--labels", "3", "--out", str(png)]) == 2
+    assert "unconditional" in capsys.readouterr().err
