@@ -116,3 +116,40 @@ def test_checkpoint_carries_stream_position_and_resume_matches_uninterrupted(deb
     # same batches after resume -> bitwise the same weights; replaying the epoch start -> different weights
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
     assert not all(torch.equal(a["G"][k], c["G"][k]) for k in a["G"])
+
+
+@pytest.mark.parametrize("fmt", ["USTAR_FORMAT", "PAX_FORMAT", "GNU_FORMAT"])
+def test_tar_reader_matches_tarfile_for_common_writers(tmp_path, fmt):
+    """Shards from other tools (webdataset's TarWriter, GNU tar) use pax / GNU long names."""
+    import io
+    import tarfile
+
+    from distgan.data.tarstream import iter_members
+
+    members = [("a" * 60 + "/" + "k" * 80 + ".png", b"x" * 700), ("short.cls", b"3"), ("empty.txt", b""),
+               ("s\u00e9.attr", b"0101" * 300)]
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w", format=getattr(tarfile, fmt)) as tar:
+        tar.addfile(_dir_info())  # a directory member: skipped by both readers
+        for name, data in members:
+            if fmt == "USTAR_FORMAT" and len(name.split("/")[-1]) > 100:
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(path) as tar:
+        want = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    with open(path, "rb") as f:
+        assert list(iter_members(f)) == want and len(want) >= 3
+    data = bytearray(path.read_bytes())
+    data[520] ^= 0xFF  # inside the second header's name: checksum mismatch
+    with pytest.raises(tarfile.ReadError, match="checksum"):
+        list(iter_members(io.BytesIO(bytes(data))))
+
+
+def _dir_info():
+    import tarfile
+
+    info = tarfile.TarInfo("adir")
+    info.type = tarfile.DIRTYPE
+    return info

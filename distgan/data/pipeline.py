@@ -31,6 +31,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.pixels import denormalize, normalize  # noqa: F401  (re-exported)
 from distgan.data.plan import Layout, stream_seed
+from distgan.data.tarstream import iter_members
 from distgan.shards.location import member_url, open_url
 from distgan.shards.manifest import Manifest, ShardError, read_manifest
 
@@ -110,12 +111,9 @@ def tar_samples(urls: Iterable[str], skip_corrupt: bool = False,
 
 def _read_tar(url: str) -> Iterator[dict[str, Any]]:
     current: dict[str, Any] | None = None
-    with open_url(url) as f, tarfile.open(fileobj=f, mode="r|") as stream:
-        for member in stream:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.partition(".")
-            data = stream.extractfile(member).read()
+    with open_url(url) as f:
+        for name, data in iter_members(f):
+            key, _, ext = name.partition(".")
             if current is not None and current["__key__"] != key:
                 yield current
                 current = None
@@ -173,12 +171,14 @@ def _decode_image(data: bytes, resolution: int, channels: int, url: str, key: st
         img.load()
     except Exception as e:
         raise ShardError(f"shard '{url}': sample '{key}' holds an unreadable image: {e}") from e
-    img = img.convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    if img.mode != mode:
+        img = img.convert(mode)
     if img.size != (resolution, resolution):
         img = img.resize((resolution, resolution), Image.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)  # one writable copy
     arr = arr[:, :, None] if arr.ndim == 2 else arr
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def batched(samples: Iterable[dict[str, Any]], batch_size: int, drop_last: bool = True) -> Iterator[dict[str, Any]]:
