@@ -58,6 +58,11 @@ class ModelConfig:
     cond: Literal["none", "channels", "embed_concat", "embed_mul", "projection", "acgan", "cbn", "multilabel"] = _f(
         "channels", "how the class label enters G and D")
     cond_weight: float = _f(1.0, "scale of one-hot label channels (seed 000 weighted conditioning)")
+    cond_g: Literal["", "none", "channels", "embed_concat", "embed_mul", "branch"] = _f(
+        "", "override of the G side of model.cond (empty = the mode's default, see distgan/models/cond.py)")
+    cond_d: Literal["", "none", "channels", "embed_concat", "projection", "acgan"] = _f(
+        "", "override of the D side of model.cond (empty = the mode's default)")
+    cond_norm: bool = _f(False, "categorical (conditional) BN in G over classes / attribute combinations (seed 003)")
     norm: Literal["batch", "sync_batch", "none", "instance"] = _f("batch", "normalisation layer in G and D")
     norm_g: str = _f("", "override of model.norm for G only (empty = model.norm)")
     norm_d: str = _f("", "override of model.norm for D only (empty = model.norm)")
@@ -68,6 +73,8 @@ class ModelConfig:
     proj_features: int = _f(0, "projection D feature size (0 = D's last conv width)", min=0)
     dropout: float = _f(0.0, "dropout in D (upsample/mlp families) and pix2pix G", min=0.0, max=1.0)
     label_branch_depth: int = _f(0, "extra transposed convs in G's label branch (seed 003)", min=0)
+    kernel: int = _f(5, "conv kernel size of the upsample family (seed 004: 5 for the GAN, 3 for the AC-GAN)", min=1)
+    g_act: Literal["relu", "lrelu"] = _f("lrelu", "hidden activation of the upsample family's G (seed 004)")
     init: Literal["dcgan", "default", "xavier", "orthogonal"] = _f("dcgan", "weight init: dcgan = N(0, 0.02)")
     init_std: float = _f(0.02, "std for dcgan init", min=0.0)
     channels_last: bool = _f(False, "use channels_last memory format")

@@ -8,11 +8,18 @@
 - ``nonsat``: same as ``bce`` (named for readers who know it that way).
 - ``hinge``: D: relu(1 - D(x)) + relu(1 + D(G(z))); G: -D(G(z)).
 - ``lsgan``: least squares with targets 1 / 0; G: (D(G(z)) - 1)^2 / 2.
+
+Logits may be (B,) per image or (B, P) per patch (PatchGAN): every loss is a
+mean over all entries. Also: feature matching (seed 001), the AC-GAN class loss
+(seeds 001, 004) and pix2pix's L1 reconstruction term (seed 004).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+LOSSES = ("bce", "nonsat", "hinge", "lsgan")
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -49,3 +56,8 @@ def feature_matching(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> torc
 def aux_class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """AC-GAN auxiliary classifier loss (cross entropy with the conditioning labels)."""
     return F.cross_entropy(class_logits, labels)
+
+
+def l1_loss(fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """pix2pix reconstruction term: mean |G(src) - target|."""
+    return (fake - target).abs().mean()

@@ -1,17 +1,30 @@
 """Generator and discriminator families, built from the model config.
 
     G, D = build_models(cfg.model, DataInfo(channels=1, resolution=32, num_classes=10))
+    info = data_info(cfg, read_manifest(cfg.data.shards))   # resolves data.attributes
+
+``model.arch`` picks the family (dcgan, upsample, mlp, pix2pix); ``model.cond``
+how the label enters (see :mod:`distgan.models.cond`); ``model.norm`` /
+``norm_g`` / ``norm_d`` the norms by name; ``model.spectral_norm`` wraps every D
+weight layer. G is called ``G(z, y)`` (pix2pix: ``G(src)``), D ``D(x, y) -> DOut``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch.nn as nn
 
-from distgan.config import ModelConfig
-from distgan.models.cond import DOut, make_conditioning
+from distgan.config import Config, ModelConfig
+from distgan.models.cond import DCond, DOut, GCond, resolve_modes
 from distgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from distgan.models.init import init_weights
+from distgan.models.labels import MAX_ATTRIBUTES, LabelSpace
+from distgan.models.mlp import MLPDiscriminator, MLPGenerator
+from distgan.models.pix2pix import PatchDiscriminator, UNetGenerator
+from distgan.models.upsample import ConvDropoutDiscriminator, UpsampleGenerator
+
+ARCHS = ("dcgan", "upsample", "mlp", "pix2pix")
 
 
 @dataclass
@@ -21,23 +34,87 @@ class DataInfo:
     resolution: int
     num_classes: int = 0
     classes: list[str] = field(default_factory=list)
-    attributes: list[str] = field(default_factory=list)
+    attributes: list[str] = field(default_factory=list)  # the attributes G and D condition on
+    attr_encoding: str = "onehot"  # "onehot" | "number" (seed 003 ablation)
+
+
+def select_attributes(wanted: list[str], available: list[str], source: str = "the shards") -> list[int]:
+    """Column indices of ``wanted`` in ``available``; unknown names are an error listing the available ones."""
+    unknown = [a for a in wanted if a not in available]
+    if unknown:
+        listing = ", ".join(available) if available else "(none: the shards carry no attributes)"
+        raise ValueError(f"data.attributes: unknown attribute(s) {', '.join(map(repr, unknown))}; "
+                         f"{source} offer: {listing}")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"data.attributes lists an attribute twice: {wanted}")
+    return [available.index(a) for a in wanted]
+
+
+def data_info(cfg: Config, manifest: Any) -> DataInfo:
+    """DataInfo for ``cfg`` and a shard manifest, with ``data.attributes`` resolved.
+
+    The attributes are the chosen subset (all of the manifest's when
+    ``data.attributes`` is empty), in the order the config names them.
+    """
+    attrs = list(manifest.attributes)
+    if cfg.data.attributes:
+        idx = select_attributes(list(cfg.data.attributes), attrs, f"the shards in {cfg.data.shards}")
+        attrs = [attrs[i] for i in idx]
+    return DataInfo(channels=manifest.channels, resolution=cfg.data.resolution,
+                    num_classes=manifest.num_classes, classes=list(manifest.classes), attributes=attrs,
+                    attr_encoding=cfg.data.attr_encoding)
+
+
+def label_space(mc: ModelConfig, info: DataInfo) -> LabelSpace:
+    """What ``y`` is for this model: nothing, class labels or binary attributes."""
+    g, d = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
+    if mc.arch == "pix2pix" or (g == "none" and d == "none" and not mc.cond_norm):
+        return LabelSpace("none")
+    if mc.cond == "multilabel":
+        n = len(info.attributes)
+        if n == 0:
+            raise ValueError("model.cond=multilabel needs shards with attributes (e.g. CelebA) and "
+                             "data.attributes naming the ones to condition on")
+        if n > MAX_ATTRIBUTES:
+            raise ValueError(f"model.cond=multilabel conditions on {n} attributes; choose at most "
+                             f"{MAX_ATTRIBUTES} with data.attributes (each combination is a category), from: "
+                             + ", ".join(info.attributes))
+        return LabelSpace("attrs", n, info.attr_encoding)
+    if info.num_classes < 1:
+        raise ValueError(f"model.cond '{mc.cond}' needs labelled data, but the shards have no classes "
+                         "(use model.cond=none, or model.cond=multilabel for attributes)")
+    return LabelSpace("classes", info.num_classes)
 
 
 def build_models(mc: ModelConfig, info: DataInfo) -> tuple[nn.Module, nn.Module]:
     """Build (G, D) for ``mc`` and the data described by ``info``, weights initialised."""
-    num_classes = info.num_classes if mc.cond != "none" else 0
-    norm_g = mc.norm_g or mc.norm
-    norm_d = mc.norm_d or mc.norm
-    if mc.arch != "dcgan":
-        raise ValueError(f"model.arch '{mc.arch}' is not available yet; available: dcgan")
-    g_cond = make_conditioning(mc.cond, num_classes, mc.cond_weight)
-    d_cond = make_conditioning(mc.cond, num_classes, mc.cond_weight)
-    G = DCGANGenerator(mc.z_dim, mc.width, info.channels, info.resolution, g_cond, norm_g)
-    D = DCGANDiscriminator(mc.width, info.channels, info.resolution, d_cond, norm_d, mc.spectral_norm)
+    if mc.arch not in ARCHS:
+        raise ValueError(f"model.arch '{mc.arch}' is not available; choose one of {', '.join(ARCHS)}")
+    norm_g, norm_d = mc.norm_g or mc.norm, mc.norm_d or mc.norm
+    g_mode, d_mode = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
+    space = label_space(mc, info)
+    C, R, w = info.channels, info.resolution, mc.width
+    if mc.arch == "pix2pix":
+        if mc.cond != "none" or mc.cond_g or mc.cond_d or mc.cond_norm:
+            raise ValueError("model.arch=pix2pix is conditioned on the source image; set model.cond=none "
+                             "(and leave cond_g, cond_d, cond_norm unset)")
+        G = UNetGenerator(w, C, R, norm_g, mc.dropout)
+        D = PatchDiscriminator(w, C, R, DCond("image", space, image_channels=C), norm_d, mc.spectral_norm)
+    else:
+        gc = GCond(g_mode, space, mc.z_dim, mc.embed_dim, mc.cond_weight, mc.cond_norm or mc.cond == "cbn")
+        dc = DCond(d_mode, space, mc.embed_dim, mc.cond_weight, mc.proj_features)
+        if mc.arch == "dcgan":
+            G = DCGANGenerator(mc.z_dim, w, C, R, gc, norm_g, mc.label_branch_depth)
+            D = DCGANDiscriminator(w, C, R, dc, norm_d, mc.spectral_norm)
+        elif mc.arch == "upsample":
+            G = UpsampleGenerator(mc.z_dim, w, C, R, gc, norm_g, mc.kernel, mc.g_act, mc.label_branch_depth)
+            D = ConvDropoutDiscriminator(w, C, R, dc, norm_d, mc.spectral_norm, mc.kernel, mc.dropout)
+        else:
+            G = MLPGenerator(mc.z_dim, w, C, R, gc, norm_g)
+            D = MLPDiscriminator(w, C, R, dc, norm_d, mc.spectral_norm, mc.dropout)
     init_weights(G, mc.init, mc.init_std)
     init_weights(D, mc.init, mc.init_std)
     return G, D
 
 
-__all__ = ["DOut", "DataInfo", "build_models"]
+__all__ = ["DOut", "DataInfo", "LabelSpace", "build_models", "data_info", "label_space", "select_attributes"]

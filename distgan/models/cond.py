@@ -1,11 +1,21 @@
 """How a condition (class label or attributes) enters G and D.
 
-A :class:`Conditioning` owns every conditioning-specific piece, so the G and D
-families stay single classes: extra input channels, label maps, conditional
-norms, extra D heads. Modes are registered by name (``model.cond``).
+A :class:`GCond` / :class:`DCond` owns every conditioning-specific piece, so each
+G and D family stays one class: extra latent dims, label maps, a label branch,
+conditional norms, extra D heads. ``model.cond`` picks a (G side, D side) pair;
+``model.cond_g`` / ``model.cond_d`` override either side:
 
-Label tensors: class labels are ``long`` (B,) or, for weighted / multi-class
-sampling, ``float`` (B, num_classes) label vectors; attributes are float (B, A).
+    cond          G side                         D side
+    none          none                           none
+    channels      one-hot concat to z (seed 000) label maps concat to image
+    embed_concat  embedding concat to z (002)    embedding maps / concat to flat image
+    embed_mul     z * embedding (seed 004)       embedding maps
+    projection    channels                       projection head (seed 001)
+    acgan         channels                       class head (seeds 001, 004)
+    cbn           categorical BN only (003)      label maps
+    multilabel    label branch (003)             attribute maps (003)
+
+``model.cond_norm`` adds categorical BN to any G side (seed 003 final).
 """
 from __future__ import annotations
 
@@ -14,101 +24,154 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from distgan.models.norms import make_norm
+from distgan.models.labels import LabelSpace, embed, need
+from distgan.models.norms import CategoricalNorm, make_norm
 
 
 @dataclass
 class DOut:
     """What a discriminator returns: adversarial logits, features, optional class logits."""
     logits: torch.Tensor  # (B,)
-    features: torch.Tensor  # (B, F) pooled last hidden features (feature matching)
+    features: torch.Tensor  # (B, F) flattened last hidden features (feature matching, heads)
     class_logits: torch.Tensor | None = None  # (B, num_classes) for AC-GAN
+    patch_logits: torch.Tensor | None = None  # (B, P) PatchGAN: the loss averages over patches
 
 
-def label_vector(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B,) class indices or (B, C) weights -> float (B, C) label vector."""
-    if y.dtype in (torch.long, torch.int32, torch.int64):
-        return F.one_hot(y, num_classes).float()
-    return y.float()
-
-
-class Conditioning(nn.Module):
-    """Unconditional default; subclasses override the hooks they need."""
-
-    def __init__(self, num_classes: int = 0, weight: float = 1.0):
-        super().__init__()
-        self.num_classes = num_classes
-        self.weight = weight
-
-    # G side
-    def g_input_extra(self) -> int:
-        return 0
-
-    def g_input(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return z
-
-    def g_norm(self, norm: str, channels: int) -> nn.Module:
-        return make_norm(norm, channels)
-
-    def apply_norm(self, norm: nn.Module, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return norm(h)
-
-    # D side
-    def d_input_extra(self) -> int:
-        return 0
-
-    def d_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return x
-
-    def build_d_heads(self, d: nn.Module, feat_ch: int, wrap: Callable[[nn.Module], nn.Module]) -> None:
-        pass
-
-    def d_output(self, d: nn.Module, h: torch.Tensor, logits: torch.Tensor,
-                 y: torch.Tensor | None) -> DOut:
-        return DOut(logits=logits, features=h.mean(dim=(2, 3)))
-
-
-class ChannelConditioning(Conditioning):
-    """Seed 000: one-hot label concatenated to G's latent and as constant maps to D's image.
-
-    ``weight`` scales the label channels ("weighted conditioning"); sampling may
-    pass soft / multi-class label vectors.
-    """
-
-    def g_input_extra(self) -> int:
-        return self.num_classes
-
-    def g_input(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return torch.cat([z, self.weight * label_vector(_need(y), self.num_classes).to(z.dtype)], 1)
-
-    def d_input_extra(self) -> int:
-        return self.num_classes
-
-    def d_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        v = self.weight * label_vector(_need(y), self.num_classes).to(x.dtype)
-        maps = v[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-        return torch.cat([x, maps], 1)
-
-
-def _need(y: torch.Tensor | None) -> torch.Tensor:
-    if y is None:
-        raise ValueError("this model is class-conditional: pass labels y")
-    return y
-
-
-CONDITIONINGS: dict[str, type[Conditioning]] = {
-    "none": Conditioning,
-    "channels": ChannelConditioning,
+G_MODES = ("none", "channels", "embed_concat", "embed_mul", "branch")
+D_MODES = ("none", "channels", "embed_concat", "projection", "acgan", "image")
+MODES: dict[str, tuple[str, str]] = {
+    "none": ("none", "none"), "channels": ("channels", "channels"),
+    "embed_concat": ("embed_concat", "embed_concat"), "embed_mul": ("embed_mul", "embed_concat"),
+    "projection": ("channels", "projection"), "acgan": ("channels", "acgan"),
+    "cbn": ("none", "channels"), "multilabel": ("branch", "channels"),
 }
 
 
-def make_conditioning(mode: str, num_classes: int, weight: float = 1.0, **kwargs) -> Conditioning:
-    """Build the conditioning object for ``model.cond = mode``."""
-    if mode not in CONDITIONINGS:
-        raise ValueError(f"model.cond '{mode}' is not available; choose one of {', '.join(CONDITIONINGS)}")
-    if mode != "none" and num_classes < 1:
-        raise ValueError(f"model.cond '{mode}' needs labelled data, but the shards have no classes "
-                         "(use model.cond=none)")
-    return CONDITIONINGS[mode](num_classes=num_classes, weight=weight, **kwargs)
+def resolve_modes(cond: str, cond_g: str = "", cond_d: str = "") -> tuple[str, str]:
+    """(G side, D side) for ``model.cond`` and its per-side overrides."""
+    if cond not in MODES:
+        raise ValueError(f"model.cond '{cond}' is not available; choose one of {', '.join(MODES)}")
+    g, d = MODES[cond]
+    g, d = cond_g or g, cond_d or d
+    if g not in G_MODES:
+        raise ValueError(f"model.cond_g '{g}' is not available; choose one of {', '.join(G_MODES)}")
+    if d not in D_MODES:
+        raise ValueError(f"model.cond_d '{d}' is not available; choose one of {', '.join(D_MODES)}")
+    return g, d
+
+
+class GCond(nn.Module):
+    """The G side: latent input, optional label branch, (categorical) norms."""
+
+    def __init__(self, mode: str, space: LabelSpace, z_dim: int, embed_dim: int = 10, weight: float = 1.0,
+                 cond_norm: bool = False):
+        super().__init__()
+        if (mode != "none" or cond_norm) and space.kind == "none":
+            raise ValueError(f"G conditioning '{mode}' needs labelled data, but the shards have no "
+                             "classes (use model.cond=none)")
+        self.mode, self.space, self.weight, self.cond_norm = mode, space, weight, cond_norm
+        if mode == "embed_concat":
+            self.embed = nn.Embedding(space.num_categories, embed_dim)
+        elif mode == "embed_mul":
+            self.embed = MulEmbedding(space.num_categories, z_dim)
+        self.extra = {"channels": space.vector_dim, "embed_concat": embed_dim}.get(mode, 0)
+        self.branch: nn.Module | None = None
+
+    def input_dim(self, z_dim: int) -> int:
+        return z_dim + self.extra
+
+    def input(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if self.mode == "channels":
+            return torch.cat([z, self.weight * self.space.vector(need(y)).to(z.dtype)], 1)
+        if self.mode == "embed_concat":
+            return torch.cat([z, embed(self.embed, self.space.categories(need(y))).to(z.dtype)], 1)
+        if self.mode == "embed_mul":
+            return z * embed(self.embed, self.space.categories(need(y))).to(z.dtype)
+        return z
+
+    # ---- label branch (seed 003): label vector -> transposed convs -> maps merged with the noise branch
+    def branch_channels(self, ch: int) -> int:
+        """Channels of the first feature map that the label branch supplies (half of them)."""
+        return ch // 2 if self.mode == "branch" else 0
+
+    def build_branch(self, out_ch: int, size: int, norm: str, depth: int, act: Callable[[], nn.Module]) -> None:
+        layers: list[nn.Module] = [nn.ConvTranspose2d(self.space.vector_dim, out_ch, size, 1, 0, bias=False),
+                                   make_norm(norm, out_ch), act()]
+        for _ in range(depth):  # seed 003: extra label deconvolutions learn the labels sooner
+            layers += [nn.ConvTranspose2d(out_ch, out_ch, 3, 1, 1, bias=False), make_norm(norm, out_ch), act()]
+        self.branch = nn.Sequential(*layers)
+
+    def branch_maps(self, y: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        v = self.space.vector(need(y)).to(dtype)
+        return self.branch(v[:, :, None, None])
+
+    # ---- norms: plain, or categorical over classes / attribute combinations
+    def norm(self, name: str, channels: int) -> nn.Module:
+        if self.cond_norm:
+            return CategoricalNorm(name, channels, self.space.num_categories)
+        return make_norm(name, channels)
+
+    def normed(self, norm: nn.Module, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(norm, CategoricalNorm):
+            return norm(h, self.space.categories(need(y)))
+        return norm(h)
+
+
+class MulEmbedding(nn.Embedding):
+    """Label embedding that multiplies the noise (seed 004 AC-GAN): initialised near 1, not 0."""
+
+    def reset_for_init(self, std: float) -> None:
+        nn.init.normal_(self.weight, 1.0, std)
+
+
+class DCond(nn.Module):
+    """The D side: extra input channels (or flat dims), projection and class heads."""
+
+    def __init__(self, mode: str, space: LabelSpace, embed_dim: int = 10, weight: float = 1.0,
+                 proj_features: int = 0, image_channels: int = 0):
+        super().__init__()
+        if mode not in ("none", "image") and space.kind == "none":
+            raise ValueError(f"D conditioning '{mode}' needs labelled data, but the shards have no "
+                             "classes (use model.cond=none)")
+        if mode == "acgan" and space.kind != "classes":
+            raise ValueError("model.cond=acgan needs class labels; multi-label attributes use model.cond=multilabel")
+        self.mode, self.space, self.weight, self.proj_features = mode, space, weight, proj_features
+        if mode == "embed_concat":
+            self.embed = nn.Embedding(space.num_categories, embed_dim)
+        self.extra = {"channels": space.vector_dim, "embed_concat": embed_dim, "image": image_channels}.get(mode, 0)
+
+    def input_extra(self) -> int:
+        return self.extra
+
+    def input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Append the condition: as constant maps to an image, as dims to a flat (MLP) input."""
+        if self.mode == "image":
+            return torch.cat([x, need(y).to(x.dtype)], 1)
+        if self.mode == "channels":
+            v = self.weight * self.space.vector(need(y)).to(x.dtype)
+        elif self.mode == "embed_concat":
+            v = embed(self.embed, self.space.categories(need(y))).to(x.dtype)
+        else:
+            return x
+        if x.dim() == 2:
+            return torch.cat([x, v], 1)
+        return torch.cat([x, v[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], 1)
+
+    def build_heads(self, feat_ch: int, flat_dim: int, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """``feat_ch``: channels of the last hidden map; ``flat_dim``: its flattened size."""
+        if self.mode == "projection":
+            dim = self.proj_features or feat_ch
+            self.proj_in = wrap(nn.Linear(feat_ch, dim)) if self.proj_features else nn.Identity()
+            self.proj_embed = nn.Embedding(self.space.num_categories, dim)
+        elif self.mode == "acgan":
+            self.class_head = wrap(nn.Linear(flat_dim, self.space.num_categories))
+
+    def output(self, h: torch.Tensor, logits: torch.Tensor, y: torch.Tensor | None) -> DOut:
+        feats = h.flatten(1)
+        if self.mode == "projection":
+            # Miyato & Koyama: logit += <embed(y), phi(x)>, phi = sum-pooled last features
+            phi = self.proj_in(h.sum((2, 3)) if h.dim() == 4 else h)
+            logits = logits + (embed(self.proj_embed, self.space.categories(need(y))) * phi).sum(1)
+        class_logits = self.class_head(feats) if self.mode == "acgan" else None
+        return DOut(logits=logits, features=feats, class_logits=class_logits)

@@ -1,82 +1,99 @@
-"""DCGAN generator and discriminator (Radford et al.; seeds 000 and 001).
+"""DCGAN generator and discriminator (Radford et al.; seeds 000, 001, 003).
 
 All-convolutional: strided transposed convs up from 4x4 in G, strided convs down
 to 4x4 in D, batch norm (or any named norm), ReLU + Tanh in G, LeakyReLU(0.2) in D,
 no fully connected hidden layers. Width ``n`` is G's last / D's first feature
-width; each halving of resolution doubles it. Class conditioning enters through
-a :class:`~distgan.models.cond.Conditioning` object, so one G and one D serve
-every conditioning mode.
+width; each halving of resolution doubles it. With ``norm=batch`` and no
+conditioning the layers (and parameter counts) are those of the standard DCGAN:
+normalised convs and the first/last layers carry no bias.
+The condition enters through :class:`~distgan.models.cond.GCond` /
+:class:`~distgan.models.cond.DCond`, so one G and one D serve every mode.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from distgan.models.cond import Conditioning, DOut
+from distgan.models.cond import DCond, DOut, GCond
 from distgan.models.norms import make_norm
 
 
-def _levels(resolution: int) -> int:
-    lv = math.log2(resolution / 4)
+def levels(resolution: int) -> int:
+    """Number of x2 stages from 4x4 to ``resolution`` (a power of two >= 8)."""
+    lv = math.log2(resolution / 4) if resolution > 0 else -1
     if resolution < 8 or lv != int(lv):
-        raise ValueError(f"dcgan resolution must be a power of two >= 8, got {resolution}")
+        raise ValueError(f"model.arch=dcgan needs data.resolution a power of two >= 8 "
+                         f"(e.g. 32, 64, 128), got {resolution}")
     return int(lv)
+
+
+def identity(m: nn.Module) -> nn.Module:
+    return m
+
+
+def sn_wrap(enabled: bool) -> Callable[[nn.Module], nn.Module]:
+    """Spectral norm (Miyato et al.) around a weight layer when enabled (u, v kept as buffers)."""
+    return nn.utils.spectral_norm if enabled else identity
 
 
 class DCGANGenerator(nn.Module):
     """z (B, d) [+ condition] -> image (B, C, R, R) in [-1, 1]."""
 
-    def __init__(self, z_dim: int, width: int, channels: int, resolution: int,
-                 cond: Conditioning, norm: str = "batch"):
+    def __init__(self, z_dim: int, width: int, channels: int, resolution: int, cond: GCond,
+                 norm: str = "batch", branch_depth: int = 0):
         super().__init__()
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
         self.cond = cond
-        levels = _levels(resolution)
-        ch = width * 2 ** (levels - 1)
-        in_ch = z_dim + cond.g_input_extra()
-        self.stem = nn.Sequential(nn.ConvTranspose2d(in_ch, ch, 4, 1, 0, bias=False))
-        self.stem_norm = cond.g_norm(norm, ch)
+        lv = levels(resolution)
+        ch = width * 2 ** (lv - 1)
+        bias = norm == "none"
+        b_ch = cond.branch_channels(ch)
+        self.stem = nn.ConvTranspose2d(cond.input_dim(z_dim), ch - b_ch, 4, 1, 0, bias=bias)
+        self.stem_norm = cond.norm(norm, ch - b_ch)
+        if b_ch:
+            cond.build_branch(b_ch, 4, norm, branch_depth, nn.ReLU)
         blocks = []
-        for _ in range(levels - 1):
-            blocks.append(nn.ModuleDict({
-                "conv": nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
-                "norm": cond.g_norm(norm, ch // 2)}))
+        for _ in range(lv - 1):
+            blocks.append(nn.ModuleDict({"conv": nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=bias),
+                                         "norm": cond.norm(norm, ch // 2)}))
             ch //= 2
         self.blocks = nn.ModuleList(blocks)
         self.out = nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.cond.g_input(z, y).view(z.shape[0], -1, 1, 1)
-        h = torch.relu(self.cond.apply_norm(self.stem_norm, self.stem(h), y))
+        h = self.cond.input(z, y).view(z.shape[0], -1, 1, 1)
+        h = torch.relu(self.cond.normed(self.stem_norm, self.stem(h), y))
+        if self.cond.branch is not None:
+            h = torch.cat([h, self.cond.branch_maps(y, h.dtype)], 1)
         for b in self.blocks:
-            h = torch.relu(self.cond.apply_norm(b["norm"], b["conv"](h), y))
+            h = torch.relu(self.cond.normed(b["norm"], b["conv"](h), y))
         return torch.tanh(self.out(h))
 
 
 class DCGANDiscriminator(nn.Module):
     """image (B, C, R, R) [+ condition] -> DOut(logits (B,), features, class_logits)."""
 
-    def __init__(self, width: int, channels: int, resolution: int, cond: Conditioning,
+    def __init__(self, width: int, channels: int, resolution: int, cond: DCond,
                  norm: str = "batch", sn: bool = False):
         super().__init__()
         self.cond = cond
-        levels = _levels(resolution)
-        wrap = nn.utils.spectral_norm if sn else (lambda m: m)
+        lv = levels(resolution)
+        wrap = sn_wrap(sn)
+        bias = norm == "none"
         ch = width
-        layers: list[nn.Module] = [wrap(nn.Conv2d(channels + cond.d_input_extra(), ch, 4, 2, 1)),
+        layers: list[nn.Module] = [wrap(nn.Conv2d(channels + cond.input_extra(), ch, 4, 2, 1, bias=False)),
                                    nn.LeakyReLU(0.2)]
-        for _ in range(levels - 1):
-            layers += [wrap(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False)), make_norm(norm, ch * 2),
+        for _ in range(lv - 1):
+            layers += [wrap(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=bias)), make_norm(norm, ch * 2),
                        nn.LeakyReLU(0.2)]
             ch *= 2
         self.features = nn.Sequential(*layers)
-        self.feat_ch = ch
-        self.out = wrap(nn.Conv2d(ch, 1, 4, 1, 0))
-        cond.build_d_heads(self, ch, wrap)
+        self.out = wrap(nn.Conv2d(ch, 1, 4, 1, 0, bias=False))
+        cond.build_heads(ch, ch * 16, wrap)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DOut:
-        h = self.features(self.cond.d_input(x, y))
-        logits = self.out(h).flatten()
-        return self.cond.d_output(self, h, logits, y)
+        h = self.features(self.cond.input(x, y))
+        return self.cond.output(h, self.out(h).flatten(), y)

@@ -1,26 +1,43 @@
-"""Weight initialisation schemes (DCGAN: conv weights N(0, std), norm gains N(1, std))."""
+"""Weight initialisation schemes (``model.init``; ``dcgan``: conv/linear weights N(0, std), norm gains N(1, std)).
+
+``dcgan`` is Radford et al.'s N(0, 0.02) (``model.init_std``); ``xavier`` and
+``orthogonal`` are the usual alternatives; ``default`` keeps torch's own init.
+Layers whose neutral value is 1 rather than 0 (norm gains, conditional-BN gains,
+embeddings that multiply the noise) start near 1 under every scheme but ``default``.
+"""
 from __future__ import annotations
 
 import torch.nn as nn
 
+from distgan.models.norms import CategoricalNorm
+
+SCHEMES = ("dcgan", "default", "xavier", "orthogonal")
+_WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)
+
 
 def init_weights(model: nn.Module, scheme: str = "dcgan", std: float = 0.02) -> None:
-    """Initialise conv/linear/norm weights of ``model`` in place."""
+    """Initialise conv/linear/embedding/norm weights of ``model`` in place."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown model.init '{scheme}'; available: {', '.join(SCHEMES)}")
     if scheme == "default":
         return
     for m in model.modules():
         w = getattr(m, "weight_orig", getattr(m, "weight", None))  # spectral norm keeps weight_orig
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)) and w is not None:
+        if isinstance(m, _WEIGHTED) and w is not None:
             if scheme == "dcgan":
                 nn.init.normal_(w, 0.0, std)
             elif scheme == "xavier":
                 nn.init.xavier_uniform_(w)
-            elif scheme == "orthogonal":
-                nn.init.orthogonal_(w)
             else:
-                raise ValueError(f"unknown model.init '{scheme}'")
+                nn.init.orthogonal_(w)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+        elif isinstance(m, nn.modules.batchnorm._NormBase) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
+    # second pass: layers whose neutral value is 1, overwritten by the generic pass above
+    for m in model.modules():
+        if isinstance(m, CategoricalNorm):
+            m.reset_affine(std)
+        elif hasattr(m, "reset_for_init"):
+            m.reset_for_init(std)

@@ -2,12 +2,15 @@
 
 ``make_norm("batch", 64)`` -> BatchNorm2d; ``"none"`` -> Identity. Other modules
 register more names with :func:`register_norm` (the distributed layer registers
-``sync_batch``).
+``sync_batch``). :class:`CategoricalNorm` is the conditional (categorical) batch
+norm of seed 003: one normalisation without its own affine parameters, then a
+scale and shift chosen by the category (class, or combination of attributes).
 """
 from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 NormFactory = Callable[[int], nn.Module]
@@ -23,10 +26,55 @@ def register_norm(name: str, factory: NormFactory) -> None:
     NORMS[name] = factory
 
 
-def make_norm(name: str, channels: int) -> nn.Module:
-    """A 2-d normalisation layer for ``channels`` feature maps."""
+def make_norm(name: str, channels: int, affine: bool = True) -> nn.Module:
+    """A 2-d normalisation layer for ``channels`` feature maps.
+
+    ``affine=False`` drops the layer's own scale/shift (``weight``/``bias`` set to
+    None, which every torch norm and the synced BN treat as "no affine"), for use
+    inside :class:`CategoricalNorm`.
+    """
     if name == "sync_batch" and name not in NORMS:
         import distgan.dist  # noqa: F401  (registers sync_batch)
     if name not in NORMS:
         raise ValueError(f"unknown norm '{name}'; available: {', '.join(sorted(NORMS))}")
-    return NORMS[name](channels)
+    m = NORMS[name](channels)
+    if not affine and isinstance(getattr(m, "weight", None), nn.Parameter):
+        m.register_parameter("weight", None)
+        m.register_parameter("bias", None)
+        if hasattr(m, "affine"):
+            m.affine = False
+    return m
+
+
+class CategoricalNorm(nn.Module):
+    """Norm ``name`` without affine, then per-category gamma/beta (de Vries et al.; seed 003).
+
+    ``forward(h, cat)``: ``cat`` is a long (B,) category index or float (B, K)
+    category weights (soft labels mix the categories' parameters linearly).
+    ``gamma``/``beta`` are (K, C) embeddings: K sets of BN parameters.
+    """
+
+    def __init__(self, name: str, channels: int, num_categories: int):
+        super().__init__()
+        if name == "none":
+            raise ValueError("conditional batch norm needs a real norm (model.norm_g=batch, sync_batch or "
+                             "instance), got 'none'")
+        self.norm = make_norm(name, channels, affine=False)
+        self.num_categories = num_categories
+        self.gamma = nn.Embedding(num_categories, channels)
+        self.beta = nn.Embedding(num_categories, channels)
+        self.reset_affine()
+
+    def reset_affine(self, std: float = 0.0) -> None:
+        """gamma ~ N(1, std), beta = 0: starts as the plain norm (init schemes call this)."""
+        nn.init.normal_(self.gamma.weight, 1.0, std)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        h = self.norm(h)
+        if cat.dtype in (torch.long, torch.int32, torch.int64):
+            g, b = self.gamma(cat), self.beta(cat)
+        else:
+            g, b = cat.to(h.dtype) @ self.gamma.weight, cat.to(h.dtype) @ self.beta.weight
+        shape = (h.shape[0], -1) + (1,) * (h.dim() - 2)
+        return h * g.view(shape) + b.view(shape)

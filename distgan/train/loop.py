@@ -20,13 +20,14 @@ import torch
 
 from distgan import dist
 from distgan.config import Config, config_hash, save_config
-from distgan.data import DataSpec, build_loader, normalize
-from distgan.models import DataInfo, build_models
+from distgan.data import DataSpec, build_loader
+from distgan.models import build_models, data_info
 from distgan.shards import read_manifest
 from distgan.train import stats
 from distgan.train.ema import EMA
 from distgan.train.logger import RunLogger
-from distgan.train.objectives import GanModels, LossSettings, d_loss_fn, g_loss_fn
+from distgan.train.objectives import (BatchPrep, d_loss_fn, fixed_sources, g_loss_fn, gan_models, loss_settings,
+                                      phase_batch)
 from distgan.train.phases import Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
@@ -94,9 +95,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
 
     # ---- data: this rank's share of the shard stream
     manifest = read_manifest(cfg.data.shards)
-    info = DataInfo(channels=manifest.channels, resolution=cfg.data.resolution,
-                    num_classes=manifest.num_classes, classes=manifest.classes,
-                    attributes=manifest.attributes)
+    info = data_info(cfg, manifest)  # [models hook, issue 5] resolves data.attributes (the chosen subset)
     # [distgan.api hook, issue 10] record classes/attributes/geometry/normalisation in
     # RUN_DIR/data_info.json so a run dir alone can rebuild and sample G (no shards).
     if rank == 0:
@@ -123,9 +122,10 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     G_raw, D_raw = accelerator.unwrap_model(G_p), accelerator.unwrap_model(D_p)
     ema = EMA(G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
     prec = Precision(tc.precision, device)
-    conditional = cfg.model.cond != "none"
-    models = GanModels(G_p, D_p, G_raw, D_raw, cfg.model.z_dim, info.num_classes if conditional else 0)
-    settings = LossSettings(tc.loss, tc.feature_matching, tc.aux_weight, conditional, cfg.model.cond == "acgan")
+    # [models hook, issue 5] label space, loss settings and batch preparation come from objectives.py
+    models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
+    settings = loss_settings(cfg)
+    prep = BatchPrep.for_run(cfg, manifest, info)
     phases = [Phase("D", D_p, opt_d, sched_d, prec.make_scaler(), d_loss_fn, tc.n_critic, [G_p], new_batch=True),
               Phase("G", G_p, opt_g, sched_g, prec.make_scaler(), g_loss_fn, 1, [D_p], new_batch=False)]
 
@@ -151,6 +151,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     else:
         seed_all(tc.seed * 7919 + rank)  # different noise per rank, reproducible per run
     fixed_z, fixed_y, per_row = fixed_inputs(cfg.log.num_samples, cfg.model.z_dim, models.num_classes, tc.seed)
+    if models.paired:  # [models hook, issue 5] pix2pix grids translate fixed source images
+        fixed_z = fixed_sources(cfg.data.shards, spec, cfg.log.num_samples, prep)
+        fixed_y, per_row = None, max(1, int(len(fixed_z) ** 0.5))
 
     def save(at: int) -> None:
         rngs = accelerator.gather_for_metrics([rng_state()], use_gather_object=True) if world > 1 else [rng_state()]
@@ -176,10 +179,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             for _ in range(phase.repeats):
                 if phase.new_batch:  # the G phase reuses D's last real batch (feature matching)
                     raw = next(batches)
-                    batch = {"real": normalize(raw["image"].to(device, non_blocking=True), spec.normalize,
-                                               manifest.mean, manifest.std)}
-                    if "label" in raw:
-                        batch["label"] = raw["label"].to(device, non_blocking=True)
+                    batch = phase_batch(raw, device, prep)  # [models hook, issue 5] real, label, attrs, src
                 run_phase(phase, models, batch, settings, prec, step, tc.skip_nonfinite)
         if world > 1:  # plain BN keeps local running stats; make replicas equal at step boundaries
             dist.broadcast_buffers(G_raw)

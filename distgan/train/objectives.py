@@ -1,19 +1,28 @@
 """What each phase minimises: the D and G objectives for every model family.
 
 ``d_loss_fn(models, batch, settings)`` and ``g_loss_fn(...)`` build the phase
-loss from the batch (``real`` images, optional ``label``), fresh noise and
-labels, and report their statistics. Adding a conditioning mode or objective
-happens here and in ``distgan.losses``; the optimisation mechanics
-(autocast, scaling, DDP, stepping) stay in ``phases.py``.
+loss from the batch (``real`` images, ``label`` / ``attrs`` / ``src`` where the
+data has them), fresh noise and labels, and report their statistics. Adding a
+conditioning mode or objective happens here and in ``distgan.losses``; the
+optimisation mechanics (autocast, scaling, DDP, stepping) stay in ``phases.py``.
+
+The loop builds its inputs with three helpers of this module:
+
+    models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
+    settings = loss_settings(cfg)
+    prep = BatchPrep.for_run(cfg, manifest, info)
+    batch = phase_batch(raw_loader_batch, device, prep)   # every D repeat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 
 from distgan import losses
+from distgan.models.labels import LabelSpace
 from distgan.train import stats
 
 
@@ -24,7 +33,9 @@ class GanModels:
     G_raw: nn.Module  # the plain modules behind the wrappers
     D_raw: nn.Module
     z_dim: int
-    num_classes: int
+    num_classes: int  # categories for sampling and grids: classes, or 2^A attribute combinations
+    space: LabelSpace = field(default_factory=lambda: LabelSpace("none"))
+    paired: bool = False  # pix2pix: G translates batch["src"]
 
 
 @dataclass
@@ -34,50 +45,168 @@ class LossSettings:
     aux_weight: float = 1.0
     conditional: bool = False
     acgan: bool = False
+    l1_weight: float = 100.0  # pix2pix: loss_G = cGAN + lambda * L1
+    paired: bool = False
 
 
+def gan_models(G: nn.Module, D: nn.Module, G_raw: nn.Module, D_raw: nn.Module, mc: Any, info: Any) -> GanModels:
+    """GanModels for the model config ``mc`` and DataInfo ``info``."""
+    from distgan.models import label_space
 
-def sample_latent(n: int, m: GanModels, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Noise z ~ N(0, I) and, for conditional models, labels ~ U{0..c-1} (seed 001 Algorithm 3)."""
+    space = label_space(mc, info)
+    return GanModels(G, D, G_raw, D_raw, mc.z_dim, space.num_categories, space, mc.arch == "pix2pix")
+
+
+def loss_settings(cfg: Any) -> LossSettings:
+    """LossSettings from a full Config (train.* loss fields, model.cond / arch)."""
+    tc, mc = cfg.train, cfg.model
+    acgan = (mc.cond_d or ("acgan" if mc.cond == "acgan" else "")) == "acgan"
+    return LossSettings(tc.loss, tc.feature_matching, tc.aux_weight, mc.cond != "none" or bool(mc.cond_d),
+                        acgan, tc.l1_weight, mc.arch == "pix2pix")
+
+
+# ----------------------------------------------------------------------------- batches
+
+@dataclass
+class BatchPrep:
+    """How a raw loader batch becomes a phase batch: pixel normalisation, attribute columns."""
+    normalize: str = "minmax"
+    mean: Sequence[float] = ()
+    std: Sequence[float] = ()
+    attr_index: list[int] | None = None  # columns of the shards' attributes to condition on
+
+    @classmethod
+    def for_run(cls, cfg: Any, manifest: Any, info: Any) -> "BatchPrep":
+        from distgan.models import select_attributes
+
+        idx = None
+        if cfg.model.cond == "multilabel":
+            idx = select_attributes(list(info.attributes), list(manifest.attributes))
+        return cls(cfg.data.normalize, list(manifest.mean), list(manifest.std), idx)
+
+
+def phase_batch(raw: dict, device: torch.device, prep: BatchPrep) -> dict:
+    """``{"real", "label"?, "attrs"?, "src"?}`` on ``device``, images normalised like the data."""
+    from distgan.data import normalize
+
+    def img(x: torch.Tensor) -> torch.Tensor:
+        return normalize(x.to(device, non_blocking=True), prep.normalize, prep.mean, prep.std)
+
+    batch = {"real": img(raw["image"])}
+    if "label" in raw:
+        batch["label"] = raw["label"].to(device, non_blocking=True)
+    if "attrs" in raw and prep.attr_index is not None:
+        batch["attrs"] = raw["attrs"][:, prep.attr_index].to(device, non_blocking=True)
+    if "src" in raw:
+        batch["src"] = img(raw["src"])
+    return batch
+
+
+def real_condition(m: GanModels, batch: dict) -> torch.Tensor | None:
+    """The real batch's y: class labels, the chosen attributes, or None."""
+    if m.space.kind == "attrs":
+        if "attrs" not in batch:
+            raise ValueError("model.cond=multilabel but the batch carries no attributes: the shards have "
+                             "none, or data.attributes was not resolved (use BatchPrep.for_run)")
+        return batch["attrs"]
+    if m.space.kind == "classes":
+        if "label" not in batch:
+            raise ValueError("this model is class-conditional but the shards carry no labels")
+        return batch["label"]
+    return None
+
+
+def sample_latent(n: int, m: GanModels, device: torch.device,
+                  real_y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Noise z ~ N(0, I) and labels for G.
+
+    Classes: y ~ U{0..c-1} (seed 001 Algorithm 3). Attributes: the real batch's
+    attribute vectors in a random order, so fake and real share the attribute
+    distribution (an imbalanced attribute such as Black_Hair cannot mark fakes).
+    """
     z = torch.randn(n, m.z_dim, device=device)
+    if m.space.kind == "attrs" and real_y is not None:
+        return z, real_y[torch.randperm(real_y.shape[0], device=real_y.device)[:n]]
     y = torch.randint(0, m.num_classes, (n,), device=device) if m.num_classes else None
     return z, y
 
 
+def _adv(out: Any) -> torch.Tensor:
+    """The logits the adversarial loss sees: per patch for PatchGAN, per image otherwise."""
+    return out.patch_logits if out.patch_logits is not None else out.logits
+
+
+# ----------------------------------------------------------------------------- the phase losses
+
 def d_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
-    real, y_real = batch["real"], batch.get("label") if s.conditional else None
-    z, y_fake = sample_latent(real.shape[0], m, real.device)
-    with torch.no_grad():  # G is not trained here; unwrapped to skip DDP bookkeeping
-        fake = m.G_raw(z, y_fake)
+    real = batch["real"]
+    if m.paired:  # pix2pix: D judges (target, source) against (G(source), source)
+        y_real = y_fake = batch["src"]
+        with torch.no_grad():
+            fake = m.G_raw(y_real)
+    else:
+        y_real = real_condition(m, batch)
+        z, y_fake = sample_latent(real.shape[0], m, real.device, y_real)
+        with torch.no_grad():  # G is not trained here; unwrapped to skip DDP bookkeeping
+            fake = m.G_raw(z, y_fake)
     out_real = m.D(real, y_real)
     out_fake = m.D(fake, y_fake)
-    loss = losses.d_loss(s.loss, out_real.logits, out_fake.logits)
-    if s.acgan:
+    loss = losses.d_loss(s.loss, _adv(out_real), _adv(out_fake))
+    if s.acgan:  # seed 001 Algorithm 4: class loss on real and on fake
         aux = losses.aux_class_loss(out_real.class_logits, y_real) + \
             losses.aux_class_loss(out_fake.class_logits, y_fake)
         stats.report("loss_d_aux", aux)
+        stats.report("acc_d_real", (out_real.class_logits.argmax(1) == y_real).float())
         loss = loss + s.aux_weight * aux
     stats.report("loss_d", loss)
-    stats.report("d_real", torch.sigmoid(out_real.logits))
-    stats.report("d_fake", torch.sigmoid(out_fake.logits))
+    stats.report("d_real", torch.sigmoid(_adv(out_real)))
+    stats.report("d_fake", torch.sigmoid(_adv(out_fake)))
     return loss
 
 
 def g_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
     real = batch["real"]
-    z, y_fake = sample_latent(real.shape[0], m, real.device)
-    fake = m.G(z, y_fake)
+    if m.paired:
+        y_fake = batch["src"]
+        fake = m.G(y_fake)
+    else:
+        z, y_fake = sample_latent(real.shape[0], m, real.device, real_condition(m, batch))
+        fake = m.G(z, y_fake)
     out_fake = m.D_raw(fake, y_fake)
-    if s.feature_matching:
+    if s.feature_matching:  # seed 001 Algorithm 2
         with torch.no_grad():
-            real_feats = m.D_raw(real, batch.get("label") if s.conditional else None).features
+            real_feats = m.D_raw(real, batch["src"] if m.paired else real_condition(m, batch)).features
         loss = losses.feature_matching(real_feats, out_fake.features)
     else:
-        loss = losses.g_loss(s.loss, out_fake.logits)
+        loss = losses.g_loss(s.loss, _adv(out_fake))
     if s.acgan:
         aux = losses.aux_class_loss(out_fake.class_logits, y_fake)
         stats.report("loss_g_aux", aux)
         loss = loss + s.aux_weight * aux
+    if m.paired and s.l1_weight > 0:  # pix2pix: cGAN + lambda * L1 to the target
+        l1 = losses.l1_loss(fake, real)
+        stats.report("loss_g_l1", l1)
+        loss = loss + s.l1_weight * l1
     stats.report("loss_g", loss)
-    stats.report("d_fake_g", torch.sigmoid(out_fake.logits))
+    stats.report("d_fake_g", torch.sigmoid(_adv(out_fake)))
     return loss
+
+
+# ----------------------------------------------------------------------------- sample grids
+
+@torch.no_grad()
+def fixed_sources(shards: str, spec: Any, num: int, prep: BatchPrep) -> torch.Tensor:
+    """The first ``num`` source images of the shard set (rank-independent), normalised:
+    the fixed inputs of a pix2pix run's sample grids."""
+    from dataclasses import replace
+
+    from distgan.data import build_loader
+
+    loader = build_loader(shards, replace(spec, shuffle_buffer=0, num_workers=0, resampled=False,
+                                               shuffle_shards=False, drop_last=False), 0, 1, seed=0, epochs=1)
+    out = []
+    for raw in loader:
+        out.append(phase_batch(raw, torch.device("cpu"), prep)["src"])
+        if sum(len(x) for x in out) >= num:
+            break
+    return torch.cat(out)[:num]
