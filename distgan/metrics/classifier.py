@@ -165,7 +165,8 @@ def classifier_for(shard_dir: str | Path, resolution: int, cache_dir: str = "", 
         else:
             t0 = time.perf_counter()
             data = read_real(shard_dir, resolution, limit=max_samples)
-            net, heldout = _train(data, mode, len(names), manifest.channels, seed, epochs)
+            with torch.enable_grad():  # callers may evaluate under no_grad
+                net, heldout = _train(data, mode, len(names), manifest.channels, seed, epochs)
             heldout["train_seconds"] = round(time.perf_counter() - t0, 2)
             payload = {"state": net.state_dict(), "mode": mode, "names": names, "heldout": heldout,
                        "channels": manifest.channels, "key": key}

@@ -46,12 +46,22 @@ def _state_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def pixel_policy(cfg: Any) -> dict[str, Any]:
+    """Evaluator keyword arguments describing how a run's G output maps to pixels."""
+    from distgan.shards import read_manifest
+
+    m = read_manifest(cfg.data.shards) if cfg.data.normalize == "zscore" else None
+    return {"normalize": cfg.data.normalize, "mean": m.mean if m else None, "std": m.std if m else None}
+
+
 class Evaluator:
     """Computes ``metrics.names`` for a generator against one real data set."""
 
     def __init__(self, mc: MetricsConfig, shard_dir: str | Path, resolution: int, cond: Conditioning,
-                 z_dim: int, real: str = "", device: torch.device | str = "cpu", seed: int = 0):
+                 z_dim: int, real: str = "", device: torch.device | str = "cpu", seed: int = 0,
+                 normalize: str = "minmax", mean: list[float] | None = None, std: list[float] | None = None):
         self.mc, self.names = mc, check_names(list(mc.names))
+        self.pixels = (normalize, mean, std)  # how G's output maps back to pixels
         self.shard_dir, self.resolution, self.cond, self.z_dim = str(shard_dir), resolution, cond, z_dim
         self.real, self.device, self.seed = real, torch.device(device), seed
         self._extractors: dict[str, Extractor] = {}
@@ -112,6 +122,15 @@ class Evaluator:
         return reference_stats(shards, self.resolution, ex.embed, ex.dim, ex.name, ex.sha256, ex.resize,
                                limit=self.mc.num_real, keep=keep, cache_dir=self.mc.cache_dir)
 
+    def _to_minmax(self, images: torch.Tensor) -> torch.Tensor:
+        """G's output -> [-1, 1] (z-score runs generate per-channel standardised pixels)."""
+        mode, mean, std = self.pixels
+        if mode != "zscore":
+            return images
+        m = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
+        return (images * s + m) * 2.0 - 1.0
+
     # ---- everything
     @torch.no_grad()
     def evaluate(self, G: nn.Module, step: int = 0, ema: bool = False) -> list[dict[str, Any]]:
@@ -123,6 +142,7 @@ class Evaluator:
         want_acc = "classifier" in self.names and self.cond.mode != "none"
         acc_sum, acc_n = None, 0
         for index, images, y in generate(G, self.mc.num_fake, self.z_dim, self.cond, self.mc.batch_size, self.seed):
+            images = self._to_minmax(images)
             for k, st in fakes.items():
                 st.add(self.extractor(k).embed(images), index=index)
             if want_acc:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from distgan.config import Config, load_config
-from distgan.metrics.evaluate import Evaluator
+from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
 
 
@@ -53,7 +53,7 @@ def evaluate_run(run_dir: str | Path, names: list[str], checkpoint: str | int = 
     if num:
         mc.num_fake = num
     ev = Evaluator(mc, cfg.data.shards, cfg.data.resolution, conditioning_for(cfg.model.cond, cfg.data.shards),
-                   cfg.model.z_dim, real=real, device=device, seed=cfg.train.seed)
+                   cfg.model.z_dim, real=real, device=device, seed=cfg.train.seed, **pixel_policy(cfg))
     records = ev.evaluate(G, step=meta["step"], ema=meta["ema"])
     for r in records:
         r["provenance"]["checkpoint"] = meta["checkpoint"]

@@ -1,11 +1,11 @@
 """Metrics during training: the small object the training loop calls.
 
-    hook = TrainMetrics.create(cfg, run_dir, writer=log.tb)        # None when metrics.names is empty
-    ...
-    if hook is not None and hook.due(step, cfg.train.steps):
-        if hook(step, g_eval, ema=ema is not None):                 # all ranks; True = new best
-            ...                                                     # make sure step's checkpoint exists
-            hook.mark_best(step)
+    # in the loop, once per step on every rank, after that step's checkpoint:
+    if cfg.metrics.names:
+        loop_step(cfg, run_dir, step, g_eval, ema is not None, log.tb, device, save)
+
+:class:`TrainMetrics` does the work: ``due(step)``, ``__call__`` (evaluate; True
+for a new best of ``metrics.main``), ``mark_best``.
 
 Records go to ``RUN_DIR/metrics.jsonl`` and TensorBoard (``metrics/<name>``) from
 rank 0. The best value of the main metric survives resumption: it is read back
@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch.nn as nn
 
 from distgan.config import Config
 from distgan.metrics import collect
-from distgan.metrics.evaluate import Evaluator
+from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
 from distgan.metrics.registry import lower_is_better, main_record
 
@@ -57,14 +58,16 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
 class TrainMetrics:
     """Evaluate at ``metrics.every`` steps and at the end; track the best main-metric value."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu"):
+    def __init__(self, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu",
+                 start_step: int | None = None):
         self.cfg, self.run_dir, self.writer = cfg, Path(run_dir), writer
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)
         self.evaluator = Evaluator(cfg.metrics, cfg.data.shards, cfg.data.resolution,
                                    conditioning_for(cfg.model.cond, cfg.data.shards), cfg.model.z_dim,
-                                   device=device, seed=cfg.train.seed)
-        past = [r["value"] for r in read_records(run_dir) if r.get("name") == self.main]
+                                   device=device, seed=cfg.train.seed, **pixel_policy(cfg))
+        past = [r["value"] for r in read_records(run_dir) if r.get("name") == self.main
+                and (start_step is None or r.get("step", 0) < start_step)]  # resumed: only the kept past
         self.best = (min(past) if self.lower else max(past)) if past else None
 
     @classmethod
@@ -100,3 +103,29 @@ class TrainMetrics:
                 raise FileNotFoundError(f"cannot mark step {step} as best: {ckpt_path(self.run_dir, step)} "
                                         "does not exist (save the checkpoint first)")
             mark_best(self.run_dir, step)
+
+
+_HOOKS: "weakref.WeakKeyDictionary[Any, TrainMetrics]" = weakref.WeakKeyDictionary()
+
+
+def loop_step(cfg: Config, run_dir: str | Path, step: int, G: nn.Module, ema: bool, writer: Any,
+              device: Any, save: Callable[[int], None]) -> None:
+    """The training loop's metrics block: evaluate when due, keep ``checkpoints/best``.
+
+    Call on every rank at the end of each step (after that step's checkpoint, if
+    any). ``save(step)`` is the loop's own (collective) checkpoint function: a new
+    best at a step without a checkpoint is saved first, so ``best`` always points
+    at a file. The hook object lives as long as ``save`` (one ``train()`` call).
+    """
+    from distgan.train.state import ckpt_path
+
+    hook = _HOOKS.get(save)
+    if hook is None:
+        hook = _HOOKS[save] = TrainMetrics(cfg, run_dir, writer, device, start_step=step)
+    if not hook.due(step, cfg.train.steps):
+        return
+    if hook(step, G, ema=ema):
+        exists = ckpt_path(run_dir, step).is_file() if collect.rank_world()[0] == 0 else None
+        if not collect.broadcast_object(exists):  # rank 0 decides: every rank must join save()
+            save(step)
+        hook.mark_best(step)

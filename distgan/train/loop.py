@@ -9,13 +9,11 @@ Per rank: build data, models, optimizers -> resume from the latest checkpoint
 """
 from __future__ import annotations
 
-import random
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from distgan import dist
@@ -32,31 +30,7 @@ from distgan.train.phases import Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
 from distgan.train.schedule import make_scheduler
-from distgan.train.state import load_latest, save_checkpoint
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """This rank's RNG states as tensors and plain data (weights_only-loadable)."""
-    st = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
-          "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-          "numpy_pos": int(np.random.get_state()[2]), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state()
-    return st
-
-
-def set_rng_state(st: dict[str, Any]) -> None:
-    random.setstate((3, tuple(st["python"]), st["python_pos"]))
-    np.random.set_state(("MT19937", st["numpy"].numpy().astype(np.uint32), st["numpy_pos"], 0, 0.0))
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state(st["cuda"])
+from distgan.train.state import load_latest, rng_state, save_checkpoint, seed_all, set_rng_state
 
 
 class _StopFlag:
@@ -207,6 +181,12 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             if world > 1 else stop.requested
         if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
             save(step)
+        # ---- [metrics hook, issue 7] at metrics.every steps and at the end, on all ranks together:
+        # metrics.jsonl + TensorBoard; checkpoints/best by metrics.main (saving this step first if needed)
+        if cfg.metrics.names:
+            from distgan.metrics.training import loop_step
+            loop_step(cfg, run_dir, step, ema.model if ema is not None else G_raw, ema is not None, log.tb,
+                      device, save)
         if stopping:
             log.info(f"stop requested: checkpointed at step {step}, exiting")
             break

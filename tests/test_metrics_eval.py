@@ -1,0 +1,116 @@
+"""Classifier metric, KID, reference-stat cache, evaluation of a generator, sanity real-vs-noise."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from distgan.config import MetricsConfig
+from distgan.metrics import fid_from_features, kid
+from distgan.metrics.classifier import classifier_for, correct
+from distgan.metrics.evaluate import Evaluator
+from distgan.metrics.generate import Conditioning, conditioning_for
+from distgan.metrics.refstats import read_real, reference_stats
+
+RES = 16  # the debug preset's resolution
+
+
+@pytest.fixture(scope="session")
+def metrics_cache(tmp_path_factory):
+    """One cache dir per session (the classifier trains once: ~10-25 s on a busy CPU)."""
+    d = tmp_path_factory.getbasetemp() / "metrics_cache"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def clf(mnist_shards, metrics_cache):
+    return classifier_for(mnist_shards, RES, cache_dir=str(metrics_cache))
+
+
+@pytest.fixture(scope="session")
+def digits(mnist_shards):
+    return read_real(mnist_shards, RES)
+
+
+def test_classifier_heldout_accuracy_and_cache(clf, mnist_shards, metrics_cache, caplog):
+    assert clf.mode == "class" and clf.names == [str(i) for i in range(10)] or len(clf.names) == 10
+    assert clf.heldout["num"] == 500
+    assert clf.heldout["accuracy"] > 0.97, clf.heldout
+    with caplog.at_level(logging.INFO, logger="distgan.metrics"):
+        again = classifier_for(mnist_shards, RES, cache_dir=str(metrics_cache))
+    assert "cache hit" in caplog.text
+    for k, v in clf.net.state_dict().items():
+        torch.testing.assert_close(again.net.state_dict()[k], v)
+
+
+def test_real_vs_real_is_much_closer_than_real_vs_noise(clf, digits):
+    """Sanity for every fast metric: two halves of the digits vs digits and uniform noise."""
+    x, y = digits["image"], digits["label"]
+    noise = torch.randint(0, 256, x[:2500].shape, generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    fa, fb, fn = (clf.features(t).numpy() for t in (x[0::2], x[1::2], noise))
+    same, far = fid_from_features(fa, fb), fid_from_features(fa, fn)
+    assert same < far / 20, (same, far)
+    k_same, _ = kid(fa, fb, num_subsets=10, subset_size=500)
+    k_far, _ = kid(fa, fn, num_subsets=10, subset_size=500)
+    assert k_same < k_far / 20, (k_same, k_far)
+    acc_true = correct(clf.logits(x[1::2]), y[1::2], "class").mean().item()
+    acc_shuffled = correct(clf.logits(x[1::2]), y[1::2][torch.randperm(2500)], "class").mean().item()
+    assert acc_true > 0.97 and acc_shuffled < 0.2
+
+
+def test_reference_stats_cached_by_what_produced_them(mnist_shards, tmp_path, caplog, clf):
+    kw = dict(embed=clf.features, dim=clf.dim, extractor="clf", weights_sha256="abc", resize="none",
+              cache_dir=str(tmp_path))
+    first = reference_stats(mnist_shards, RES, limit=300, keep=True, **kw)
+    assert not first["cache_hit"] and first["count"] == 300 and first["features"].shape == (300, clf.dim)
+    with caplog.at_level(logging.INFO, logger="distgan.metrics"):
+        second = reference_stats(mnist_shards, RES, limit=300, keep=True, **kw)
+    assert second["cache_hit"] and "cache hit" in caplog.text
+    np.testing.assert_array_equal(first["mu"], second["mu"])
+    np.testing.assert_array_equal(first["sigma"], second["sigma"])
+    other = reference_stats(mnist_shards, RES, limit=200, **kw)  # another sample count: another file
+    assert not other["cache_hit"] and other["path"] != first["path"]
+    kw["weights_sha256"] = "def"
+    assert reference_stats(mnist_shards, RES, limit=200, **kw)["path"] != other["path"]
+    assert len(list(tmp_path.glob("*.npz"))) == 3 and not list(tmp_path.glob(".*tmp"))
+
+
+def test_evaluator_records_with_provenance(debug_cfg, metrics_cache, clf):
+    """A (random) debug G through the whole path: records for classifier and KID, with provenance."""
+    from distgan.models import DataInfo, build_models
+
+    cfg = debug_cfg()
+    torch.manual_seed(0)
+    G, _ = build_models(cfg.model, DataInfo(channels=1, resolution=RES, num_classes=10))
+    mc = dataclasses.replace(cfg.metrics, names=["classifier", "kid"], kid_features="classifier", num_fake=130,
+                             batch_size=32, kid_subsets=5, num_real=1000, cache_dir=str(metrics_cache))
+    cond = conditioning_for(cfg.model.cond, cfg.data.shards)
+    assert cond.mode == "class" and cond.num_classes == 10
+    records = Evaluator(mc, cfg.data.shards, RES, cond, cfg.model.z_dim).evaluate(G, step=7, ema=False)
+    by = {r["name"]: r for r in records}
+    assert set(by) == {"classifier_fd", "classifier_acc", "kid"}
+    for r in records:
+        assert r["step"] == 7 and r["ema"] is False and np.isfinite(r["value"])
+        p = r["provenance"]
+        for key in ("metric", "weights_sha256", "num_real", "num_fake", "resize", "feature_extractor"):
+            assert key in p, (r["name"], key)
+        assert p["num_fake"] == 130 and p["classifier_heldout_accuracy"] > 0.97
+    assert by["classifier_fd"]["lower_is_better"] and not by["classifier_acc"]["lower_is_better"]
+    assert by["classifier_fd"]["provenance"]["num_real"] == 1000
+    assert 0.0 <= by["classifier_acc"]["value"] <= 1.0 and by["classifier_acc"]["provenance"]["num_scored"] == 130
+    assert by["classifier_fd"]["value"] > 1.0  # an untrained G is far from the digits
+
+
+def test_unknown_metric_and_unlabelled_data_are_clear_errors(mnist_shards):
+    with pytest.raises(ValueError, match="unknown metric 'fdi'; available: fid, classifier, kid"):
+        Evaluator(MetricsConfig(names=["fdi"]), mnist_shards, RES, Conditioning(), 8)
+    from distgan.metrics.registry import main_record
+
+    assert main_record(["classifier", "fid"]) == "classifier_fd"
+    assert main_record(["classifier"], "classifier_acc") == "classifier_acc"
+    with pytest.raises(ValueError, match="metrics.main='kid' is not produced"):
+        main_record(["fid"], "kid")

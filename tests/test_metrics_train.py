@@ -1,0 +1,92 @@
+"""Metrics inside training (metrics.jsonl, TensorBoard, best checkpoint) and the command line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distgan.metrics.__main__ import main
+from distgan.metrics.training import read_records
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, mnist_shards):
+    """A 6-step debug run evaluated at steps 3 and 6 with the classifier metric."""
+    from distgan.config import load_config
+    from distgan.train import train
+
+    cache = tmp_path_factory.getbasetemp() / "metrics_cache"
+    cache.mkdir(exist_ok=True)
+    run_dir = tmp_path_factory.mktemp("runs") / "metrics_run"
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml", [
+        f"data.shards={mnist_shards}", "log.progress=false", "train.steps=6", "train.ckpt_every=4",
+        "train.ema=true", "metrics.names=[classifier]", "metrics.every=3", "metrics.num_fake=100",
+        "metrics.num_real=500", f"metrics.cache_dir={cache}"])
+    train(cfg, run_dir)
+    return run_dir, cache
+
+
+@pytest.mark.timeout(300)
+def test_loop_writes_records_tensorboard_and_best(trained_run):
+    from distgan.train.state import resolve_checkpoint
+
+    run_dir, _ = trained_run
+    recs = read_records(run_dir)
+    assert [(r["step"], r["name"]) for r in recs] == [(3, "classifier_fd"), (3, "classifier_acc"),
+                                                      (6, "classifier_fd"), (6, "classifier_acc")]
+    for r in recs:
+        assert r["ema"] is True and r["provenance"]["num_fake"] == 100
+        assert r["provenance"]["num_real"] == (500 if r["name"] == "classifier_fd" else 0)  # acc: no real images
+        assert r["provenance"]["classifier_heldout_accuracy"] > 0.97
+    fd = {r["step"]: r["value"] for r in recs if r["name"] == "classifier_fd"}
+    best = resolve_checkpoint(run_dir, "best")
+    assert best.is_file()
+    assert best.name == f"step_{min(fd, key=fd.get):08d}.pt"  # step 3 has no regular checkpoint: saved for best
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("metrics/classifier_fd")] == [3, 6]
+
+
+@pytest.mark.timeout(300)
+def test_cli_evaluates_a_run(trained_run, capsys):
+    run_dir, cache = trained_run
+    assert main(["classifier", "--run", str(run_dir), "--checkpoint", "best", "--num", "64", "--no-ema"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in out] == ["classifier_fd", "classifier_acc"]
+    assert out[0]["ema"] is False and out[0]["provenance"]["num_fake"] == 64
+    assert out[0]["provenance"]["checkpoint"].endswith(".pt")
+    assert main(["kid", "--run", str(run_dir), "--num", "64", "--kid-features", "classifier", "--append"]) == 0
+    kid = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert kid["name"] == "kid" and np.isfinite(kid["value"]) and kid["provenance"]["feature_extractor"].startswith(
+        "classifier")
+    assert read_records(run_dir)[-1]["name"] == "kid"
+    assert main(["fid", "--run", str(run_dir), "--checkpoint", "99"]) == 2
+    assert "checkpoint '99' not found" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_cli_stats_and_fid_with_the_real_inception(trained_run, tmp_path, capsys):
+    """Real Inception end to end on a handful of images: stats .npz, then FID against it."""
+    from distgan.metrics import load_stats
+    from distgan.metrics.inception import PACKAGED_SHA256
+
+    run_dir, _ = trained_run
+    out = tmp_path / "ref.npz"
+    assert main(["stats", "--shards", _shards(run_dir), "--out", str(out), "--num", "6", "--resolution", "16"]) == 0
+    st = load_stats(out)
+    assert st["mu"].shape == (2048,) and st["sigma"].shape == (2048, 2048) and int(st["count"]) == 6
+    capsys.readouterr()
+    assert main(["fid", "--run", str(run_dir), "--num", "6", "--real", str(out)]) == 0
+    rec = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert rec["name"] == "fid" and rec["value"] > 0 and rec["provenance"]["weights_sha256"] == PACKAGED_SHA256
+    assert rec["provenance"]["num_real"] == 6 and rec["provenance"]["resize"].startswith("uint8")
+
+
+def _shards(run_dir) -> str:
+    from distgan.config import load_config
+
+    return load_config(run_dir / "config.yaml").data.shards
