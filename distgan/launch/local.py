@@ -1,0 +1,139 @@
+"""Start the ranks of one run on this machine and wait for them.
+
+    code = launch_local(run_dir, procs=2)      # 2 CPU processes on gloo (or 1 per GPU)
+
+Each rank is ``python -m distgan.launch.worker RUN_DIR`` with RANK, WORLD_SIZE,
+LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT in
+its environment: exactly what Accelerate reads (with ``Accelerator(cpu=True)``
+on a CPU machine this gives a gloo group of ``procs`` ranks; ``torchrun`` or
+``accelerate launch --cpu`` would not). Rank 0's output is streamed to the
+console; every rank's output also goes to ``RUN_DIR/logs/rank{r}.out``.
+
+When one rank fails, the others are stopped (SIGTERM, then SIGKILL after
+``grace_s``) and the return code is that rank's exit code: a failure never
+leaves ranks hanging in a collective.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from distgan.launch.env import free_port
+
+
+def rank_env(rank: int, world: int, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of local rank ``rank`` of ``world`` (single node)."""
+    env = dict(os.environ if base is None else base)
+    for k in [k for k in env if k.startswith("SLURM_")]:
+        del env[k]  # a local launch inside an allocation must not look like a Slurm step
+    env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_NUM_THREADS", "1")  # 2+ threads per rank on few cores is many times slower
+    return env
+
+
+def _pump(src: IO[bytes], log: IO[bytes], echo: IO[bytes] | None) -> None:
+    """Copy a rank's output to its log file (and the console for rank 0)."""
+    for chunk in iter(lambda: src.read1(65536), b""):
+        log.write(chunk)
+        log.flush()
+        if echo is not None:
+            echo.write(chunk)
+            echo.flush()
+
+
+def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, stream: bool = True,
+                 python: str = sys.executable) -> int:
+    """Run ``procs`` ranks of the run in ``run_dir``; returns 0 when all succeed.
+
+    Otherwise returns the exit code of the first rank that failed (a signal
+    death -N is reported as 128+N, like a shell).
+    """
+    run_dir = Path(run_dir)
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    procs_list: list[subprocess.Popen] = []
+    pumps: list[threading.Thread] = []
+    files = []
+    console = sys.stdout.buffer if stream else None
+    for r in range(procs):
+        log_path = logs / f"rank{r}.out"
+        f = open(log_path, "ab")
+        files.append(f)
+        p = subprocess.Popen([python, "-m", "distgan.launch.worker", str(run_dir), "--log", str(log_path)],
+                             env=rank_env(r, procs, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)  # own group: Ctrl-C is forwarded by us, once
+        procs_list.append(p)
+        t = threading.Thread(target=_pump, args=(p.stdout, f, console if r == 0 else None), daemon=True)
+        t.start()
+        pumps.append(t)
+
+    def stop_all(sig: int = signal.SIGTERM) -> None:
+        for p in procs_list:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    # forward Ctrl-C / SIGTERM to the ranks: they checkpoint at the next step boundary
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        for s in previous:
+            signal.signal(s, lambda signum, frame: stop_all(signal.SIGTERM))
+    failed: tuple[int, int] | None = None
+    try:
+        pending = set(range(procs))
+        while pending:
+            for r in sorted(pending):
+                code = procs_list[r].poll()
+                if code is None:
+                    continue
+                pending.discard(r)
+                if code != 0 and failed is None:
+                    failed = (r, code)
+                    print(f"[launch] rank {r} exited with code {code}; stopping the other ranks "
+                          f"(its output: {logs / f'rank{r}.out'})", file=sys.stderr, flush=True)
+                    stop_all(signal.SIGTERM)
+                    deadline = time.monotonic() + grace_s
+                    threading.Thread(target=_kill_after, args=(procs_list, deadline), daemon=True).start()
+            if pending:
+                # block on one live rank for a short while instead of spinning
+                try:
+                    procs_list[min(pending)].wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+    finally:
+        if in_main:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        stop_all(signal.SIGKILL)
+        for t in pumps:
+            t.join(timeout=5)
+        for f in files:
+            f.close()
+    if failed is None:
+        return 0
+    code = failed[1]
+    return 128 - code if code < 0 else code
+
+
+def _kill_after(procs: list[subprocess.Popen], deadline: float) -> None:
+    """SIGKILL ranks still alive at ``deadline`` (a rank blocked in a collective ignores SIGTERM's flag)."""
+    for p in procs:
+        left = deadline - time.monotonic()
+        try:
+            p.wait(timeout=max(0.0, left))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,165 @@
+"""Training runs as Slurm jobs, through submitit.
+
+    job = submit_run(run_dir, resources, job_name="debug")   # one task per rank
+    follow(job, run_dir)                                     # --wait: stream rank 0, final state
+
+Each task of the job runs :class:`TrainTask`, which turns SLURM_* into the
+torch.distributed environment (:mod:`distgan.launch.env`) and trains its rank
+(:func:`distgan.launch.worker.run_rank`).
+
+Time limits and preemption. The job is submitted with ``--signal=USR2@S``
+(S = ``signal_delay_s``): S seconds before the limit every task gets SIGUSR2.
+TrainTask turns that into the trainer's stop request (SIGUSR1): all ranks
+checkpoint at the next step boundary and return, then rank 0 requeues the job
+(``scontrol requeue``). A preemption or ``scontrol requeue`` sends SIGTERM
+instead: the trainer checkpoints the same way and Slurm requeues the job
+itself. Either way the job starts again from the same pickled TrainTask and
+resumes from the latest checkpoint, so the step count continues.
+TrainTask is a :class:`submitit.helpers.Checkpointable`: a USR2 that arrives
+before training started takes submitit's own path (resubmit as is).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from distgan.launch.profiles import SlurmResources
+from distgan.launch.worker import EXIT_STOPPED, run_rank
+
+
+def _placeholder(signum: int, frame: Any) -> None:
+    """SIGUSR1 before the trainer installs its handler: ignore (the default would kill us)."""
+
+
+class TrainTask(submitit.helpers.Checkpointable):
+    """One Slurm task = one rank of the run in ``run_dir`` (picklable, requeue-safe)."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = str(run_dir)
+
+    def _on_time_limit(self, signum: int, frame: Any) -> None:
+        self._requeue_wanted = True
+        if signal.getsignal(signal.SIGUSR1) is _placeholder:
+            # training has not started: nothing to save, let submitit resubmit us now
+            env = submitit.JobEnvironment()
+            print(f"[distgan] time limit before training started: requeueing {env.job_id}", flush=True)
+            if env.global_rank == 0:
+                requeue(env.job_id)
+            _wait_for_requeue_kill()
+        os.kill(os.getpid(), signal.SIGUSR1)  # the trainer's stop request: checkpoint at the next step
+
+    def __call__(self) -> dict[str, Any]:
+        self._requeue_wanted = False
+        signal.signal(signal.SIGUSR1, _placeholder)
+        signal.signal(signal.SIGUSR2, self._on_time_limit)
+        summary = run_rank(self.run_dir)
+        if summary.get("completed"):
+            return summary
+        # stopped by a signal after checkpointing: the job must run again
+        env = submitit.JobEnvironment()
+        if self._requeue_wanted:
+            if env.global_rank == 0:
+                requeue(env.job_id)
+            print(f"[distgan] checkpointed at step {summary.get('step')}; job {env.job_id} requeued", flush=True)
+        else:
+            print(f"[distgan] checkpointed at step {summary.get('step')} after SIGTERM "
+                  "(preemption, requeue or cancel)", flush=True)
+        # no result file: the watcher must not see this attempt as the job's end
+        _wait_for_requeue_kill()
+        raise SystemExit(EXIT_STOPPED)
+
+
+def _wait_for_requeue_kill(limit_s: float = 120.0) -> None:
+    """Stay alive until Slurm kills this attempt, so the job never ends as FAILED in between."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        time.sleep(1.0)
+
+
+def requeue(job_id: str) -> None:
+    """Ask Slurm to requeue ``job_id`` (array tasks as ``ARRAYID_TASK``)."""
+    subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=60)
+
+
+def make_executor(folder: str | Path, res: SlurmResources, job_name: str) -> submitit.SlurmExecutor:
+    """A submitit executor for ``res``: one task per rank, the USR2 time-limit warning."""
+    ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=res.max_requeues,
+                                python=res.python or None)
+    params: dict[str, Any] = dict(
+        job_name=job_name, nodes=res.nodes, ntasks_per_node=res.tasks_per_node,
+        cpus_per_task=res.cpus_per_task, time=res.time_min, signal_delay_s=res.signal_delay_s,
+        array_parallelism=res.array_parallelism, stderr_to_stdout=True, setup=list(res.setup))
+    if res.gpus_per_node:
+        params["gpus_per_node"] = res.gpus_per_node
+    if res.mem_gb:
+        params["mem"] = f"{int(res.mem_gb * 1024)}M"
+    for key in ("partition", "account", "qos", "constraint", "exclude"):
+        if getattr(res, key):
+            params[key] = getattr(res, key)
+    if res.extra:
+        params["additional_parameters"] = {str(k).replace("-", "_"): v for k, v in res.extra.items()}
+    ex.update_parameters(**params)
+    return ex
+
+
+def submit_run(run_dir: str | Path, res: SlurmResources, job_name: str) -> submitit.Job:
+    """Submit one training run (its config.yaml already written) as one job."""
+    ex = make_executor(Path(run_dir) / "logs" / "slurm", res, job_name)
+    return ex.submit(TrainTask(str(Path(run_dir).resolve())))
+
+
+def describe_job(job: submitit.Job, run_dir: str | Path) -> str:
+    """What to tell the user after submitting: id, logs, TensorBoard, how to follow."""
+    run_dir = Path(run_dir)
+    return "\n".join([
+        f"[launch] submitted Slurm job {job.job_id}",
+        f"  rank 0 output: {job.paths.stdout}",
+        f"  all logs:      {job.paths.folder}  (training logs: {run_dir / 'logs'})",
+        f"  TensorBoard:   tensorboard --logdir {run_dir / 'tb'}",
+        f"  follow:        squeue -j {job.job_id}; tail -f {job.paths.stdout}",
+    ])
+
+
+def follow(job: submitit.Job, poll_s: float = 2.0, out: Any = None) -> int:
+    """Stream rank 0's output until the job ends; 0 when it succeeded.
+
+    A requeued job keeps its id: following continues across requeues.
+    """
+    out = out or sys.stdout
+    pos, last_state = 0, ""
+    path = Path(job.paths.stdout)
+    while True:
+        done = job.done(force_check=True)
+        state = job.state
+        if state != last_state:
+            print(f"[launch] job {job.job_id}: {state}", file=out, flush=True)
+            last_state = state
+        if path.is_file():
+            size = path.stat().st_size
+            if size < pos:  # a requeued attempt started a fresh file
+                pos = 0
+            if size > pos:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                pos += len(chunk)
+                out.write(chunk.decode(errors="replace"))
+                out.flush()
+        if done:
+            break
+        time.sleep(poll_s)
+    try:
+        results = job.results()
+    except Exception as e:  # submitit re-raises the task's error (or a missing-result error)
+        print(f"[launch] job {job.job_id} failed ({job.state}):\n{e}", file=out, flush=True)
+        return 1
+    completed = all(isinstance(r, dict) and r.get("completed") for r in results)
+    print(f"[launch] job {job.job_id} {'finished' if completed else 'stopped'}", file=out, flush=True)
+    return 0 if completed else 1

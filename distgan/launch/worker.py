@@ -1,0 +1,111 @@
+"""One rank of a training run: ``python -m distgan.launch.worker RUN_DIR``.
+
+Every launcher ends here, once per process: the local launcher (which sets
+RANK/WORLD_SIZE/MASTER_* itself), a submitit Slurm task, or ``srun`` in an
+emitted sbatch script (SLURM_* -> RANK/... in :mod:`distgan.launch.env`).
+The run's resolved config is read from ``RUN_DIR/config.yaml`` (the launcher
+writes it before starting the ranks), then ``distgan.train.train`` runs.
+
+``RUN_DIR/status.json`` says where the run stands, for people and for sweeps:
+``{"state": "running"|"completed"|"stopped"|"failed", "step", "total_steps",
+"world_size", "job_id", "host", "error", "log", "time"}``. Rank 0 writes it;
+a failing rank writes ``failed`` with the error. Exit codes: 0 completed,
+``EXIT_STOPPED`` stopped by a signal after checkpointing (re-run to resume),
+1 failed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from distgan.fsutil import atomic_write_text
+from distgan.launch.env import export_slurm_dist_env
+
+EXIT_STOPPED = 3
+STATUS_FILE = "status.json"
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """The run's status.json as a dict ({} when missing or unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_status(run_dir: str | Path, state: str, **fields: Any) -> None:
+    """Atomically (re)write RUN_DIR/status.json, keeping fields of the previous record."""
+    run_dir = Path(run_dir)
+    rec = {k: v for k, v in read_status(run_dir).items() if k not in ("error",)}
+    rec.update(state=state, host=socket.gethostname(), time=time.time(), **fields)
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
+    if job:
+        rec["job_id"] = job
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / STATUS_FILE, json.dumps(rec, indent=1) + "\n")
+
+
+def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
+    """Train this rank of the run in ``run_dir``; returns the trainer's summary.
+
+    Raises whatever training raised, after recording it in status.json.
+    """
+    from distgan.config import load_config
+
+    run_dir = Path(run_dir)
+    export_slurm_dist_env()
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    log_path = log_path or str(run_dir / "logs" / f"rank{rank}.log")
+    cfg_path = run_dir / "config.yaml"
+    try:
+        cfg = load_config(cfg_path)
+        if rank == 0:
+            write_status(run_dir, "running", started=time.time(), step=None, total_steps=cfg.train.steps,
+                         world_size=world, log=log_path)
+        from distgan.train import train
+
+        summary = train(cfg, run_dir)
+    except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
+        # keep the first failure of this attempt: when one rank dies, the others
+        # fail next with a connection error that would hide the real cause
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)) and read_status(run_dir).get("state") != "failed":
+            last = traceback.format_exception_only(type(e), e)[-1].strip()
+            write_status(run_dir, "failed", error=f"rank {rank}: {last}", log=log_path, world_size=world)
+        raise
+    if rank == 0:
+        write_status(run_dir, "completed" if summary.get("completed") else "stopped",
+                     step=summary.get("step"), total_steps=cfg.train.steps,
+                     world_size=summary.get("world_size", world), log=log_path)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m distgan.launch.worker", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="run directory holding config.yaml")
+    p.add_argument("--log", default="", help="this rank's stdout/stderr file (recorded in status.json)")
+    args = p.parse_args(argv)
+    try:
+        summary = run_rank(args.run_dir, args.log)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        from distgan.launch.__main__ import print_summary
+
+        print_summary(Path(args.run_dir), summary)
+    return 0 if summary.get("completed") else EXIT_STOPPED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
