@@ -21,6 +21,7 @@ from distgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from distgan.models.init import init_weights
 from distgan.models.labels import MAX_ATTRIBUTES, LabelSpace
 from distgan.models.mlp import MLPDiscriminator, MLPGenerator
+from distgan.models.pixelmap import pixel_map
 from distgan.models.pix2pix import PatchDiscriminator, UNetGenerator
 from distgan.models.upsample import ConvDropoutDiscriminator, UpsampleGenerator
 
@@ -36,6 +37,9 @@ class DataInfo:
     classes: list[str] = field(default_factory=list)
     attributes: list[str] = field(default_factory=list)  # the attributes G and D condition on
     attr_encoding: str = "onehot"  # "onehot" | "number" (seed 003 ablation)
+    normalize: str = "minmax"  # pixel normalisation of the data; G's output is mapped to match
+    mean: list[float] = field(default_factory=list)  # per-channel, [0, 1] units (zscore)
+    std: list[float] = field(default_factory=list)
 
 
 def select_attributes(wanted: list[str], available: list[str], source: str = "the shards") -> list[int]:
@@ -62,7 +66,8 @@ def data_info(cfg: Config, manifest: Any) -> DataInfo:
         attrs = [attrs[i] for i in idx]
     return DataInfo(channels=manifest.channels, resolution=cfg.data.resolution,
                     num_classes=manifest.num_classes, classes=list(manifest.classes), attributes=attrs,
-                    attr_encoding=cfg.data.attr_encoding)
+                    attr_encoding=cfg.data.attr_encoding, normalize=cfg.data.normalize,
+                    mean=list(manifest.mean), std=list(manifest.std))
 
 
 def label_space(mc: ModelConfig, info: DataInfo) -> LabelSpace:
@@ -112,6 +117,7 @@ def build_models(mc: ModelConfig, info: DataInfo) -> tuple[nn.Module, nn.Module]
         else:
             G = MLPGenerator(mc.z_dim, w, C, R, gc, norm_g)
             D = MLPDiscriminator(w, C, R, dc, norm_d, mc.spectral_norm, mc.dropout)
+    G.pixel_map = pixel_map(info.normalize, info.mean, info.std)
     init_weights(G, mc.init, mc.init_std)
     init_weights(D, mc.init, mc.init_std)
     return G, D

@@ -62,6 +62,7 @@ class DCGANGenerator(nn.Module):
             ch //= 2
         self.blocks = nn.ModuleList(blocks)
         self.out = nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False)
+        self.pixel_map: nn.Module = nn.Identity()  # build_models sets the data's mapping
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.cond.input(z, y).view(z.shape[0], -1, 1, 1)
@@ -70,7 +71,7 @@ class DCGANGenerator(nn.Module):
             h = torch.cat([h, self.cond.branch_maps(y, h.dtype)], 1)
         for b in self.blocks:
             h = torch.relu(self.cond.normed(b["norm"], b["conv"](h), y))
-        return torch.tanh(self.out(h))
+        return self.pixel_map(torch.tanh(self.out(h)))
 
 
 class DCGANDiscriminator(nn.Module):

@@ -40,13 +40,15 @@ class MLPGenerator(nn.Module):
         self.linears = nn.ModuleList(nn.Linear(a, b, bias=norm == "none") for a, b in zip(dims, dims[1:]))
         self.norms = nn.ModuleList(cond.norm(norm, d) for d in dims[1:])
         self.out = nn.Linear(dims[-1], channels * resolution * resolution)
+        self.pixel_map: nn.Module = nn.Identity()  # build_models sets the data's mapping
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.cond.input(z, y)
         for lin, norm in zip(self.linears, self.norms):
             h = nn.functional.leaky_relu(
                 _vec_norm(norm, lin(h), lambda n, x: self.cond.normed(n, x, y)), 0.2)
-        return torch.tanh(self.out(h)).view(z.shape[0], self.channels, self.resolution, self.resolution)
+        x = torch.tanh(self.out(h)).view(z.shape[0], self.channels, self.resolution, self.resolution)
+        return self.pixel_map(x)
 
 
 class MLPDiscriminator(nn.Module):

@@ -60,6 +60,7 @@ class UNetGenerator(nn.Module):
             self.ups.append(nn.Sequential(*layers))
         self.out = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * widths[0], out_channels or channels, 4, 2, 1),
                                  nn.Tanh())
+        self.pixel_map: nn.Module = nn.Identity()  # build_models sets the data's mapping
 
     def forward(self, src: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if src.dim() != 4:
@@ -73,7 +74,7 @@ class UNetGenerator(nn.Module):
         h = skips.pop()
         for up in self.ups:
             h = torch.cat([up(h), skips.pop()], 1)
-        return self.out(h)
+        return self.pixel_map(self.out(h))
 
 
 def patch_strides(resolution: int) -> int:

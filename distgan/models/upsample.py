@@ -52,6 +52,7 @@ class UpsampleGenerator(nn.Module):
             self.norms.append(cond.norm(norm, ch // 2))
             ch //= 2
         self.out = nn.Conv2d(ch, channels, kernel, 1, kernel // 2)
+        self.pixel_map: nn.Module = nn.Identity()  # build_models sets the data's mapping
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.stem(self.cond.input(z, y)).view(z.shape[0], -1, self.s, self.s)
@@ -61,7 +62,7 @@ class UpsampleGenerator(nn.Module):
         for conv, norm in zip(self.convs, self.norms):
             h = self.act(self.cond.normed(norm, conv(h), y))
             h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
-        return torch.tanh(self.out(h))
+        return self.pixel_map(torch.tanh(self.out(h)))
 
 
 class ConvDropoutDiscriminator(nn.Module):
