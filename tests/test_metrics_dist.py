@@ -107,3 +107,54 @@ def test_two_gloo_ranks_equal_one_process(mnist_shards, tmp_path_factory, tmp_pa
     assert set(d["records"]) == {"classifier_fd", "classifier_acc", "kid"}
     for name, v in single["records"].items():
         assert d["records"][name] == pytest.approx(v, rel=1e-6, abs=1e-9), name
+
+
+_TRAIN = """
+import sys
+from distgan.config import load_config
+from distgan.train import train
+cfg = load_config(sys.argv[1], sys.argv[3:])
+train(cfg, sys.argv[2])
+"""
+
+
+@pytest.mark.timeout(300)
+def test_training_hook_on_two_ranks(mnist_shards, tmp_path_factory, tmp_path):
+    """The loop's metrics block on 2 gloo ranks: one set of records (rank 0), best checkpoint, no hang."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from distgan.metrics.classifier import classifier_for
+    from distgan.metrics.training import read_records
+    from distgan.train.state import resolve_checkpoint
+
+    root = Path(__file__).resolve().parents[1]
+    cache = tmp_path_factory.getbasetemp() / "metrics_cache"
+    cache.mkdir(exist_ok=True)
+    classifier_for(mnist_shards, RES, cache_dir=str(cache))
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-c", _TRAIN, str(root / "configs" / "debug.yaml"), str(run_dir),
+            f"data.shards={mnist_shards}", "log.progress=false", "train.steps=4", "train.ckpt_every=3",
+            "dist.expect_world_size=2", "metrics.names=[classifier]", "metrics.every=2", "metrics.num_fake=64",
+            "metrics.num_real=300", f"metrics.cache_dir={cache}"]
+    port = _free_port()
+    procs = []
+    for r in range(2):
+        env = dict(os.environ, RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                   PYTHONPATH=str(root))
+        procs.append(subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=open(tmp_path / f"rank{r}.err", "w")))
+    try:
+        codes = [p.wait(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    errs = "\n".join((tmp_path / f"rank{r}.err").read_text()[-2000:] for r in range(2))
+    assert codes == [0, 0], errs
+    recs = read_records(run_dir)
+    assert [(r["step"], r["name"]) for r in recs] == [(2, "classifier_fd"), (2, "classifier_acc"),
+                                                      (4, "classifier_fd"), (4, "classifier_acc")]
+    assert resolve_checkpoint(run_dir, "best").is_file()
