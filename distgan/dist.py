@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -56,21 +57,56 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     return out / tdist.get_world_size()
 
 
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when ``flag`` is True on at least one (one tiny all-reduce).
+
+    Used for decisions every rank must take together (stop, skip a step): a
+    rank that raised or stopped alone would leave the others hanging in the
+    next collective.
+    """
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """``[obj from rank 0, obj from rank 1, ...]`` on every rank (pickled; small objects only)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * tdist.get_world_size()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
     """Copy every buffer (BN running stats, spectral-norm u/v) from rank ``src`` to all ranks.
 
-    DDP does this at the start of each forward; calling it at the end of a step
-    makes replicas equal at step boundaries too (what checkpoints and the
-    replica check see).
+    DDP does this at the start of each forward of the wrapped module, but D runs
+    unwrapped in the G phase and G unwrapped in the D phase (plain BN then
+    updates each rank's running stats from its own batch); calling this at the
+    end of a step makes replicas bitwise equal at step boundaries (what
+    checkpoints and the replica check see). Buffers are flattened per dtype and
+    device: one broadcast per group rather than one per tensor.
     """
     if not is_distributed():
         return
+    groups: dict[tuple, list[torch.Tensor]] = {}
     for b in model.buffers():
-        tdist.broadcast(b.data, src)
+        groups.setdefault((b.dtype, b.device), []).append(b)
+    for bufs in groups.values():
+        flat = torch.cat([b.detach().reshape(-1) for b in bufs])
+        tdist.broadcast(flat, src)
+        offset = 0
+        for b in bufs:
+            n = b.numel()
+            b.data.copy_(flat[offset:offset + n].view_as(b))
+            offset += n
 
 
 def _digest(t: torch.Tensor) -> int:
-    data = t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()  # 0-d too
     return int.from_bytes(hashlib.blake2b(data, digest_size=7).digest(), "little")
 
 
@@ -92,3 +128,7 @@ def check_replicas(model: nn.Module, name: str = "model") -> None:
             key = named[int(diff[0])][0]
             raise RuntimeError(f"replicas differ: {name}.{key} on rank {r} != rank 0 "
                                f"({len(diff)} tensors differ)")
+
+
+# the synced batch norm registers itself as norm "sync_batch" (models look norms up by name)
+from distgan import syncbn as _syncbn  # noqa: E402,F401

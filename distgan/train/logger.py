@@ -52,6 +52,15 @@ class RunLogger:
             self.bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True,
                             file=sys.stderr, mininterval=1.0)
 
+    def hparams(self, cfg: Config, world_size: int) -> None:
+        """Hyper-parameters into TensorBoard's HPARAMS tab (scalars, strings and booleans of the config)."""
+        if self.tb is None:
+            return
+        flat = {f"{sec}.{k}": v for sec, d in config_to_dict(cfg).items() for k, v in d.items()
+                if isinstance(v, (int, float, str, bool))}
+        flat["dist.world_size"] = world_size
+        self.tb.add_hparams(flat, {"hparams/world_size": float(world_size)}, run_name=".")
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.log.info(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())))
         if not self.enabled:

@@ -30,7 +30,9 @@ from distgan.train.phases import Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
 from distgan.train.schedule import make_scheduler
-from distgan.train.state import load_latest, rng_state, save_checkpoint, seed_all, set_rng_state
+from distgan.train.engine import load_zero_shard, make_accelerator, wrap_models, zero_shard
+from distgan.train.state import (load_latest, load_shard, rng_state, save_checkpoint, save_shard, seed_all,
+                                 set_rng_state, shard_dir)
 
 
 class _StopFlag:
@@ -50,20 +52,16 @@ class _StopFlag:
 
 def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns a summary dict on every rank."""
-    from accelerate import Accelerator
-
     run_dir = Path(run_dir)
     tc = cfg.train
 
     # ---- processes and devices: one Accelerator per rank; assert the world size we expect
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
+    accelerator = make_accelerator(cfg)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    if cfg.dist.expect_world_size and world != cfg.dist.expect_world_size:
-        raise RuntimeError(f"expected world size {cfg.dist.expect_world_size}, got {world}: "
-                           "the processes did not join one group")
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
     log = RunLogger(run_dir, cfg, enabled=rank == 0, rank=rank)
     stop = _StopFlag()
 
@@ -87,21 +85,22 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     # ---- models and optimizers: identical init on every rank (same seed), then per-rank RNG
     seed_all(tc.seed)
     G, D = build_models(cfg.model, info)
+    G, D = G.to(device), D.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))
     total_d = tc.steps * tc.n_critic
     sched_g = make_scheduler(opt_g, tc.steps, tc.schedule, tc.lr_g, tc.lr_min_g, tc.warmup_steps)
     sched_d = make_scheduler(opt_d, total_d, tc.schedule, tc.lr_d, tc.lr_min_d, tc.warmup_steps)
-    G_p, D_p, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
-    G_raw, D_raw = accelerator.unwrap_model(G_p), accelerator.unwrap_model(D_p)
+    w = wrap_models(accelerator, cfg, G, D, opt_g, opt_d)  # DDP (Accelerate) or DeepSpeed ZeRO engines
+    G_p, D_p, G_raw, D_raw = w.G, w.D, w.G_raw, w.D_raw
     ema = EMA(G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
     prec = Precision(tc.precision, device)
     # [models hook, issue 5] label space, loss settings and batch preparation come from objectives.py
     models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
     settings = loss_settings(cfg)
     prep = BatchPrep.for_run(cfg, manifest, info)
-    phases = [Phase("D", D_p, opt_d, sched_d, prec.make_scaler(), d_loss_fn, tc.n_critic, [G_p], new_batch=True),
-              Phase("G", G_p, opt_g, sched_g, prec.make_scaler(), g_loss_fn, 1, [D_p], new_batch=False)]
+    phases = [Phase("D", D_p, opt_d, sched_d, prec.make_scaler(), d_loss_fn, tc.n_critic, [G_p], True, w.engine),
+              Phase("G", G_p, opt_g, sched_g, prec.make_scaler(), g_loss_fn, 1, [D_p], False, w.engine)]
 
     # ---- resume: the newest readable checkpoint, if any
     step = 0
@@ -112,7 +111,10 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         G_raw.load_state_dict(state["G"])
         D_raw.load_state_dict(state["D"])
         for ph, key in zip(phases, ("d", "g")):
-            ph.opt.load_state_dict(state[f"opt_{key}"])
+            if w.is_deepspeed:
+                load_zero_shard(ph.model, load_shard(run_dir, int(state["step"]), rank, key, state, world))
+            else:
+                ph.opt.load_state_dict(state[f"opt_{key}"])
             ph.sched.load_state_dict(state[f"sched_{key}"])
             ph.scaler.load_state_dict(state[f"scaler_{key}"])
         if ema is not None and "ema" in state:
@@ -120,8 +122,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         step = int(state["step"])
         if "data" in state:  # [data hook, issue 4] continue the same sample order mid-epoch
             loader.load_state_dict(state["data"])
-        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        if int(state.get("world_size", 0)) == world:
+            set_rng_state(state["rng"][rank])
+        else:  # a different world size cannot continue every rank's stream: fresh, distinct noise
+            log.info(f"note: checkpoint has world size {state.get('world_size')}, now {world}: new RNG streams")
+            seed_all((tc.seed * 7919 + rank) * 1_000_003 + step)
         log.info(f"resumed from step {step} of {tc.steps}")
+        del state
     else:
         seed_all(tc.seed * 7919 + rank)  # different noise per rank, reproducible per run
     fixed_z, fixed_y, per_row = fixed_inputs(cfg.log.num_samples, cfg.model.z_dim, models.num_classes, tc.seed)
@@ -130,12 +137,17 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         fixed_y, per_row = None, max(1, int(len(fixed_z) ** 0.5))
 
     def save(at: int) -> None:
-        rngs = accelerator.gather_for_metrics([rng_state()], use_gather_object=True) if world > 1 else [rng_state()]
+        """Full state by rank 0 (every rank's RNG gathered); ZeRO optimizer shards by their ranks."""
+        rngs = dist.gather_objects(rng_state())
+        if w.is_deepspeed:  # each rank writes its partition before rank 0 publishes the step
+            save_shard(run_dir, at, rank, {"d": zero_shard(D_p), "g": zero_shard(G_p)})
+            accelerator.wait_for_everyone()
         if rank == 0:
             st = {"step": at, "G": G_raw.state_dict(), "D": D_raw.state_dict(),
-                  "config_hash": config_hash(cfg), "rng": rngs, "world_size": world}
+                  "config_hash": config_hash(cfg), "rng": rngs, "world_size": world, "engine": tc.engine}
             for ph, key in zip(phases, ("d", "g")):
-                st[f"opt_{key}"] = ph.opt.state_dict()
+                st[f"opt_{key}"] = {"zero_shards": shard_dir(run_dir, at).name} if w.is_deepspeed \
+                    else ph.opt.state_dict()
                 st[f"sched_{key}"] = ph.sched.state_dict()
                 st[f"scaler_{key}"] = ph.scaler.state_dict()
             if ema is not None:
@@ -147,28 +159,41 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     # ---- the loop: D phase(s), G phase, EMA, then logging / samples / checkpoints
     batches = iter(loader)
     log.start(step, tc.steps)
+    log.hparams(cfg, world)
     t_last, n_last = time.perf_counter(), 0
+    micro: list[dict] = []
     while step < tc.steps:
+        t_step = time.perf_counter()
+        t_data = 0.0
         for phase in phases:
+            t_phase = time.perf_counter()
             for _ in range(phase.repeats):
-                if phase.new_batch:  # the G phase reuses D's last real batch (feature matching)
-                    raw = next(batches)
-                    batch = phase_batch(raw, device, prep)  # [models hook, issue 5] real, label, attrs, src
-                run_phase(phase, models, batch, settings, prec, step, tc.skip_nonfinite)
+                if phase.new_batch:  # the G phase reuses D's last real batches (feature matching)
+                    t0 = time.perf_counter()
+                    # [models hook, issue 5] real, label, attrs, src
+                    micro = [phase_batch(next(batches), device, prep) for _ in range(tc.grad_accum)]
+                    t_data += time.perf_counter() - t0
+                run_phase(phase, models, micro, settings, prec, step, tc.skip_nonfinite)
+            took = time.perf_counter() - t_phase
+            stats.report(f"time_{phase.name.lower()}", took - (t_data if phase.new_batch else 0.0))
+        stats.report("time_data", t_data)
         if world > 1:  # plain BN keeps local running stats; make replicas equal at step boundaries
             dist.broadcast_buffers(G_raw)
             dist.broadcast_buffers(D_raw)
         if ema is not None:
             ema.update(G_raw, step)
         step += 1
-        n_last += tc.batch_size * world
+        n_last += tc.batch_size * tc.grad_accum * world
+        stats.report("time_step", time.perf_counter() - t_step)
 
         if step % cfg.log.every == 0 or step == tc.steps:
             now = time.perf_counter()
-            stats.report("images_per_s", n_last / max(now - t_last, 1e-9) / world)
+            stats.report("images_per_s", n_last / max(now - t_last, 1e-9) / world)  # summed over ranks below
             stats.report("lr_d", phases[0].sched.get_last_lr()[0])
             stats.report("lr_g", phases[1].sched.get_last_lr()[0])
-            log.scalars(step, stats.collect())
+            values = stats.collect()
+            values["images_per_s"] *= world  # collect() averages over ranks; throughput adds up
+            log.scalars(step, values)
             t_last, n_last = now, 0
         if step % cfg.log.sample_every == 0 or step == tc.steps:
             g_eval = ema.model if ema is not None else G_raw
@@ -177,8 +202,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         if tc.check_replicas_every and step % tc.check_replicas_every == 0:
             dist.check_replicas(G_raw, "G")
             dist.check_replicas(D_raw, "D")
-        stopping = bool(dist.all_reduce_mean(torch.tensor([float(stop.requested)]))[0] > 0) \
-            if world > 1 else stop.requested
+            if ema is not None:
+                dist.check_replicas(ema.model, "G_ema")
+        stopping = dist.any_rank(stop.requested, device)  # a signal on any rank stops every rank
         if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
             save(step)
         # ---- [metrics hook, issue 7] at metrics.every steps and at the end, on all ranks together:
@@ -194,6 +220,6 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     # ---- finish
     log.close()
     summary = {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
-    del G_p, D_p, phases, models  # drop DDP wrappers before the process group goes away
+    del G_p, D_p, phases, models, w  # drop DDP wrappers before the process group goes away
     accelerator.free_memory()
     return summary

@@ -9,16 +9,46 @@ previous checkpoint is used.
 from __future__ import annotations
 
 import io
+import random
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from distgan.fsutil import atomic_open, atomic_write_text
 
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def seed_all(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """This rank's RNG states (python, numpy, torch, CUDA) as tensors and plain data (weights_only-loadable)."""
+    py = random.getstate()
+    np_st = np.random.get_state()
+    st = {"python": list(py[1]), "python_pos": py[2],
+          "numpy": torch.from_numpy(np_st[1].astype(np.int64)), "numpy_pos": int(np_st[2]),
+          "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate((3, tuple(st["python"]), st["python_pos"]))
+    np.random.set_state(("MT19937", st["numpy"].numpy().astype(np.uint32), st["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state(st["cuda"])
 
 
 def ckpt_dir(run_dir: str | Path) -> Path:
@@ -52,7 +82,46 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     for s, p in list_checkpoints(run_dir)[:-keep]:
         if p.name not in protected:
             p.unlink(missing_ok=True)
+            _remove_shards(shard_dir(run_dir, s))
     return path
+
+
+# ---- ZeRO optimizer shards: one file per rank beside the step checkpoint. They are
+# written (and waited for) before rank 0 writes the step file and moves ``latest``,
+# so ``latest`` never names a step whose shards are incomplete.
+
+def shard_dir(run_dir: str | Path, step: int) -> Path:
+    return ckpt_dir(run_dir) / f"step_{step:08d}.zero"
+
+
+def save_shard(run_dir: str | Path, step: int, rank: int, state: dict[str, Any]) -> Path:
+    """Write this rank's optimizer partition for step ``step`` atomically."""
+    path = shard_dir(run_dir, step) / f"rank{rank:05d}.pt"
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getbuffer())
+    return path
+
+
+def load_shard(run_dir: str | Path, step: int, rank: int, key: str, state: dict[str, Any],
+               world_size: int) -> dict[str, Any]:
+    """This rank's ``key`` ("d"/"g") optimizer partition of the step-``step`` checkpoint."""
+    saved_world = int(state.get("world_size", 0))
+    if saved_world != world_size:
+        raise RuntimeError(f"checkpoint step {step} holds ZeRO optimizer shards for {saved_world} ranks; "
+                           f"this run has {world_size}. Resume with the same number of processes")
+    path = shard_dir(run_dir, step) / f"rank{rank:05d}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"ZeRO optimizer shard {path} is missing (checkpoint step {step})")
+    return load_file(path)[key]
+
+
+def _remove_shards(d: Path) -> None:
+    if d.is_dir():
+        for f in d.iterdir():
+            f.unlink(missing_ok=True)
+        d.rmdir()
 
 
 def mark_best(run_dir: str | Path, step: int) -> None:

@@ -1,0 +1,172 @@
+"""Distributed mechanics with 4 real gloo processes (one launch shared by every assertion).
+
+- synced BN on R=4 (world) and R=2 (a sub-group) equals single-process BN over the
+  R*b batch in float64: outputs, input gradients, parameter gradients, running stats,
+  for a D-like step (real and fake batches in separate forwards, one summed loss);
+- the DDP D and G phases on 2 ranks x batch b equal 1 process x batch 2b (BN-free models);
+- check_replicas names the first differing tensor.
+"""
+from __future__ import annotations
+
+import pytest
+
+from mp import run_ranks
+
+pytestmark = pytest.mark.multiproc
+
+B, C = 3, 5  # per-rank batch, channels
+
+
+def _sync_bn_case(group, ranks: list[int]) -> dict:
+    """Max abs errors of synced BN on ``ranks`` against the big-batch float64 reference."""
+    import torch
+    import torch.distributed as tdist
+    import torch.nn as nn
+
+    from distgan.syncbn import SyncBatchNorm2d
+
+    R = len(ranks)
+    me = ranks.index(tdist.get_rank())
+    gen = torch.Generator().manual_seed(7 + R)
+    real = torch.randn(R * B, C, 4, 4, generator=gen, dtype=torch.float64) * 3 + 2
+    fake = torch.randn(R * B, C, 4, 4, generator=gen, dtype=torch.float64) * 0.5 - 1
+    wr = torch.randn(R * B, C, 4, 4, generator=gen, dtype=torch.float64)
+    wf = torch.randn(R * B, C, 4, 4, generator=gen, dtype=torch.float64)
+
+    ref = nn.BatchNorm2d(C).double()
+    nn.init.normal_(ref.weight, 1.0, 0.3, generator=gen)
+    nn.init.normal_(ref.bias, 0.0, 0.3, generator=gen)
+    mine = SyncBatchNorm2d(C, process_group=group).double()
+    mine.load_state_dict(ref.state_dict())
+
+    errs: dict[str, float] = {}
+    for it in range(2):  # the second pass also exercises updated running stats
+        xr, xf = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)
+        yr, yf = ref(xr), ref(xf)
+        ((yr * wr).sum() + (yf * wf).sum()).backward()
+
+        sl = slice(me * B, (me + 1) * B)
+        mr, mf = real[sl].clone().requires_grad_(True), fake[sl].clone().requires_grad_(True)
+        mine.zero_grad()
+        zr, zf = mine(mr), mine(mf)  # two forwards: statistics per batch, like the D phase
+        ((zr * wr[sl]).sum() + (zf * wf[sl]).sum()).backward()  # one backward
+        pg = torch.cat([mine.weight.grad, mine.bias.grad])
+        tdist.all_reduce(pg, group=group)  # each rank holds its share of the parameter gradient
+        cmp = {"out": ((zr, yr[sl]), (zf, yf[sl])), "grad_x": ((mr.grad, xr.grad[sl]), (mf.grad, xf.grad[sl])),
+               "grad_param": ((pg, torch.cat([ref.weight.grad, ref.bias.grad])),),
+               "running": ((mine.running_mean, ref.running_mean), (mine.running_var, ref.running_var))}
+        for k, pairs in cmp.items():
+            errs[k] = max([errs.get(k, 0.0)] + [float((a - b).detach().abs().max()) for a, b in pairs])
+        ref.zero_grad()
+        real, fake = fake * 2 + 1, real * 0.5 - 3
+    # eval mode: running statistics, no communication
+    with torch.no_grad():
+        errs["eval"] = float((mine.eval()(real[:B]) - ref.eval()(real[:B])).abs().max())
+    return errs
+
+
+def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3) -> dict:
+    """2 ranks x batch b through the real D/G phases (DDP) vs 1 process x batch 2b; rank-0 weight diff."""
+    import torch
+    import torch.distributed as tdist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from distgan.config import ModelConfig
+    from distgan.models import DataInfo, build_models
+    from distgan.train import objectives
+    from distgan.train.objectives import d_loss_fn, g_loss_fn, gan_models, LossSettings
+    from distgan.train.phases import Phase, run_phase
+    from distgan.train.precision import Precision
+    from distgan.train.schedule import make_scheduler
+
+    torch.set_default_dtype(torch.float64)
+    mc = ModelConfig(arch="dcgan", cond="none", norm="none", z_dim=4, width=4)
+    info = DataInfo(channels=1, resolution=8)
+    gen = torch.Generator().manual_seed(11)
+    reals = torch.rand(steps, 2 * B, 1, 8, 8, generator=gen) * 2 - 1
+    noise = torch.randn(steps, 2, 2 * B, 4, generator=gen)  # (step, phase, sample, z)
+    prec = Precision("fp32", torch.device("cpu"))
+
+    def build(wrap, rows: slice):
+        torch.manual_seed(0)
+        G, D = build_models(mc, info)
+        G_p, D_p = (wrap(G), wrap(D))
+        opt_g = torch.optim.Adam(G.parameters(), lr=1e-2, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(D.parameters(), lr=1e-2, betas=(0.5, 0.999))
+        phases = [Phase("D", D_p, opt_d, make_scheduler(opt_d, steps, "constant", 1e-2, 0), prec.make_scaler(),
+                        d_loss_fn, 1, [G_p]),
+                  Phase("G", G_p, opt_g, make_scheduler(opt_g, steps, "constant", 1e-2, 0), prec.make_scaler(),
+                        g_loss_fn, 1, [D_p], new_batch=False)]
+        m = gan_models(G_p, D_p, G, D, mc, info)
+        for s in range(steps):
+            for pi, ph in enumerate(phases):
+                objectives.sample_latent = lambda n, m_, dev, y=None, s=s, pi=pi: (noise[s, pi, rows], None)
+                run_phase(ph, m, {"real": reals[s, rows]}, LossSettings(), prec, s)
+        return torch.cat([p.detach().flatten() for p in list(G.parameters()) + list(D.parameters())])
+
+    me = pair.index(tdist.get_rank())
+    torch.manual_seed(0)
+    init = torch.cat([p.detach().flatten() for m in build_models(mc, info) for p in m.parameters()])
+    big = build(lambda m: m, slice(0, 2 * B))
+    small = build(lambda m: DDP(m, process_group=group), slice(me * B, (me + 1) * B))
+    torch.set_default_dtype(torch.float32)
+    return {"max_abs_diff": float((big - small).abs().max()), "moved": float((big - init).abs().max())}
+
+
+def mechanics_rank() -> dict:
+    import torch
+    import torch.distributed as tdist
+    import torch.nn as nn
+
+    from distgan import dist
+
+    tdist.init_process_group("gloo")
+    rank = tdist.get_rank()
+    pair = [0, 1] if rank < 2 else [2, 3]
+    g01, g23 = tdist.new_group([0, 1]), tdist.new_group([2, 3])
+    group = g01 if rank < 2 else g23
+    out = {"bn4": _sync_bn_case(None, [0, 1, 2, 3]), "bn2": _sync_bn_case(group, pair),
+           "ddp": _ddp_vs_big_batch(group, pair)}
+    # replica check: equal models pass; one perturbed buffer on rank 3 is named on every rank
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    dist.check_replicas(m, "M")
+    if rank == 3:
+        m[1].running_var[0] += 1e-7
+    try:
+        dist.check_replicas(m, "M")
+        out["replica_error"] = ""
+    except RuntimeError as e:
+        out["replica_error"] = str(e)
+    tdist.destroy_process_group()
+    return out
+
+
+@pytest.fixture(scope="module")
+def results():
+    return run_ranks(__file__, "mechanics_rank", world=4, timeout=240)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", ["bn4", "bn2"])
+def test_sync_bn_equals_big_batch_bn_in_float64(results, case):
+    for rank, res in enumerate(results):
+        errs = res[case]
+        if True:
+            assert set(errs) == {"out", "grad_x", "grad_param", "running", "eval"}
+            for k, v in errs.items():
+                assert v < 1e-12, (rank, case, k, v)
+
+
+@pytest.mark.timeout(300)
+def test_ddp_two_ranks_match_one_rank_with_double_batch(results):
+    for res in results:
+        d = res["ddp"]
+        assert d["moved"] > 1e-3  # the phases really trained
+        assert d["max_abs_diff"] < 1e-9, d
+
+
+@pytest.mark.timeout(300)
+def test_check_replicas_names_first_differing_tensor(results):
+    for res in results:
+        assert "M.1.running_var on rank 3 != rank 0" in res["replica_error"]
