@@ -1,0 +1,113 @@
+"""Run an ablation sweep, or summarise one.
+
+    python -m distgan.sweep configs/sweeps/debug_grid.yaml --dry-run        # the table of runs
+    python -m distgan.sweep configs/sweeps/debug_grid.yaml --cluster slurm --max-parallel 4 --wait
+    python -m distgan.sweep configs/sweeps/debug_grid.yaml --cluster local --max-parallel 2
+    python -m distgan.sweep collect runs/sweeps/debug_grid                  # results.csv/.md/.png
+
+One job array per submission (``--max-parallel`` = slurm_array_parallelism);
+each task is a full training run in SWEEP_DIR/runs/NAME with its resolved
+config. Submitting again skips completed runs and runs still in the queue.
+A local sweep (or ``--wait`` on Slurm) ends by collecting the results.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from distgan.config import ConfigError
+
+
+def _collect_main(argv: list[str]) -> int:
+    from distgan.sweep.collect import collect
+
+    p = argparse.ArgumentParser(prog="python -m distgan.sweep collect")
+    p.add_argument("sweep_dir", help="the sweep directory (runs/sweeps/NAME)")
+    args = p.parse_args(argv)
+    try:
+        summary = collect(args.sweep_dir)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    states = ", ".join(f"{v} {k}" for k, v in sorted(summary["states"].items()))
+    print(f"[sweep] {summary['runs']} runs: {states}")
+    print(f"[sweep] table: {summary['md']}  (per run: {summary['csv']})")
+    if summary["plot"]:
+        print(f"[sweep] plot:  {summary['plot']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m distgan.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="sweep file (configs/sweeps/*.yaml), or `collect SWEEP_DIR`")
+    p.add_argument("--cluster", default="auto", choices=["auto", "local", "slurm"],
+                   help="auto = Slurm when sbatch is available and a controller answers")
+    p.add_argument("--dry-run", action="store_true", help="print the table of runs and exit")
+    p.add_argument("--max-parallel", type=int, default=None, help="runs at once (array parallelism)")
+    p.add_argument("--wait", action="store_true", help="Slurm: wait for the array, then collect")
+    p.add_argument("--out", help="sweep directory (default: the file's out:, else runs/sweeps/NAME)")
+    p.add_argument("--profile", help="Slurm cluster profile (slurm/profiles/NAME.yaml or a path)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["collect"]:
+        return _collect_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from distgan.launch.__main__ import LaunchError, choose_cluster
+    from distgan.launch.profiles import ProfileError, load_profile, resolve_resources
+    from distgan.sweep.spec import SweepError, load_sweep
+    from distgan.sweep.submit import layout, plan, print_plan, run_local, submit_slurm, wait_slurm
+
+    try:
+        sweep = load_sweep(args.file, args.out)
+        resources = dict(sweep.resources)
+        profile_name = args.profile or resources.pop("profile", None)
+        resources.pop("profile", None)
+        profile = {**(load_profile(profile_name) if profile_name else {}), **resources}
+        if args.max_parallel is not None:
+            if args.max_parallel < 1:
+                raise SweepError(f"--max-parallel must be >= 1, got {args.max_parallel}")
+            profile["array_parallelism"] = args.max_parallel
+        res = resolve_resources(profile)
+        todo, skipped = plan(sweep)
+        print_plan(sweep, todo, skipped)
+        if args.dry_run:
+            return 0
+        cluster = choose_cluster(args.cluster, res.nodes)
+    except (SweepError, ConfigError, ProfileError, LaunchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from distgan.sweep.collect import collect
+
+    layout(sweep, todo)
+    if not todo:
+        print("[sweep] nothing to run: every run is completed or still queued")
+    elif cluster == "slurm":
+        jobs = submit_slurm(sweep, todo, res)
+        array_id = str(jobs[0].job_id).split("_")[0]
+        print(f"[sweep] submitted job array {array_id}: {len(jobs)} tasks, at most "
+              f"{res.array_parallelism} at once; logs in {sweep.out / 'slurm'}")
+        print(f"[sweep] follow: squeue -r -j {array_id}; results: python -m distgan.sweep collect {sweep.out}")
+        print(f"[sweep] TensorBoard over all runs: tensorboard --logdir {sweep.out / 'runs'}", flush=True)
+        if not args.wait:
+            return 0
+        wait_slurm(jobs)
+    else:
+        k = args.max_parallel or 1  # a workstation: one run at a time unless asked
+        print(f"[sweep] running {len(todo)} runs here, {k} at a time", flush=True)
+        run_local(sweep, todo, k, procs=res.procs_per_node)
+    summary = collect(sweep.out)
+    _print_summary(summary)
+    failed = sum(v for k, v in summary["states"].items() if k != "ok")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Run a sweep: lay out its directory, then one Slurm job array or a local pool.
+
+    SWEEP_DIR/sweep.yaml         the sweep file as submitted
+    SWEEP_DIR/runs.json          every run: index, name, grid point, seed, settings
+    SWEEP_DIR/runs/NAME/         one run directory each (config.yaml, status.json, metrics.jsonl, ...)
+    SWEEP_DIR/slurm/             submitit's job files and per-task logs
+    SWEEP_DIR/results.{csv,md,png}   written by ``collect``
+
+Submitting again skips runs whose status.json says ``completed`` and runs that
+are still queued or running on Slurm; failed, stopped and missing runs go into
+the new array.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from distgan.config import save_config
+from distgan.fsutil import atomic_write_text
+from distgan.launch.worker import read_status
+from distgan.sweep.spec import Sweep, SweepRun, run_config
+
+
+JOBS_FILE = "jobs.json"
+
+
+def active_slurm_jobs(job_ids: list[str]) -> set[str]:
+    """Which of ``job_ids`` (``123`` or ``123_4``) Slurm still has pending or running."""
+    if not job_ids or shutil.which("squeue") is None:
+        return set()
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "PENDING,RUNNING,REQUEUED,CONFIGURING,COMPLETING,"
+                              "SUSPENDED", "-o", "%i", "-j", ",".join(arrays)],
+                             capture_output=True, text=True, timeout=60).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return set(out) & set(job_ids)
+
+
+def plan(sweep: Sweep) -> tuple[list[SweepRun], list[tuple[SweepRun, str]]]:
+    """(runs to start, [(run, why skipped)]) for this submission."""
+    runs = sweep.runs()
+    jobs = read_jobs(sweep.out)
+    active = active_slurm_jobs(list(jobs.values()))
+    todo, skipped = [], []
+    for r in runs:
+        if read_status(sweep.out / "runs" / r.name).get("state") == "completed":
+            skipped.append((r, "completed"))
+        elif jobs.get(r.name) in active:
+            skipped.append((r, f"still queued or running as Slurm job {jobs[r.name]}"))
+        else:
+            todo.append(r)
+    return todo, skipped
+
+
+def layout(sweep: Sweep, todo: list[SweepRun]) -> None:
+    """Write sweep.yaml, runs.json and the config.yaml of every run about to start."""
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep.out / "sweep.yaml", sweep.path.read_text())
+    meta = {"name": sweep.name, "metric": sweep.metric, "lower_is_better": sweep.lower_is_better,
+            "axes": [a.name for a in sweep.axes], "seeds": sweep.seeds,
+            "runs": [r.as_dict() for r in sweep.runs()]}
+    atomic_write_text(sweep.out / "runs.json", json.dumps(meta, indent=1, default=str) + "\n")
+    for r in todo:
+        run_dir = sweep.out / "runs" / r.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(run_config(sweep, r), run_dir / "config.yaml")
+
+
+def table(sweep: Sweep, runs: list[SweepRun], skipped: dict[str, str] | None = None) -> str:
+    """The runs as a plain text table (what --dry-run prints)."""
+    skipped = skipped or {}
+    heads = ["#", *[a.name for a in sweep.axes], "seed", "run dir", "action"]
+    rows = [[str(r.index), *[r.point[a.name] for a in sweep.axes], str(r.seed), r.name,
+             f"skip ({skipped[r.name]})" if r.name in skipped else "run"] for r in runs]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(heads)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*heads), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*row) for row in rows)])
+
+
+def run_local(sweep: Sweep, todo: list[SweepRun], max_parallel: int, procs: int = 1) -> dict[str, int]:
+    """Run ``todo`` here, at most ``max_parallel`` at a time; {run name: exit code}."""
+    from distgan.launch.local import launch_local
+
+    def one(r: SweepRun) -> tuple[str, int]:
+        run_dir = sweep.out / "runs" / r.name
+        code = launch_local(run_dir, procs, stream=False)
+        print(f"[sweep] {r.name}: {'ok' if code == 0 else f'failed (exit {code}), see {run_dir}/logs'}",
+              flush=True)
+        return r.name, code
+
+    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        return dict(pool.map(one, todo))
+
+
+def submit_slurm(sweep: Sweep, todo: list[SweepRun], res: Any) -> list[Any]:
+    """Submit ``todo`` as ONE job array (at most res.array_parallelism tasks at once)."""
+    from distgan.launch.slurm import TrainTask, make_executor
+
+    ex = make_executor(sweep.out / "slurm", res, job_name=f"sweep-{sweep.name}")
+    run_dirs = [str((sweep.out / "runs" / r.name).resolve()) for r in todo]
+    with ex.batch():  # one sbatch --array for all tasks
+        jobs = [ex.submit(TrainTask(d)) for d in run_dirs]
+    # the run -> job map (status.json belongs to the running task: no race with it)
+    known = read_jobs(sweep.out)
+    known.update({r.name: str(job.job_id) for r, job in zip(todo, jobs)})
+    atomic_write_text(sweep.out / JOBS_FILE, json.dumps(known, indent=1) + "\n")
+    return jobs
+
+
+def read_jobs(sweep_dir: str | Path) -> dict[str, str]:
+    """{run name: Slurm job id of its latest submission} from SWEEP_DIR/jobs.json."""
+    try:
+        return json.loads((Path(sweep_dir) / JOBS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_slurm(jobs: list[Any], poll_s: float = 5.0) -> None:
+    """Block until every task of the array has ended, printing state counts as they change."""
+    last = ""
+    while True:
+        done = [j.done(force_check=True) for j in jobs]
+        counts: dict[str, int] = {}
+        for j in jobs:
+            counts[j.state] = counts.get(j.state, 0) + 1
+        text = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+        if text != last:
+            print(f"[sweep] {sum(done)}/{len(jobs)} tasks ended ({text})", flush=True)
+            last = text
+        if all(done):
+            return
+        time.sleep(poll_s)
+
+
+def print_plan(sweep: Sweep, todo: list[SweepRun], skipped: list[tuple[SweepRun, str]],
+               out: Any = sys.stdout) -> None:
+    runs = sweep.runs()
+    print(f"sweep {sweep.name}: {len(runs)} runs ({len(todo)} to run, {len(skipped)} skipped) -> {sweep.out}",
+          file=out)
+    print(f"metric: {sweep.metric} ({'lower' if sweep.lower_is_better else 'higher'} is better); "
+          f"base: {sweep.base}", file=out)
+    print(table(sweep, runs, {r.name: why for r, why in skipped}), file=out, flush=True)
