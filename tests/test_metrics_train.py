@@ -46,6 +46,8 @@ def test_loop_writes_records_tensorboard_and_best(trained_run):
     assert best.name == f"step_{min(fd, key=fd.get):08d}.pt"  # step 3 has no regular checkpoint: saved for best
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    text = (run_dir / "logs" / "rank0.log").read_text()
+    assert "step 3 metrics: classifier_fd=" in text and "reference statistics:" in text  # routed to the run log
     acc = EventAccumulator(str(run_dir / "tb"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("metrics/classifier_fd")] == [3, 6]

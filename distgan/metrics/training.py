@@ -55,12 +55,39 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+class _ToRunLog(logging.Handler):
+    """Forward ``distgan.metrics`` messages (cache hits, classifier training, results) to the run's
+    per-rank log file (the trainer's ``distgan.run.<rank>`` logger) and, on rank 0, to stdout,
+    while its training hook is alive (after ``train()`` returns it goes quiet)."""
+
+    def __init__(self, rank: int, owner: "TrainMetrics"):
+        super().__init__(logging.INFO)
+        self.rank, self.owner = rank, weakref.ref(owner)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.owner() is None:
+            return
+        msg = record.getMessage()
+        logging.getLogger(f"distgan.run.{self.rank}").info(msg)
+        if self.rank == 0:
+            print(msg, flush=True)
+
+
+def _route_to_run_log(owner: "TrainMetrics") -> None:
+    mlog = logging.getLogger("distgan.metrics")
+    for h in [h for h in mlog.handlers if isinstance(h, _ToRunLog)]:
+        mlog.removeHandler(h)  # from an earlier train() in this process
+    mlog.addHandler(_ToRunLog(collect.rank_world()[0], owner))
+    mlog.setLevel(logging.INFO)
+
+
 class TrainMetrics:
     """Evaluate at ``metrics.every`` steps and at the end; track the best main-metric value."""
 
     def __init__(self, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu",
                  start_step: int | None = None):
         self.cfg, self.run_dir, self.writer = cfg, Path(run_dir), writer
+        _route_to_run_log(self)
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)
         self.evaluator = Evaluator(cfg.metrics, cfg.data.shards, cfg.data.resolution,
