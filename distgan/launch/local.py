@@ -49,11 +49,13 @@ def _pump(src: IO[bytes], log: IO[bytes], echo: IO[bytes] | None) -> None:
 
 
 def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, stream: bool = True,
-                 python: str = sys.executable) -> int:
+                 python: str = sys.executable, command: list[str] | None = None) -> int:
     """Run ``procs`` ranks of the run in ``run_dir``; returns 0 when all succeed.
 
     Otherwise returns the exit code of the first rank that failed (a signal
-    death -N is reported as 128+N, like a shell).
+    death -N is reported as 128+N, like a shell). ``command`` replaces the
+    per-rank command (default: the training worker), e.g. for other programs
+    that need the same rendezvous.
     """
     run_dir = Path(run_dir)
     logs = run_dir / "logs"
@@ -67,7 +69,8 @@ def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, str
         log_path = logs / f"rank{r}.out"
         f = open(log_path, "ab")
         files.append(f)
-        p = subprocess.Popen([python, "-m", "distgan.launch.worker", str(run_dir), "--log", str(log_path)],
+        argv = command or [python, "-m", "distgan.launch.worker", str(run_dir), "--log", str(log_path)]
+        p = subprocess.Popen(argv,
                              env=rank_env(r, procs, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True)  # own group: Ctrl-C is forwarded by us, once
         procs_list.append(p)

@@ -31,7 +31,7 @@ def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, pytho
     opts["output"] = str(run_dir / "logs" / "slurm" / "%j.out")
     opts["open-mode"] = "append"  # requeued attempts add to the same log
     lines = ["#!/bin/bash", f"# distgan training job for {run_dir} (written by python -m distgan.launch)"]
-    lines += [f"#SBATCH --{k}={v}" for k, v in opts.items()]
+    lines += [f"#SBATCH --{k}" if v is True else f"#SBATCH --{k}={v}" for k, v in opts.items() if v is not False]
     lines += ["#SBATCH --requeue", ""]
     lines += ["set -u", *[str(s) for s in res.setup],
               f"mkdir -p {shlex.quote(str(run_dir / 'logs' / 'slurm'))}",
@@ -58,6 +58,7 @@ def write_sbatch(path: str | Path, run_dir: str | Path, res: SlurmResources, job
     from distgan.fsutil import atomic_write_text
 
     path = Path(path)
+    (Path(run_dir) / "logs" / "slurm").mkdir(parents=True, exist_ok=True)  # sbatch opens --output first
     atomic_write_text(path, sbatch_script(run_dir, res, job_name))
     path.chmod(0o755)
     return path

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="Slurm: wait for the array, then collect")
     p.add_argument("--out", help="sweep directory (default: the file's out:, else runs/sweeps/NAME)")
     p.add_argument("--profile", help="Slurm cluster profile (slurm/profiles/NAME.yaml or a path)")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. data.shards=/scratch/x)")
     return p
 
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from distgan.sweep.submit import layout, plan, print_plan, run_local, submit_slurm, wait_slurm
 
     try:
-        sweep = load_sweep(args.file, args.out)
+        sweep = load_sweep(args.file, args.out, args.overrides)
         resources = dict(sweep.resources)
         profile_name = args.profile or resources.pop("profile", None)
         resources.pop("profile", None)

@@ -28,7 +28,9 @@ from typing import Any
 
 import yaml
 
-from distgan.config import Config, ConfigError, load_config, set_key
+from distgan.config import Config, ConfigError, load_config, parse_override, set_key
+
+REPO = Path(__file__).resolve().parents[2]
 
 TOP_KEYS = {"name", "description", "base", "overrides", "grid", "zip", "variants", "seeds", "metric",
             "lower_is_better", "out", "resources"}
@@ -85,7 +87,7 @@ class Sweep:
                 point[axis.name] = axis.labels[i]
                 for k, v in axis.settings[i].items():
                     if k == "base":
-                        base = str(v)
+                        base = _find_base(str(v), self.path)
                     else:
                         settings[k] = v
             for seed in self.seeds:
@@ -142,8 +144,11 @@ def _axis_from_variants(variants: Any, src: str) -> Axis:
     return Axis("variant", [dict(s) for s in variants.values()], [str(n) for n in variants])
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
-    """Read and check a sweep file (every run's config is built once to validate keys)."""
+def load_sweep(path: str | Path, out: str | Path | None = None, extra: list[str] | None = None) -> Sweep:
+    """Read and check a sweep file (every run's config is built once to validate keys).
+
+    ``extra`` are ``key=value`` strings added to the file's overrides (the axes still win).
+    """
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"sweep file '{path}' does not exist")
@@ -169,6 +174,12 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise SweepError(f"sweep {path}: 'overrides' must be a mapping of dotted key: value")
+    for text in extra or []:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as e:
+            raise SweepError(str(e)) from None
+        overrides[key] = value
     lib = data.get("lower_is_better", True)
     if not isinstance(lib, bool):
         raise SweepError(f"sweep {path}: 'lower_is_better' must be true or false, got {lib!r}")
@@ -176,13 +187,24 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if not isinstance(resources, dict):
         raise SweepError(f"sweep {path}: 'resources' must be a mapping of Slurm settings")
     name = str(data.get("name") or path.stem)
-    sweep = Sweep(path=path, name=name, base=str(data["base"]), overrides=dict(overrides), axes=axes,
+    sweep = Sweep(path=path, name=name, base=_find_base(str(data["base"]), path),
+                  overrides=dict(overrides), axes=axes,
                   seeds=list(seeds), metric=str(data["metric"]), lower_is_better=lib,
                   out=Path(out or data.get("out") or Path("runs") / "sweeps" / name),
                   resources=dict(resources), description=str(data.get("description", "")))
     for run in sweep.runs():
         run_config(sweep, run)  # raises naming the key
     return sweep
+
+
+def _find_base(base: str, sweep_path: Path) -> str:
+    """A preset path as written, else relative to the repository (sweeps run from anywhere)."""
+    if Path(base).is_file() or Path(base).is_absolute():
+        return base
+    for root in (REPO, sweep_path.resolve().parent):
+        if (root / base).is_file():
+            return str(root / base)
+    return base  # load_config reports it missing, naming the file
 
 
 def run_config(sweep: Sweep, run: SweepRun) -> Config:

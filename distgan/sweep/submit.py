@@ -142,7 +142,8 @@ def wait_slurm(jobs: list[Any], poll_s: float = 5.0) -> None:
 
 
 def print_plan(sweep: Sweep, todo: list[SweepRun], skipped: list[tuple[SweepRun, str]],
-               out: Any = sys.stdout) -> None:
+               out: Any = None) -> None:
+    out = out or sys.stdout
     runs = sweep.runs()
     print(f"sweep {sweep.name}: {len(runs)} runs ({len(todo)} to run, {len(skipped)} skipped) -> {sweep.out}",
           file=out)

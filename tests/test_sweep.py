@@ -1,0 +1,130 @@
+"""Sweep files, the run table, re-submission planning and collect (hand-written run dirs, no training)."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distgan.launch.worker import write_status
+from distgan.sweep import SweepError, collect, load_sweep
+from distgan.sweep.__main__ import main
+from distgan.sweep.submit import layout, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _sweep_file(tmp_path, **over):
+    data = {"name": "t", "base": str(ROOT / "configs/debug.yaml"),
+            "overrides": {"train.steps": 5},
+            "grid": {"model.width": [8, 16]},
+            "zip": [{"train.lr_d": [1e-4, 2e-4, 4e-4], "train.lr_g": [1e-4, 4e-4, 8e-4]}],
+            "seeds": [0, 1], "metric": "classifier_fd", "lower_is_better": True,
+            "out": str(tmp_path / "sweep")}
+    data.update(over)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_grid_zip_and_seeds_expand_to_every_run(tmp_path):
+    sw = load_sweep(_sweep_file(tmp_path))
+    runs = sw.runs()
+    assert len(runs) == 2 * 3 * 2
+    assert [a.name for a in sw.axes] == ["model.width", "train.lr_d/train.lr_g"]
+    pairs = {(r.settings["train.lr_d"], r.settings["train.lr_g"]) for r in runs}
+    assert pairs == {(1e-4, 1e-4), (2e-4, 4e-4), (4e-4, 8e-4)}  # zipped, not crossed
+    assert {r.settings["train.seed"] for r in runs} == {0, 1}
+    assert len({r.name for r in runs}) == len(runs)
+    assert all(r.settings["train.steps"] == 5 for r in runs)
+
+
+def test_every_shipped_sweep_file_expands():
+    counts = {p.stem: len(load_sweep(p).runs()) for p in sorted((ROOT / "configs/sweeps").glob("*.yaml"))}
+    assert counts["debug_grid"] == 4
+    assert counts["dogs_lr_batch"] == 2 * 4 * 3 and counts["dogs_latent_width"] == 2 * 2 * 3
+    assert counts["dogs_cosine"] == 4 * 3 and counts["dogs_methods"] == 5 * 3
+    bases = {Path(r.base).name for r in load_sweep(ROOT / "configs/sweeps/dogs_methods.yaml").runs()}
+    assert bases == {"dogs_dcgan.yaml", "dogs_feature_matching.yaml", "dogs_cgan.yaml",
+                     "dogs_projection.yaml", "dogs_acgan.yaml"}
+
+
+def test_invalid_sweep_keys_are_errors_naming_the_key(tmp_path, capsys):
+    bad = _sweep_file(tmp_path, grid={"train.lr_dd": [1e-4]})
+    with pytest.raises(SweepError, match="unknown config key 'train.lr_dd'"):
+        load_sweep(bad)
+    assert main([str(bad), "--dry-run", "--cluster", "local"]) == 2
+    assert "train.lr_dd" in capsys.readouterr().err
+    with pytest.raises(SweepError, match="unknown key 'gird'"):
+        load_sweep(_sweep_file(tmp_path, gird={}))
+    with pytest.raises(SweepError, match="common length"):
+        load_sweep(_sweep_file(tmp_path, zip=[{"train.lr_d": [1e-4, 2e-4], "train.lr_g": [1e-4]}]))
+    with pytest.raises(SweepError, match="'model.width'.*expected a value >= 1"):
+        load_sweep(_sweep_file(tmp_path, grid={"model.width": [0]}))
+
+
+def test_dry_run_prints_the_table_and_submits_nothing(tmp_path, capsys):
+    path = _sweep_file(tmp_path)
+    assert main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "12 runs (12 to run, 0 skipped)" in out
+    assert "model.width" in out and "train.lr_d/train.lr_g" in out and "0.0002/0.0004" in out
+    assert not (tmp_path / "sweep").exists()
+
+
+def _fake_run(sw, run, value=None, state="completed", error=""):
+    d = sw.out / "runs" / run.name
+    d.mkdir(parents=True, exist_ok=True)
+    write_status(d, state, error=error, log=str(d / "logs" / "rank0.out"))
+    if value is not None:
+        prov = {"metric": "classifier_fd", "feature_extractor": "cnn", "weights_sha256": "ab" * 32,
+                "num_real": 500, "num_fake": 200, "resize": "none"}
+        recs = [{"step": 3, "name": "classifier_fd", "value": value + 100.0, "lower_is_better": True,
+                 "ema": False, "provenance": prov, "time": 1.0},
+                {"step": 5, "name": "classifier_acc", "value": 0.5, "lower_is_better": False,
+                 "ema": False, "provenance": prov, "time": 2.0},
+                {"step": 5, "name": "classifier_fd", "value": value, "lower_is_better": True,
+                 "ema": False, "provenance": prov, "time": 2.0}]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"torn')
+
+
+def test_collect_tables_plot_failures_and_resubmission(tmp_path):
+    sw = load_sweep(_sweep_file(tmp_path, zip=[]))  # width x 2 seeds = 4 runs, one axis
+    runs = sw.runs()
+    layout(sw, runs)
+    by = {(r.point["model.width"], r.seed): r for r in runs}
+    _fake_run(sw, by[("8", 0)], 10.0)
+    _fake_run(sw, by[("8", 1)], 14.0)
+    _fake_run(sw, by[("16", 0)], 5.0)
+    _fake_run(sw, by[("16", 1)], state="failed", error="rank 0: RuntimeError: boom")
+    summary = collect(sw.out)
+    assert summary["states"] == {"ok": 3, "failed": 1}
+    md = (sw.out / "results.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert rows[0].startswith("| 1 | `16` | 5 | n/a | 1/2")   # best first (lower is better)
+    assert rows[1].startswith("| 2 | `8` | 12 | 2.828 | 2/2")  # mean and sample std over seeds
+    assert "RuntimeError: boom" in md and by[("16", 1)].name in md and "rank0.out" in md
+    table = list(csv.DictReader((sw.out / "results.csv").open()))
+    assert len(table) == 4
+    ok = next(r for r in table if r["run"] == by[("8", 0)].name)
+    assert float(ok["value"]) == 10.0 and ok["step"] == "5"  # the last evaluation, not the first
+    assert ok["provenance.feature_extractor"] == "cnn" and ok["provenance.num_fake"] == "200"
+    assert (sw.out / "results.png").read_bytes()[:8] == PNG
+    # re-submitting: completed runs are skipped, the failed one runs again
+    todo, skipped = plan(sw)
+    assert [r.name for r in todo] == [by[("16", 1)].name]
+    assert all(why == "completed" for _, why in skipped) and len(skipped) == 3
+
+
+def test_heatmap_for_two_axes_and_missing_runs(tmp_path, capsys):
+    sw = load_sweep(_sweep_file(tmp_path, zip=[], grid={"model.width": [8, 16], "model.z_dim": [4, 8]},
+                                seeds=[0]))
+    layout(sw, sw.runs())
+    for i, r in enumerate(sw.runs()[:3]):
+        _fake_run(sw, r, float(i))
+    assert main(["collect", str(sw.out)]) == 0
+    assert (sw.out / "results.png").read_bytes()[:8] == PNG
+    md = (sw.out / "results.md").read_text()
+    assert "not run" in md and sw.runs()[3].name in md
+    assert main(["collect", str(tmp_path / "nothing")]) == 2
