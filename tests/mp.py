@@ -83,13 +83,26 @@ def run_ranks(file: str, fn: str, world: int, args: list[Any] | None = None, tim
     return [json.loads((out_dir / f"result{r}.json").read_text()) for r in range(world)]
 
 
+def train_rank(config: str, run_dir: str, overrides: list[str]) -> dict:
+    """One rank of a training run (what every launcher ends in: the torchrun variables + train())."""
+    from distgan.config import load_config
+    from distgan.train import train
+
+    return train(load_config(config, overrides), run_dir)
+
+
+def trainer_cmd(config: Path, run_dir: Path, overrides: list[str], out_dir: Path) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), str(Path(__file__).resolve()), "train_rank",
+            json.dumps([str(config), str(run_dir), overrides]), str(out_dir)]
+
+
 def run_trainer(world: int, run_dir: Path, overrides: list[str], timeout: float = 180,
-                config: Path = ROOT / "configs" / "debug.yaml", env: dict[str, str] | None = None) -> None:
-    """Train with ``world`` real processes through the per-rank entry point distgan.train.worker."""
-    cmd = [sys.executable, "-m", "distgan.train.worker", "--config", str(config), "--run-dir", str(run_dir),
-           f"dist.expect_world_size={world}", *overrides]
+                config: Path = ROOT / "configs" / "debug.yaml", env: dict[str, str] | None = None) -> list[dict]:
+    """Train with ``world`` real processes (expecting exactly that world size); returns each rank's summary."""
     out = Path(tempfile.mkdtemp(prefix="mp_train_"))
+    cmd = trainer_cmd(config, run_dir, [f"dist.expect_world_size={world}", *overrides], out)
     wait_ranks(start_ranks(cmd, world, out, env), out, timeout)
+    return [json.loads((out / f"result{r}.json").read_text()) for r in range(world)]
 
 
 def _main() -> None:

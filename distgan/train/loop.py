@@ -58,6 +58,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     # ---- processes and devices: one Accelerator per rank; assert the world size we expect
     accelerator = make_accelerator(cfg)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if device.type == "cpu":  # Accelerate's MULTI_CPU says "cpu:0": checkpoints would be tagged with it
+        device = torch.device("cpu")
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -104,7 +106,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
 
     # ---- resume: the newest readable checkpoint, if any
     step = 0
-    state = load_latest(run_dir, map_location=device)
+    state = load_latest(run_dir, map_location="cpu")  # load_state_dict copies onto the device
     if state is not None:
         if state["config_hash"] != config_hash(cfg):
             log.info("note: config differs from the checkpoint's; continuing with the new config")
@@ -116,6 +118,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             else:
                 ph.opt.load_state_dict(state[f"opt_{key}"])
             ph.sched.load_state_dict(state[f"sched_{key}"])
+            ph.sched.base_lrs = [tc.lr_d if key == "d" else tc.lr_g] * len(ph.sched.base_lrs)  # config wins
             ph.scaler.load_state_dict(state[f"scaler_{key}"])
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])

@@ -104,9 +104,9 @@ def run_phase(phase: Phase, m: GanModels, batch: dict | list[dict], s: LossSetti
                         return False
                     where = "this rank" if bad else "another rank"
                     raise NonFiniteLoss(
-                        f"non-finite {phase.name} loss ({loss.item()} on {where}) in phase {phase.name} at step "
-                        f"{step}; nothing was saved from this step. Lower the learning rate, or set "
-                        "train.skip_nonfinite=true to skip such steps")
+                        f"non-finite {phase.name} loss ({loss.item()} on {where}) in phase {phase.name} of step "
+                        f"{step + 1} (after {step} completed steps); nothing was saved from this step. Lower "
+                        "the learning rate, or set train.skip_nonfinite=true to skip such steps")
                 phase.engine.backward(phase, loss / k if k > 1 else loss)
         gn = phase.engine.step(phase)
         stats.report(f"grad_norm_{phase.name.lower()}", gn)

@@ -1,0 +1,80 @@
+"""Trainer behaviour in one process: non-finite losses, precision, schedules, EMA, world-size checks."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from distgan.train import train
+from distgan.train.phases import NonFiniteLoss
+from distgan.train.state import list_checkpoints, load_file
+
+
+@pytest.mark.timeout(120)
+def test_nonfinite_loss_stops_naming_phase_and_step_and_skip_option(debug_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(debug_cfg("train.steps=4", "train.ckpt_every=4"), run)
+    good = load_file(run / "checkpoints" / "step_00000004.pt")
+    # an absurd learning rate (the config wins on resume) blows the weights up within a step
+    blow = ("train.steps=8", "train.ckpt_every=100", "train.lr_d=1e38", "train.lr_g=1e38")
+    with pytest.raises(NonFiniteLoss, match=r"non-finite (D|G) loss .* in phase (D|G) of step [56] "):
+        train(debug_cfg(*blow), run)
+    assert [s for s, _ in list_checkpoints(run)] == [4]  # nothing new, nothing corrupt
+    again = load_file(run / "checkpoints" / "step_00000004.pt")
+    assert all(torch.equal(v, again["G"][k]) for k, v in good["G"].items())
+    out = train(debug_cfg(*blow, "train.skip_nonfinite=true", "log.every=1"), run)
+    assert out["completed"] and out["step"] == 8
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    skipped = [r for r in rows if r["step"] > 4 and (r.get("skipped_D", 0) or r.get("skipped_G", 0))]
+    assert skipped  # steps were skipped and counted rather than stopping the run
+
+
+def test_bf16_autocast_really_runs_in_bf16_and_fp16_is_refused_on_cpu():
+    from distgan.config import ModelConfig
+    from distgan.models import DataInfo, build_models
+    from distgan.train.precision import Precision
+
+    G, D = build_models(ModelConfig(cond="none", width=4, z_dim=4), DataInfo(channels=1, resolution=8))
+    with Precision("bf16", torch.device("cpu")).autocast():
+        out = D(G(torch.randn(2, 4)))
+    assert out.logits.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Precision("fp16", torch.device("cpu"))
+
+
+@pytest.mark.timeout(120)
+def test_bf16_run_and_ema_saved_used_and_restored(debug_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = ("train.precision=bf16", "train.ema=true", "train.ema_decay=0.5", "train.ckpt_every=2")
+    train(debug_cfg("train.steps=2", *cfg), run)
+    ck = load_file(run / "checkpoints" / "step_00000002.pt")
+    assert ck["ema"].keys() == ck["G"].keys()
+    assert any(not torch.equal(ck["ema"][k], ck["G"][k]) for k in ck["G"] if ck["G"][k].is_floating_point())
+    out = train(debug_cfg("train.steps=3", *cfg), run)
+    assert out["completed"]
+    ck3 = load_file(run / "checkpoints" / "step_00000003.pt")
+    # EMA continued from the restored average: ema3 = 0.5 ema2 + 0.5 G3 for every weight
+    k = next(k for k in ck3["G"] if k.endswith("weight") and ck3["G"][k].dim() == 4)
+    assert torch.allclose(ck3["ema"][k], 0.5 * ck["ema"][k] + 0.5 * ck3["G"][k], atol=1e-6)
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss_d"]) for r in rows)
+
+
+def test_expected_world_size_mismatch_is_an_error(debug_cfg, tmp_path):
+    with pytest.raises(RuntimeError, match="expect_world_size=2 but this process joined a group of 1"):
+        train(debug_cfg("dist.expect_world_size=2"), tmp_path / "run")
+
+
+def test_schedules_cosine_warmup_constant():
+    from distgan.train.schedule import lr_factor
+
+    assert lr_factor(0, 100, "cosine", 1e-3, 1e-5, warmup=10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, "cosine", 1e-3, 1e-5, warmup=10) == pytest.approx(1.0)
+    assert lr_factor(10, 100, "cosine", 1e-3, 1e-5, warmup=10) == pytest.approx(1.0)
+    assert lr_factor(100, 100, "cosine", 1e-3, 1e-5, warmup=10) * 1e-3 == pytest.approx(1e-5)
+    assert lr_factor(55, 100, "cosine", 1e-3, 0.0, warmup=10) == pytest.approx(0.5)
+    assert lr_factor(50, 100, "constant", 1e-3, 0.0) == 1.0
+    with pytest.raises(ValueError, match="unknown train.schedule 'linear'"):
+        lr_factor(0, 10, "linear", 1e-3, 0.0)
