@@ -78,3 +78,14 @@ def test_schedules_cosine_warmup_constant():
     assert lr_factor(50, 100, "constant", 1e-3, 0.0) == 1.0
     with pytest.raises(ValueError, match="unknown train.schedule 'linear'"):
         lr_factor(0, 10, "linear", 1e-3, 0.0)
+
+
+@pytest.mark.timeout(120)
+def test_device_cache_and_channels_last_switches_train_and_resume(debug_cfg, tmp_path):
+    run = tmp_path / "run"
+    opts = ("data.device_cache=true", "model.channels_last=true", "train.fused_adam=true", "train.ckpt_every=2")
+    train(debug_cfg("train.steps=2", *opts), run)
+    ck = load_file(run / "checkpoints" / "step_00000002.pt")
+    assert ck["data"] == {"epoch": 0, "batch_index": 2}  # the in-memory stream's position is checkpointed
+    out = train(debug_cfg("train.steps=4", *opts), run)
+    assert out["completed"] and load_file(run / "checkpoints" / "step_00000004.pt")["data"]["batch_index"] == 4

@@ -19,10 +19,12 @@ import torch
 from distgan import dist
 from distgan.config import Config, config_hash, save_config
 from distgan.data import DataSpec, build_loader
+from distgan.data.device_cache import DeviceCache
 from distgan.models import build_models, data_info
 from distgan.shards import read_manifest
 from distgan.train import stats
 from distgan.train.ema import EMA
+from distgan.train.fastpath import format_input, make_adam, maybe_compile, setup_backends, to_memory_format
 from distgan.train.logger import RunLogger
 from distgan.train.objectives import (BatchPrep, d_loss_fn, fixed_sources, g_loss_fn, gan_models, loss_settings,
                                       phase_batch)
@@ -81,20 +83,28 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
                     num_workers=cfg.data.num_workers, normalize=cfg.data.normalize,
                     skip_corrupt=cfg.data.skip_corrupt, epoch_samples=cfg.data.epoch_samples,
                     verify_checksums=cfg.data.verify_checksums)
-    loader = build_loader(cfg.data.shards, spec, rank, world, seed=tc.seed, epochs=None,
-                          pin_memory=cfg.data.pin_memory and device.type == "cuda")
+    if cfg.data.device_cache:  # [speed switch] small data sets: decoded once into a device tensor
+        loader = DeviceCache(cfg.data.shards, cfg.data.resolution, tc.batch_size, device, rank, world,
+                             seed=tc.seed, manifest=manifest)
+    else:
+        loader = build_loader(cfg.data.shards, spec, rank, world, seed=tc.seed, epochs=None,
+                              pin_memory=cfg.data.pin_memory and device.type == "cuda")
 
     # ---- models and optimizers: identical init on every rank (same seed), then per-rank RNG
     seed_all(tc.seed)
+    setup_backends(tc.tf32)
     G, D = build_models(cfg.model, info)
-    G, D = G.to(device), D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))
+    G = to_memory_format(G.to(device), cfg.model.channels_last)
+    D = to_memory_format(D.to(device), cfg.model.channels_last)
+    opt_g = make_adam(G.parameters(), tc.lr_g, (tc.beta1, tc.beta2), tc.fused_adam, device)
+    opt_d = make_adam(D.parameters(), tc.lr_d, (tc.beta1, tc.beta2), tc.fused_adam, device)
     total_d = tc.steps * tc.n_critic
     sched_g = make_scheduler(opt_g, tc.steps, tc.schedule, tc.lr_g, tc.lr_min_g, tc.warmup_steps)
     sched_d = make_scheduler(opt_d, total_d, tc.schedule, tc.lr_d, tc.lr_min_d, tc.warmup_steps)
     w = wrap_models(accelerator, cfg, G, D, opt_g, opt_d)  # DDP (Accelerate) or DeepSpeed ZeRO engines
     G_p, D_p, G_raw, D_raw = w.G, w.D, w.G_raw, w.D_raw
+    if tc.compile and not w.is_deepspeed:  # compile the wrapped modules (DDP hooks stay outside the graph)
+        G_p, D_p = maybe_compile(G_p, True), maybe_compile(D_p, True)
     ema = EMA(G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
     prec = Precision(tc.precision, device)
     # [models hook, issue 5] label space, loss settings and batch preparation come from objectives.py
@@ -175,6 +185,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
                     t0 = time.perf_counter()
                     # [models hook, issue 5] real, label, attrs, src
                     micro = [phase_batch(next(batches), device, prep) for _ in range(tc.grad_accum)]
+                    if cfg.model.channels_last:
+                        micro = [{k: format_input(v, True) for k, v in mb.items()} for mb in micro]
                     t_data += time.perf_counter() - t0
                 run_phase(phase, models, micro, settings, prec, step, tc.skip_nonfinite)
             took = time.perf_counter() - t_phase

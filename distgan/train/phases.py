@@ -43,6 +43,7 @@ class TorchEngine:
     name = "accelerate"
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        model = getattr(model, "_orig_mod", model)  # torch.compile'd DDP: the wrapper owns no_sync
         return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
 
     def backward(self, phase: "Phase", loss: torch.Tensor) -> None:
