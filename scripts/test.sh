@@ -5,6 +5,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+
+# The Slurm tests (tests/test_slurm.py) run against a REAL Slurm cluster on this
+# machine: start it (apt-get installs slurm-wlm + munge when missing; needs root)
+# and stop it when the tests end, however they end. DISTGAN_SLURM=0 skips this.
+slurm_base=${DISTGAN_SLURM_BASE:-/tmp/distgan-slurm}
+if [ "${DISTGAN_SLURM:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
+  if SLURM_CONF=$slurm_base/etc/slurm.conf scontrol ping 2>/dev/null | grep -q UP; then
+    echo "[test] local Slurm cluster already running (left running afterwards)"
+  else
+    bash slurm/local-cluster/start.sh
+    trap 'bash slurm/local-cluster/stop.sh || true' EXIT
+  fi
+fi
+
 set +e
 .venv/bin/python -m pytest "${@:-tests}"
 rc=$?

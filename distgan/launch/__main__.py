@@ -94,7 +94,7 @@ def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     if args.help_config:
         print(describe())
         return 0

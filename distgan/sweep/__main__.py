@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["collect"]:
         return _collect_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     from distgan.launch.__main__ import LaunchError, choose_cluster
     from distgan.launch.profiles import ProfileError, load_profile, resolve_resources
     from distgan.sweep.spec import SweepError, load_sweep

@@ -1,0 +1,237 @@
+"""Against a REAL Slurm cluster on this machine (slurm/local-cluster/start.sh; 2 nodes x 2 CPUs).
+
+scripts/test.sh starts the cluster before pytest and stops it after; run alone,
+this module starts it (as root) and stops it again. Every job uses a fresh
+submitit folder (job ids restart when the cluster state is purged).
+"""
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distgan.launch.worker import read_status
+from distgan.train.state import load_file, resolve_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = Path(os.environ.get("DISTGAN_SLURM_BASE", "/tmp/distgan-slurm"))
+pytestmark = [pytest.mark.slurm, pytest.mark.multiproc]
+
+
+def _cluster_env() -> dict:
+    env = {**os.environ, "SLURM_CONF": str(BASE / "etc" / "slurm.conf"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{ROOT / 'slurm' / 'local-cluster' / 'bin'}:{os.environ['PATH']}"}
+    env.pop("SLURM_JOB_ID", None)
+    return env
+
+
+def _up(env) -> bool:
+    try:
+        out = subprocess.run(["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "UP" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    env = _cluster_env()
+    started = False
+    if not _up(env):
+        if os.geteuid() != 0:
+            pytest.skip("the local Slurm cluster is not running and starting it needs root "
+                        "(bash slurm/local-cluster/start.sh)")
+        subprocess.run(["bash", str(ROOT / "slurm/local-cluster/start.sh")], check=True, timeout=600)
+        started = True
+    assert _up(env), "local Slurm cluster did not come up"
+    saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "PATH")}
+    os.environ.update(SLURM_CONF=env["SLURM_CONF"], PATH=env["PATH"])
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if started:
+        subprocess.run(["bash", str(ROOT / "slurm/local-cluster/stop.sh")], timeout=120)
+
+
+def _py(env, *args, timeout=400, **kw):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def _launch_args(run, shards, *extra):
+    return ["-m", "distgan.launch", "--config", str(ROOT / "configs/debug.yaml"), "--cluster", "slurm",
+            "--profile", "local", "--run-dir", str(run), f"data.shards={shards}", "log.progress=false", *extra]
+
+
+def _job_id(stdout: str) -> str:
+    m = re.search(r"submitted Slurm job (\S+)", stdout)
+    assert m, stdout
+    return m.group(1)
+
+
+@pytest.mark.timeout(300)
+def test_single_node_job_through_launch(cluster, mnist_shards, tmp_path):
+    run = tmp_path / "run"
+    out = _py(cluster, *_launch_args(run, mnist_shards, "--wait", "train.steps=6", "train.ckpt_every=6"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    job = _job_id(out.stdout)
+    assert f"tensorboard --logdir {run / 'tb'}" in out.stdout and "rank 0 output:" in out.stdout
+    assert f"job {job} finished" in out.stdout
+    st = read_status(run)
+    assert st["state"] == "completed" and st["job_id"] == job and st["world_size"] == 1
+    assert load_file(resolve_checkpoint(run, "latest"))["step"] == 6
+
+
+@pytest.mark.timeout(300)
+def test_two_nodes_one_task_each_form_one_gloo_group(cluster, mnist_shards, tmp_path):
+    run = tmp_path / "run"
+    out = _py(cluster, *_launch_args(run, mnist_shards, "--nodes", "2", "--wait", "train.steps=6",
+                                     "train.ckpt_every=6"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    job = _job_id(out.stdout)
+    st = read_status(run)
+    assert st["state"] == "completed" and st["world_size"] == 2  # the trainer checks dist.expect_world_size=2
+    ckpt = load_file(resolve_checkpoint(run, "latest"))
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    nodes = subprocess.run(["sacct", "-j", job, "-o", "JobID,NodeList", "--parsable2"], env=cluster,
+                           capture_output=True, text=True).stdout
+    assert "127.0.0.[1-2]" in nodes  # one task on each slurmd "node"
+
+
+def _wait_for_step(run: Path, step: int, proc, timeout: float = 180) -> None:
+    end = time.monotonic() + timeout
+    stats = run / "stats.jsonl"
+    while time.monotonic() < end:
+        if stats.is_file():
+            rows = [json.loads(line) for line in stats.read_text().splitlines() if line.strip()]
+            if rows and rows[-1]["step"] >= step:
+                return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError(f"run did not reach step {step} in {timeout} s")
+
+
+def _preempt_and_resume(cluster, shards, tmp_path, preempt) -> tuple[Path, str]:
+    """Start a long run, preempt it mid-run with ``preempt(job_id)``, follow it to the end."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, *_launch_args(run, shards, "--wait", "train.steps=1500",
+                                                          "train.ckpt_every=100000", "log.every=20",
+                                                          "log.sample_every=100000")],
+                            cwd=ROOT, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_step(run, 40, proc)
+        job = read_status(run)["job_id"]
+        preempt(job)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    st = read_status(run)
+    assert st["state"] == "completed" and st["step"] == 1500
+    log = (run / "logs" / "rank0.log").read_text()
+    stopped = int(re.search(r"checkpointed at step (\d+)", log).group(1))
+    resumed = int(re.search(r"resumed from step (\d+)", log).group(1))
+    assert 40 <= stopped == resumed < 1500  # the stop checkpoint is the only one: no restart from 0
+    steps = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 1500  # the step count continued
+    assert load_file(resolve_checkpoint(run, "latest"))["step"] == 1500
+    return run, out
+
+
+@pytest.mark.timeout(420)
+def test_preempted_job_is_requeued_and_resumes(cluster, mnist_shards, tmp_path):
+    # scontrol requeue = what preemption with PreemptMode=REQUEUE does: SIGTERM, then back to the queue
+    _, out = _preempt_and_resume(cluster, mnist_shards, tmp_path,
+                                 lambda job: subprocess.run(["scontrol", "requeue", job], env=cluster, check=True))
+    assert "after SIGTERM" in out
+
+
+@pytest.mark.timeout(420)
+def test_time_limit_warning_checkpoints_and_requeues_itself(cluster, mnist_shards, tmp_path):
+    # USR2 is what Slurm sends signal_delay_s before the time limit (--signal=USR2@S)
+    _, out = _preempt_and_resume(cluster, mnist_shards, tmp_path,
+                                 lambda job: subprocess.run(["scancel", "--signal=USR2", job], env=cluster,
+                                                            check=True))
+    assert re.search(r"job \S+ requeued", out)
+
+
+@pytest.mark.timeout(300)
+def test_emitted_sbatch_script_runs_two_ranks(cluster, mnist_shards, tmp_path):
+    run, script = tmp_path / "run", tmp_path / "job.sbatch"
+    out = _py(cluster, "-m", "distgan.launch", "--config", str(ROOT / "configs/debug.yaml"), "--profile", "local",
+              "--nodes", "2", "--run-dir", str(run), "--emit-sbatch", str(script), f"data.shards={mnist_shards}",
+              "log.progress=false", "train.steps=6", "train.ckpt_every=6")
+    assert out.returncode == 0, out.stderr
+    job = subprocess.run(["sbatch", "--parsable", str(script)], env=cluster, capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.strip()
+    end = time.monotonic() + 240
+    while time.monotonic() < end:
+        state = subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], env=cluster,
+                               capture_output=True, text=True).stdout.strip()
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            break
+        time.sleep(1)
+    log = (run / "logs" / "slurm" / f"{job}.out").read_text()
+    assert state == "COMPLETED", log
+    st = read_status(run)
+    assert st["state"] == "completed" and st["world_size"] == 2, log
+
+
+@pytest.mark.timeout(420)
+def test_debug_grid_as_one_job_array_ends_with_table_and_plot(cluster, mnist_shards, tmp_path):
+    out_dir = tmp_path / "sweep"
+    out = _py(cluster, "-m", "distgan.sweep", str(ROOT / "configs/sweeps/debug_grid.yaml"), "--cluster", "slurm",
+              "--profile", "local", "--max-parallel", "4", "--wait", "--out", str(out_dir),
+              f"data.shards={mnist_shards}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted job array" in out.stdout
+    jobs = json.loads((out_dir / "jobs.json").read_text())
+    assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs.values()}) == 1  # ONE array of 4 tasks
+    rows = list(csv.DictReader((out_dir / "results.csv").open()))
+    assert len(rows) == 4 and all(r["state"] == "ok" and float(r["value"]) > 0 for r in rows)
+    assert all(r["provenance.metric"] == "classifier_fd" for r in rows)
+    md = (out_dir / "results.md").read_text()
+    ranked = [line for line in md.splitlines() if re.match(r"\| [1-4] \|", line)]
+    means = [float(line.split("|")[4]) for line in ranked]
+    assert len(ranked) == 4 and means == sorted(means)  # best (lowest) first
+    assert (out_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(420)
+def test_failed_task_is_in_the_table_and_only_it_is_resubmitted(cluster, mnist_shards, tmp_path):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "fails", "base": str(ROOT / "configs/debug.yaml"), "out": str(tmp_path / "sweep"),
+        "overrides": {"train.steps": 4, "log.progress": False, "data.shards": str(mnist_shards),
+                      "metrics.names": ["classifier"], "metrics.num_fake": 200},
+        "variants": {"good": {}, "broken": {"data.shards": str(tmp_path / "no_such_shards")}},
+        "metric": "classifier_fd", "lower_is_better": True}))
+    args = ["-m", "distgan.sweep", str(sweep), "--cluster", "slurm", "--profile", "local"]
+    out = _py(cluster, *args, "--wait")
+    assert out.returncode == 1, out.stdout + out.stderr  # a failed run fails the sweep command
+    md = (tmp_path / "sweep" / "results.md").read_text()
+    broken = next(line for line in md.splitlines() if "variant=broken" in line and line.startswith("| `"))
+    assert "failed" in broken and "no_such_shards" in broken and "rank0" in broken  # error + log path
+    first = json.loads((tmp_path / "sweep" / "jobs.json").read_text())
+    out = _py(cluster, *args, "--wait")
+    assert "2 runs (1 to run, 1 skipped)" in out.stdout
+    again = json.loads((tmp_path / "sweep" / "jobs.json").read_text())
+    good = next(k for k in first if "good" in k)
+    bad = next(k for k in first if "broken" in k)
+    assert again[good] == first[good] and again[bad] != first[bad]
+    # a bad key is refused before anything is submitted
+    spec = yaml.safe_load(sweep.read_text())
+    spec["variants"]["good"] = {"train.lr_dd": 1e-3}
+    sweep.write_text(yaml.safe_dump(spec))
+    out = _py(cluster, *args)
+    assert out.returncode == 2 and "unknown config key 'train.lr_dd'" in out.stderr
