@@ -120,10 +120,11 @@ def _wait_for_step(run: Path, step: int, proc, timeout: float = 180) -> None:
     raise AssertionError(f"run did not reach step {step} in {timeout} s")
 
 
-def _preempt_and_resume(cluster, shards, tmp_path, preempt) -> tuple[Path, str]:
+def _preempt_and_resume(cluster, shards, tmp_path, preempt, nodes=1, steps=1500) -> tuple[Path, str]:
     """Start a long run, preempt it mid-run with ``preempt(job_id)``, follow it to the end."""
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, *_launch_args(run, shards, "--wait", "train.steps=1500",
+    proc = subprocess.Popen([sys.executable, *_launch_args(run, shards, "--wait", f"train.steps={steps}",
+                                                          "--nodes", str(nodes),
                                                           "train.ckpt_every=100000", "log.every=20",
                                                           "log.sample_every=100000")],
                             cwd=ROOT, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -137,14 +138,15 @@ def _preempt_and_resume(cluster, shards, tmp_path, preempt) -> tuple[Path, str]:
             proc.kill()
     assert proc.returncode == 0, out
     st = read_status(run)
-    assert st["state"] == "completed" and st["step"] == 1500
-    log = (run / "logs" / "rank0.log").read_text()
-    stopped = int(re.search(r"checkpointed at step (\d+)", log).group(1))
-    resumed = int(re.search(r"resumed from step (\d+)", log).group(1))
-    assert 40 <= stopped == resumed < 1500  # the stop checkpoint is the only one: no restart from 0
-    steps = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and steps[-1] == 1500  # the step count continued
-    assert load_file(resolve_checkpoint(run, "latest"))["step"] == 1500
+    assert st["state"] == "completed" and st["step"] == steps and st["world_size"] == nodes
+    for rank in range(nodes):  # every rank stopped at the same step and resumed from it
+        log = (run / "logs" / f"rank{rank}.log").read_text()
+        stopped = int(re.search(r"checkpointed at step (\d+)", log).group(1))
+        resumed = int(re.search(r"resumed from step (\d+)", log).group(1))
+        assert 40 <= stopped == resumed < steps  # the stop checkpoint is the only one: no restart from 0
+    logged = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged)) and logged[-1] == steps  # the step count continued
+    assert load_file(resolve_checkpoint(run, "latest"))["step"] == steps
     return run, out
 
 
@@ -158,10 +160,10 @@ def test_preempted_job_is_requeued_and_resumes(cluster, mnist_shards, tmp_path):
 
 @pytest.mark.timeout(420)
 def test_time_limit_warning_checkpoints_and_requeues_itself(cluster, mnist_shards, tmp_path):
-    # USR2 is what Slurm sends signal_delay_s before the time limit (--signal=USR2@S)
+    # USR2 is what Slurm sends signal_delay_s before the time limit (--signal=USR2@S); 2 nodes x 1 rank
     _, out = _preempt_and_resume(cluster, mnist_shards, tmp_path,
                                  lambda job: subprocess.run(["scancel", "--signal=USR2", job], env=cluster,
-                                                            check=True))
+                                                            check=True), nodes=2, steps=500)
     assert re.search(r"job \S+ requeued", out)
 
 
