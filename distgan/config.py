@@ -99,14 +99,16 @@ class TrainConfig:
     aux_weight: float = _f(1.0, "weight of the AC-GAN class loss", min=0.0)
     l1_weight: float = _f(100.0, "pix2pix L1 weight (lambda)", min=0.0)
     n_critic: int = _f(1, "D steps per G step", min=1)
-    grad_accum: int = _f(1, "gradient accumulation micro-steps", min=1)
+    grad_accum: int = _f(1, "micro-batches per optimizer step, both models (DDP skips the all-reduce on all but the last)",
+                         min=1)
     ema: bool = _f(False, "keep an EMA copy of G for samples and metrics")
     ema_decay: float = _f(0.999, "EMA decay", min=0.0, max=1.0)
     ema_start: int = _f(0, "step at which EMA starts", min=0)
     ckpt_every: int = _f(100, "checkpoint every K steps (and at the end)", min=1)
     keep_ckpts: int = _f(3, "number of step checkpoints kept", min=1)
-    engine: Literal["accelerate", "deepspeed"] = _f("accelerate", "training engine")
-    zero_stage: int = _f(1, "DeepSpeed ZeRO stage", min=0, max=3)
+    engine: Literal["accelerate", "deepspeed"] = _f("accelerate", "training engine: accelerate (DDP) or deepspeed (ZeRO)")
+    zero_stage: int = _f(1, "DeepSpeed ZeRO stage with train.engine=deepspeed (1: optimizer states, 2: + gradients)",
+                         min=1, max=2)
     compile: bool = _f(False, "torch.compile G and D")
     fused_adam: bool = _f(False, "fused/foreach Adam kernels")
     tf32: bool = _f(True, "allow TF32 matmuls on Ampere+ GPUs")
@@ -117,7 +119,7 @@ class TrainConfig:
 
 @dataclass
 class DistConfig:
-    backend: str = _f("auto", "torch.distributed backend: auto, gloo or nccl")
+    backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend (auto: nccl on GPUs, gloo on CPU)")
     expect_world_size: int = _f(0, "fail unless the world size equals this (0 = no check)", min=0)
 
 

@@ -42,14 +42,20 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             try:
-                signal.signal(sig, self._handler)
+                self.previous[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread (e.g. inside some launchers)
                 pass
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.requested = True
+
+    def restore(self) -> None:
+        """Put the handlers that were there before back (train() may be called again in-process)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
@@ -234,6 +240,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
 
     # ---- finish
     log.close()
+    stop.restore()
     summary = {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
     del G_p, D_p, phases, models, w  # drop DDP wrappers before the process group goes away
     accelerator.free_memory()

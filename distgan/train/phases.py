@@ -52,8 +52,8 @@ class TorchEngine:
     def step(self, phase: "Phase") -> torch.Tensor:
         """Unscale, measure the gradient norm, step optimizer + scaler + schedule; returns the norm."""
         phase.scaler.unscale_(phase.opt)
-        norms = [p.grad.detach().norm() for p in phase.model.parameters() if p.grad is not None]
-        gn = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        grads = [p.grad for p in phase.model.parameters() if p.grad is not None]
+        gn = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())  # foreach kernels
         phase.scaler.step(phase.opt)  # skipped by the scaler (fp16) when grads are inf/nan
         phase.scaler.update()
         phase.sched.step()
