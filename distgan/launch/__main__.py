@@ -149,11 +149,15 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def _slurm(args: argparse.Namespace) -> int:
-    from distgan.launch.slurm import describe_job, follow, submit_run
+    from distgan.launch.slurm import SubmitError, describe_job, follow, submit_run
 
     res = _resources(args)
     run_dir, _ = prepare_run(args, res.world_size)
-    job = submit_run(run_dir, res, job_name=f"distgan-{run_dir.name}")
+    try:
+        job = submit_run(run_dir, res, job_name=f"distgan-{run_dir.name}")
+    except SubmitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"[launch] {res.nodes} node(s) x {res.tasks_per_node} rank(s) = world size {res.world_size}")
     print(describe_job(job, run_dir), flush=True)
     if not args.wait:

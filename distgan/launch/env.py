@@ -93,7 +93,3 @@ def export_slurm_dist_env() -> dict[str, str]:
     os.environ.update(env)
     return env
 
-
-def world_size_from_env() -> int:
-    """The world size this process will join (1 when started alone)."""
-    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))

@@ -26,12 +26,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import submitit
 
 from distgan.launch.profiles import SlurmResources
 from distgan.launch.worker import EXIT_STOPPED, run_rank
+
+T = TypeVar("T")
 
 
 def _placeholder(signum: int, frame: Any) -> None:
@@ -59,7 +61,11 @@ class TrainTask(submitit.helpers.Checkpointable):
         self._requeue_wanted = False
         signal.signal(signal.SIGUSR1, _placeholder)
         signal.signal(signal.SIGUSR2, self._on_time_limit)
-        summary = run_rank(self.run_dir)
+        try:  # this task's Slurm log (stdout + stderr): where a traceback ends up
+            log = str(submitit.JobEnvironment().paths.stdout)
+        except Exception:  # noqa: BLE001 - not under submitit (e.g. called directly)
+            log = ""
+        summary = run_rank(self.run_dir, log)
         if summary.get("completed"):
             return summary
         # stopped by a signal after checkpointing: the job must run again
@@ -109,10 +115,28 @@ def make_executor(folder: str | Path, res: SlurmResources, job_name: str) -> sub
     return ex
 
 
+class SubmitError(RuntimeError):
+    """sbatch refused the job (the message has its stderr)."""
+
+
+def with_retries(submit: Callable[[], T], attempts: int = 3, wait_s: float = 3.0) -> T:
+    """Run ``submit``; retry when sbatch fails (a busy controller times out now and then)."""
+    for i in range(attempts):
+        try:
+            return submit()
+        except submitit.core.utils.FailedJobError as e:
+            msg = str(e).strip()
+            if i == attempts - 1:
+                raise SubmitError(f"sbatch failed {attempts} times; last error: {msg}") from None
+            print(f"[launch] sbatch failed ({msg[:300]}); retrying in {wait_s:g} s", file=sys.stderr, flush=True)
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
 def submit_run(run_dir: str | Path, res: SlurmResources, job_name: str) -> submitit.Job:
     """Submit one training run (its config.yaml already written) as one job."""
     ex = make_executor(Path(run_dir) / "logs" / "slurm", res, job_name)
-    return ex.submit(TrainTask(str(Path(run_dir).resolve())))
+    return with_retries(lambda: ex.submit(TrainTask(str(Path(run_dir).resolve()))))
 
 
 def describe_job(job: submitit.Job, run_dir: str | Path) -> str:

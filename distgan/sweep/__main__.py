@@ -87,11 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from distgan.sweep.collect import collect
 
-    layout(sweep, todo)
+    layout(sweep, todo, res.world_size)
     if not todo:
         print("[sweep] nothing to run: every run is completed or still queued")
     elif cluster == "slurm":
-        jobs = submit_slurm(sweep, todo, res)
+        from distgan.launch.slurm import SubmitError
+
+        try:
+            jobs = submit_slurm(sweep, todo, res)
+        except SubmitError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         array_id = str(jobs[0].job_id).split("_")[0]
         print(f"[sweep] submitted job array {array_id}: {len(jobs)} tasks, at most "
               f"{res.array_parallelism} at once; logs in {sweep.out / 'slurm'}")
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         k = args.max_parallel or 1  # a workstation: one run at a time unless asked
         print(f"[sweep] running {len(todo)} runs here, {k} at a time", flush=True)
-        run_local(sweep, todo, k, procs=res.procs_per_node)
+        run_local(sweep, todo, k, procs=res.tasks_per_node)
     summary = collect(sweep.out)
     _print_summary(summary)
     failed = sum(v for k, v in summary["states"].items() if k != "ok")

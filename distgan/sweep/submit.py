@@ -60,8 +60,11 @@ def plan(sweep: Sweep) -> tuple[list[SweepRun], list[tuple[SweepRun, str]]]:
     return todo, skipped
 
 
-def layout(sweep: Sweep, todo: list[SweepRun]) -> None:
-    """Write sweep.yaml, runs.json and the config.yaml of every run about to start."""
+def layout(sweep: Sweep, todo: list[SweepRun], world_size: int = 1) -> None:
+    """Write sweep.yaml, runs.json and the config.yaml of every run about to start.
+
+    With ``world_size`` > 1 each run checks that its ranks formed one group of that size.
+    """
     sweep.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep.out / "sweep.yaml", sweep.path.read_text())
     meta = {"name": sweep.name, "metric": sweep.metric, "lower_is_better": sweep.lower_is_better,
@@ -71,7 +74,10 @@ def layout(sweep: Sweep, todo: list[SweepRun]) -> None:
     for r in todo:
         run_dir = sweep.out / "runs" / r.name
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run_config(sweep, r), run_dir / "config.yaml")
+        cfg = run_config(sweep, r)
+        if world_size > 1 and not cfg.dist.expect_world_size:
+            cfg.dist.expect_world_size = world_size
+        save_config(cfg, run_dir / "config.yaml")
 
 
 def table(sweep: Sweep, runs: list[SweepRun], skipped: dict[str, str] | None = None) -> str:
@@ -103,12 +109,16 @@ def run_local(sweep: Sweep, todo: list[SweepRun], max_parallel: int, procs: int 
 
 def submit_slurm(sweep: Sweep, todo: list[SweepRun], res: Any) -> list[Any]:
     """Submit ``todo`` as ONE job array (at most res.array_parallelism tasks at once)."""
-    from distgan.launch.slurm import TrainTask, make_executor
+    from distgan.launch.slurm import TrainTask, make_executor, with_retries
 
     ex = make_executor(sweep.out / "slurm", res, job_name=f"sweep-{sweep.name}")
     run_dirs = [str((sweep.out / "runs" / r.name).resolve()) for r in todo]
-    with ex.batch():  # one sbatch --array for all tasks
-        jobs = [ex.submit(TrainTask(d)) for d in run_dirs]
+
+    def submit() -> list[Any]:
+        with ex.batch():  # one sbatch --array for all tasks
+            return [ex.submit(TrainTask(d)) for d in run_dirs]
+
+    jobs = with_retries(submit)
     # the run -> job map (status.json belongs to the running task: no race with it)
     known = read_jobs(sweep.out)
     known.update({r.name: str(job.job_id) for r, job in zip(todo, jobs)})
