@@ -65,6 +65,7 @@ class Evaluator:
         self.shard_dir, self.resolution, self.cond, self.z_dim = str(shard_dir), resolution, cond, z_dim
         self.real, self.device, self.seed = real, torch.device(device), seed
         self._extractors: dict[str, Extractor] = {}
+        self._refs: dict[str, dict[str, Any]] = {}
         self.classifier = None
 
     # ---- feature networks, built on first use
@@ -137,7 +138,10 @@ class Evaluator:
         """Records for every configured metric; call on all ranks together."""
         t0 = time.perf_counter()
         kinds = self._kinds()
-        refs = {k: self.reference(k, keep) for k, keep in kinds.items()}
+        for k, keep in kinds.items():  # real statistics: once per Evaluator (training evaluates repeatedly)
+            if k not in self._refs or (keep and self._refs[k]["features"] is None):
+                self._refs[k] = self.reference(k, keep)
+        refs = self._refs
         fakes = {k: FeatureStats(self.extractor(k).dim, keep=keep) for k, keep in kinds.items()}
         want_acc = "classifier" in self.names and self.cond.mode != "none"
         acc_sum, acc_n = None, 0
