@@ -48,16 +48,23 @@ def is_distributed() -> bool:
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
 
 
+def comm_device() -> torch.device:
+    """Where tensors must live for this process group's collectives (NCCL: this rank's GPU)."""
+    if is_distributed() and tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over ranks (identity with one process)."""
+    """Mean of ``values`` over ranks (identity with one process); returned on ``values``' device."""
     if not is_distributed():
         return values
-    out = values.clone()
+    out = values.to(comm_device(), copy=True)
     tdist.all_reduce(out)
-    return out / tdist.get_world_size()
+    return (out / tdist.get_world_size()).to(values.device)
 
 
-def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is True on at least one (one tiny all-reduce).
 
     Used for decisions every rank must take together (stop, skip a step): a
@@ -66,7 +73,7 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     """
     if not is_distributed():
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    t = torch.tensor([1.0 if flag else 0.0], device=comm_device())
     tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
@@ -119,9 +126,10 @@ def check_replicas(model: nn.Module, name: str = "model") -> None:
     if not is_distributed():
         return
     named = list(model.state_dict().items())
-    mine = torch.tensor([_digest(t) for _, t in named], dtype=torch.long)
+    mine = torch.tensor([_digest(t) for _, t in named], dtype=torch.long, device=comm_device())
     gathered = [torch.empty_like(mine) for _ in range(tdist.get_world_size())]
     tdist.all_gather(gathered, mine)
+    gathered = [g.cpu() for g in gathered]
     for r, theirs in enumerate(gathered):
         diff = (theirs != gathered[0]).nonzero()
         if len(diff):

@@ -225,7 +225,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             dist.check_replicas(D_raw, "D")
             if ema is not None:
                 dist.check_replicas(ema.model, "G_ema")
-        stopping = dist.any_rank(stop.requested, device)  # a signal on any rank stops every rank
+        stopping = dist.any_rank(stop.requested)  # a signal on any rank stops every rank
         if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
             save(step)
         # ---- [metrics hook, issue 7] at metrics.every steps and at the end, on all ranks together:

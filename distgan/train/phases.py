@@ -98,7 +98,7 @@ def run_phase(phase: Phase, m: GanModels, batch: dict | list[dict], s: LossSetti
                 with prec.autocast():
                     loss = phase.loss_fn(m, mb, s)
                 bad = not bool(torch.isfinite(loss.detach()).item())
-                if dist.any_rank(bad, loss.device):  # every rank takes the same decision
+                if dist.any_rank(bad):  # every rank takes the same decision
                     phase.engine.zero_grad(phase)
                     if skip_nonfinite:
                         stats.report(f"skipped_{phase.name}", 1.0)
