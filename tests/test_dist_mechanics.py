@@ -65,10 +65,12 @@ def _sync_bn_case(group, ranks: list[int]) -> dict:
     return errs
 
 
-def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3) -> dict:
-    """2 ranks x batch b through the real D/G phases (DDP) vs 1 process x batch 2b; rank-0 weight diff."""
+def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3, b: int = 4) -> dict:
+    """2 ranks x batch b through the real D/G phases (DDP) vs 1 process x batch 2b; also 2 ranks x
+    2 accumulated micro-batches of b/2. Returns weight differences and DDP all-reduce counts."""
     import torch
     import torch.distributed as tdist
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from distgan.config import ModelConfig
@@ -83,11 +85,21 @@ def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3) -> dict:
     mc = ModelConfig(arch="dcgan", cond="none", norm="none", z_dim=4, width=4)
     info = DataInfo(channels=1, resolution=8)
     gen = torch.Generator().manual_seed(11)
-    reals = torch.rand(steps, 2 * B, 1, 8, 8, generator=gen) * 2 - 1
-    noise = torch.randn(steps, 2, 2 * B, 4, generator=gen)  # (step, phase, sample, z)
+    reals = torch.rand(steps, 2 * b, 1, 8, 8, generator=gen) * 2 - 1
+    noise = torch.randn(steps, 2, 2 * b, 4, generator=gen)  # (step, phase, sample, z)
     prec = Precision("fp32", torch.device("cpu"))
+    reduces = {"n": 0}
 
-    def build(wrap, rows: slice):
+    def counting_hook(state, bucket):  # DDP's default all-reduce, counted
+        reduces["n"] += 1
+        return allreduce_hook(state, bucket)
+
+    def ddp(m):
+        w = DDP(m, process_group=group)
+        w.register_comm_hook(group, counting_hook)
+        return w
+
+    def build(wrap, chunks: list[slice]):
         torch.manual_seed(0)
         G, D = build_models(mc, info)
         G_p, D_p = (wrap(G), wrap(D))
@@ -100,17 +112,23 @@ def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3) -> dict:
         m = gan_models(G_p, D_p, G, D, mc, info)
         for s in range(steps):
             for pi, ph in enumerate(phases):
-                objectives.sample_latent = lambda n, m_, dev, y=None, s=s, pi=pi: (noise[s, pi, rows], None)
-                run_phase(ph, m, {"real": reals[s, rows]}, LossSettings(), prec, s)
+                order = iter([noise[s, pi, c] for c in chunks])  # one noise slice per micro-batch, in order
+                objectives.sample_latent = lambda n, m_, dev, y=None, order=order: (next(order), None)
+                run_phase(ph, m, [{"real": reals[s, c]} for c in chunks], LossSettings(), prec, s)
         return torch.cat([p.detach().flatten() for p in list(G.parameters()) + list(D.parameters())])
 
     me = pair.index(tdist.get_rank())
     torch.manual_seed(0)
     init = torch.cat([p.detach().flatten() for m in build_models(mc, info) for p in m.parameters()])
-    big = build(lambda m: m, slice(0, 2 * B))
-    small = build(lambda m: DDP(m, process_group=group), slice(me * B, (me + 1) * B))
+    big = build(lambda m: m, [slice(0, 2 * b)])
+    small = build(ddp, [slice(me * b, (me + 1) * b)])
+    plain_reduces, reduces["n"] = reduces["n"], 0
+    h = b // 2
+    accum = build(ddp, [slice(me * b, me * b + h), slice(me * b + h, (me + 1) * b)])
     torch.set_default_dtype(torch.float32)
-    return {"max_abs_diff": float((big - small).abs().max()), "moved": float((big - init).abs().max())}
+    return {"max_abs_diff": float((big - small).abs().max()), "accum_diff": float((big - accum).abs().max()),
+            "moved": float((big - init).abs().max()), "reduces": plain_reduces, "reduces_accum": reduces["n"],
+            "phase_steps": 2 * steps}
 
 
 def mechanics_rank() -> dict:
@@ -164,6 +182,16 @@ def test_ddp_two_ranks_match_one_rank_with_double_batch(results):
         d = res["ddp"]
         assert d["moved"] > 1e-3  # the phases really trained
         assert d["max_abs_diff"] < 1e-9, d
+
+
+@pytest.mark.timeout(300)
+def test_grad_accumulation_matches_big_batch_and_skips_allreduce_on_micro_steps(results):
+    for res in results:
+        d = res["ddp"]
+        assert d["accum_diff"] < 1e-9, d
+        # tiny models: one gradient bucket, so one all-reduce per optimizer step with or without
+        # accumulation (the first micro-step ran under no_sync)
+        assert d["reduces"] == d["reduces_accum"] == d["phase_steps"], d
 
 
 @pytest.mark.timeout(300)

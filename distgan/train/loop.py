@@ -68,6 +68,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     if device.type == "cpu":  # Accelerate's MULTI_CPU says "cpu:0": checkpoints would be tagged with it
         device = torch.device("cpu")
+    prec = Precision(tc.precision, device)  # fails fast on an impossible combination (fp16 on CPU)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -112,7 +113,6 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     if tc.compile and not w.is_deepspeed:  # compile the wrapped modules (DDP hooks stay outside the graph)
         G_p, D_p = maybe_compile(G_p, True), maybe_compile(D_p, True)
     ema = EMA(G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
-    prec = Precision(tc.precision, device)
     # [models hook, issue 5] label space, loss settings and batch preparation come from objectives.py
     models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
     settings = loss_settings(cfg)
@@ -126,6 +126,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     if state is not None:
         if state["config_hash"] != config_hash(cfg):
             log.info("note: config differs from the checkpoint's; continuing with the new config")
+        if state.get("engine", "accelerate") != tc.engine:
+            raise ValueError(f"the checkpoint in {run_dir} was written with train.engine={state.get('engine')} "
+                             f"(optimizer states in its format); resume with that engine, not {tc.engine}")
         G_raw.load_state_dict(state["G"])
         D_raw.load_state_dict(state["D"])
         for ph, key in zip(phases, ("d", "g")):
