@@ -294,3 +294,21 @@ def test_paired_side_by_side_and_folders(tmp_path):
     (tmp_path / "folders" / "B" / "p3.png").unlink()
     with pytest.raises(SourceError, match="p3.png: no matching file in"):
         write_shards("paired", str(tmp_path / "folders"), tmp_path / "o3", 4, progress=False)
+
+
+@pytest.mark.timeout(60)
+def test_failing_parallel_write_does_not_hang_under_a_sigterm_handler(dogs, tmp_path):
+    """A trainer in the same process installs a SIGTERM 'stop' flag; pool workers must still terminate."""
+    import shutil
+    import signal
+
+    bad = tmp_path / "bad"
+    shutil.copytree(dogs, bad)
+    (bad / "n02085620-Chihuahua" / "zz.png").write_bytes(b"junk")
+    old = signal.signal(signal.SIGTERM, lambda *a: None)
+    try:
+        with pytest.raises(SourceError, match="zz.png"):
+            write_shards("imagefolder", str(bad), tmp_path / "o", 4, SourceOptions(resolution=8), progress=False,
+                         workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -48,7 +48,8 @@ class StreamLoader:
         self.layout = self.dataset.layout(max(1, spec.num_workers))
         self.epoch, self.batches, self._start_epoch = 0, 0, 0
         self._it: Iterator[dict[str, Any]] | None = None
-        if self.layout.steps(0) == 0:
+        self._steps_cache: tuple[int, int] = (-1, 0)
+        if self.steps_per_epoch(0) == 0:
             raise ShardError(f"{shard_dir}: an epoch would have 0 batches of {spec.batch_size} per rank with "
                              f"{world} ranks x {max(1, spec.num_workers)} workers ({self.manifest.num_samples} "
                              "samples); lower train.batch_size, data.num_workers or raise data.epoch_samples")
@@ -56,7 +57,10 @@ class StreamLoader:
     # -------------------------------------------------------------- position
     def steps_per_epoch(self, epoch: int | None = None) -> int:
         """Batches this rank (and every rank) yields in ``epoch`` (default: the current one)."""
-        return self.layout.steps(self.epoch if epoch is None else epoch)
+        epoch = self.epoch if epoch is None else epoch
+        if self._steps_cache[0] != epoch:  # plans cost O(shards x ranks): once per epoch, not per batch
+            self._steps_cache = (epoch, self.layout.steps(epoch))
+        return self._steps_cache[1]
 
     def state_dict(self) -> dict[str, Any]:
         """The stream position (plain ints/strings: fits a weights_only checkpoint)."""
