@@ -22,6 +22,7 @@ Guarantees (tested with real processes, see tests/test_data_streaming.py):
 """
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -110,7 +111,8 @@ class StreamLoader:
         if self.spec.num_workers == 0:
             return iter(ds)
         # a fresh DataLoader per epoch: workers are forked with this epoch's plan
-        dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory)
+        dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+                        worker_init_fn=_worker_init)
         return iter(dl)
 
     def _close(self) -> None:
@@ -121,6 +123,13 @@ class StreamLoader:
     def close(self) -> None:
         """Stop the worker processes now (they also stop when the loader is garbage-collected)."""
         self._close()
+
+
+def _worker_init(worker_id: int) -> None:
+    # Slurm preemption sends SIGTERM to the whole process group: the main process checkpoints
+    # at the next step boundary and shuts the workers down itself. A worker dying on the signal
+    # first would make torch raise "DataLoader worker killed" in the middle of that checkpoint.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def startup_check(shard_dir: str | Path, manifest: Manifest, checksums: bool, skip_corrupt: bool) -> list[str | None]:
