@@ -89,3 +89,17 @@ def test_device_cache_and_channels_last_switches_train_and_resume(debug_cfg, tmp
     assert ck["data"] == {"epoch": 0, "batch_index": 2}  # the in-memory stream's position is checkpointed
     out = train(debug_cfg("train.steps=4", *opts), run)
     assert out["completed"] and load_file(run / "checkpoints" / "step_00000004.pt")["data"]["batch_index"] == 4
+
+
+@pytest.mark.timeout(120)
+def test_health_signal_in_stop_on_checkpoints_and_stops(debug_cfg, tmp_path):
+    run = tmp_path / "run"
+    # d_fake_min=1 makes "D wins" fire as soon as a full window of 3 logged steps exists
+    out = train(debug_cfg("train.steps=20", "log.every=1", "health.window=3", "health.d_fake_min=1.0",
+                          "train.stop_on=[d_win]"), run)
+    assert not out["completed"] and out["step"] == 3
+    text = (run / "logs" / "rank0.log").read_text()
+    assert "health warning at step 3: d_win" in text and "health signal in train.stop_on" in text
+    assert [s for s, _ in list_checkpoints(run)] == [3]
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert "health/d_fake" in rows[-1]

@@ -24,6 +24,7 @@ from distgan.models import build_models, data_info
 from distgan.shards import read_manifest
 from distgan.train import stats
 from distgan.train.ema import EMA
+from distgan.train.health import HealthMonitor
 from distgan.train.fastpath import format_input, make_adam, maybe_compile, setup_backends, to_memory_format
 from distgan.train.logger import RunLogger
 from distgan.train.objectives import (BatchPrep, d_loss_fn, fixed_sources, g_loss_fn, gan_models, loss_settings,
@@ -184,6 +185,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     log.hparams(cfg, world)
     t_last, n_last = time.perf_counter(), 0
     micro: list[dict] = []
+    # health monitors (distgan.train.health): warnings logged, train.stop_on ones stop the run cleanly
+    health, warnings = HealthMonitor(cfg.health, tc.stop_on), []
+    health_gen = torch.Generator().manual_seed(tc.seed + 4242)  # keeps the training RNG streams untouched
     while step < tc.steps:
         t_step = time.perf_counter()
         t_data = 0.0
@@ -217,18 +221,28 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             stats.report("lr_g", phases[1].sched.get_last_lr()[0])
             values = stats.collect()
             values["images_per_s"] *= world  # collect() averages over ranks; throughput adds up
+            warnings += health.observe(step, values)  # same averaged values on every rank
+            values.update({f"health/{k}": v for k, v in health.values.items()})
             log.scalars(step, values)
             t_last, n_last = now, 0
         if step % cfg.log.sample_every == 0 or step == tc.steps:
             g_eval = ema.model if ema is not None else G_raw
             if rank == 0:
                 log.sample_grid(step, g_eval, fixed_z, fixed_y, per_row)
+            if not models.paired:  # mode collapse: diversity of G(z, y) vs the last real batch (eval mode)
+                real, y = micro[-1]["real"], micro[-1].get("label") if models.num_classes else None
+                z = torch.randn(len(real), cfg.model.z_dim, generator=health_gen).to(device)
+                warnings += health.check_diversity(step, g_eval, real, y, z)
+        for wn in warnings:
+            log.info(wn.message())
+        health_stop = health.should_stop(warnings) is not None
+        warnings = []
         if tc.check_replicas_every and step % tc.check_replicas_every == 0:
             dist.check_replicas(G_raw, "G")
             dist.check_replicas(D_raw, "D")
             if ema is not None:
                 dist.check_replicas(ema.model, "G_ema")
-        stopping = dist.any_rank(stop.requested)  # a signal on any rank stops every rank
+        stopping = dist.any_rank(stop.requested or health_stop)  # one rank's signal or verdict stops all
         if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
             save(step)
         # ---- [metrics hook, issue 7] at metrics.every steps and at the end, on all ranks together:
@@ -238,7 +252,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             loop_step(cfg, run_dir, step, ema.model if ema is not None else G_raw, ema is not None, log.tb,
                       device, save)
         if stopping:
-            log.info(f"stop requested: checkpointed at step {step}, exiting")
+            why = "health signal in train.stop_on" if health_stop else "stop requested"
+            log.info(f"{why}: checkpointed at step {step}, exiting")
             break
 
     # ---- finish
