@@ -142,8 +142,13 @@ def _local(args: argparse.Namespace) -> int:
     from distgan.launch.local import launch_local
 
     print(f"[launch] {procs} local ranks; rank 0 below, all ranks in {run_dir / 'logs'}/rank*.out", flush=True)
+    from distgan.launch.worker import EXIT_STOPPED
+
     code = launch_local(run_dir, procs)
-    if code:
+    if code == EXIT_STOPPED:
+        print(f"[launch] stopped after checkpointing; re-run the same command to resume ({run_dir})",
+              file=sys.stderr)
+    elif code:
         print(f"[launch] failed with exit code {code}", file=sys.stderr)
     return code
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from distgan.launch.env import free_port
+from distgan.launch.worker import EXIT_STOPPED
 
 
 def rank_env(rank: int, world: int, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -103,7 +104,9 @@ def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, str
                 pending.discard(r)
                 if code != 0 and failed is None:
                     failed = (r, code)
-                    print(f"[launch] rank {r} exited with code {code}; stopping the other ranks "
+                    why = ("stopped after checkpointing (re-run the same command to resume)"
+                           if code == EXIT_STOPPED else f"exited with code {code}")
+                    print(f"[launch] rank {r} {why}; stopping the other ranks "
                           f"(its output: {logs / f'rank{r}.out'})", file=sys.stderr, flush=True)
                     stop_all(signal.SIGTERM)
                     deadline = time.monotonic() + grace_s

@@ -55,6 +55,7 @@ class TrainTask(submitit.helpers.Checkpointable):
             if env.global_rank == 0:
                 requeue(env.job_id)
             _wait_for_requeue_kill()
+            raise SystemExit(EXIT_STOPPED)
         os.kill(os.getpid(), signal.SIGUSR1)  # the trainer's stop request: checkpoint at the next step
 
     def __call__(self) -> dict[str, Any]:
