@@ -52,6 +52,14 @@ def test_four_ranks_bn_sn_projection_bf16_accum_ncritic(mnist_shards, tmp_path):
     tags = _tags(run)
     assert {"time_data", "time_d", "time_g", "time_step", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g",
             "images_per_s", "loss_d", "loss_g", "d_real", "d_fake"} <= tags
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    hp = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info.hparams
+    assert hp["train.precision"].string_value == "bf16" and hp["dist.world_size"].number_value == 4
     last = _rows(run)[-1]
     assert last["lr_g"] == pytest.approx(1e-5) and last["lr_d"] == pytest.approx(1e-5)  # cosine reached lr_min
     # n_critic=2 and grad_accum=2: D's Adam stepped 2 x 4 times, G's 4 times (one step per accumulated batch)
@@ -64,6 +72,7 @@ def straight_and_resumed(mnist_shards, tmp_path_factory):
     """2 ranks, synced BN + AC-GAN + EMA: a straight run to 8 steps, and a run resumed from its step 4."""
     base = tmp_path_factory.mktemp("resume")
     args = [f"data.shards={mnist_shards}", *CHECK, "model.norm=sync_batch", "model.cond=acgan", "train.ema=true",
+            "dist.backend=gloo",
             "train.steps=8", "train.ckpt_every=4", "train.keep_ckpts=3", "log.every=1", "log.sample_every=4"]
     straight = base / "straight"
     run_trainer(2, straight, args)
