@@ -42,8 +42,9 @@ class DataConfig:
     num_workers: int = _f(0, "DataLoader worker processes per rank", min=0)
     shuffle_buffer: int = _f(1000, "sample shuffle buffer size (0 = no sample shuffle)", min=0)
     normalize: Literal["minmax", "zscore"] = _f("minmax", "pixel normalisation: minmax -> [-1,1], zscore -> per-channel")
-    epoch_samples: int = _f(0, "samples per epoch per all ranks; 0 = the manifest's count")
-    resampled: bool = _f(True, "draw shards with replacement so every rank runs the same number of steps")
+    epoch_samples: int = _f(0, "resampled mode: samples per epoch over all ranks; 0 = the manifest's count", min=0)
+    resampled: bool = _f(True, "draw shards with replacement (true) or read each sample once per epoch (false); "
+                         "both give every rank the same number of steps")
     verify_checksums: bool = _f(False, "verify shard sha256 against the manifest at start-up")
     skip_corrupt: bool = _f(False, "log and skip a corrupt shard instead of failing")
     device_cache: bool = _f(False, "decode the whole data set once into a device tensor (small data sets)")
