@@ -103,3 +103,39 @@ def test_health_signal_in_stop_on_checkpoints_and_stops(debug_cfg, tmp_path):
     assert [s for s, _ in list_checkpoints(run)] == [3]
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert "health/d_fake" in rows[-1]
+
+
+def test_one_loss_scaler_per_optimizer_each_stepped_once_and_backing_off_alone():
+    """The fp16 mechanics (GradScaler per phase), exercised with CPU scalers on fp32 compute."""
+    from distgan.config import ModelConfig
+    from distgan.models import DataInfo, build_models
+    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn, gan_models
+    from distgan.train.phases import Phase, run_phase
+    from distgan.train.precision import Precision
+    from distgan.train.schedule import make_scheduler
+
+    torch.manual_seed(0)
+    mc = ModelConfig(cond="none", norm="none", width=4, z_dim=4)
+    info = DataInfo(channels=1, resolution=8)
+    G, D = build_models(mc, info)
+    opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    scaler = lambda: torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)  # noqa: E731
+    d = Phase("D", D, opt_d, make_scheduler(opt_d, 10, "constant", 1e-3, 0), scaler(), d_loss_fn, 1, [G])
+    g = Phase("G", G, opt_g, make_scheduler(opt_g, 10, "constant", 1e-3, 0), scaler(), g_loss_fn, 1, [D],
+              new_batch=False)
+    m, prec = gan_models(G, D, G, D, mc, info), Precision("fp32", torch.device("cpu"))
+    batch = {"real": torch.rand(4, 1, 8, 8) * 2 - 1}
+    for ph in (d, g):
+        run_phase(ph, m, batch, LossSettings(), prec, 0)
+    assert d.scaler.get_scale() == g.scaler.get_scale() == 2048.0  # each grew once: stepped once per iteration
+    g.scaler.update(float("inf"))  # G's scaled gradients overflow next time: only G's step is skipped
+    g_before = [p.detach().clone() for p in G.parameters()]
+    d_before = [p.detach().clone() for p in D.parameters()]
+    for ph in (d, g):
+        run_phase(ph, m, batch, LossSettings(), prec, 1)
+    assert all(torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
+    assert d.scaler.get_scale() == 4096.0  # D's scaler never saw G's overflow
+    g.scaler.update(1024.0)
+    run_phase(g, m, batch, LossSettings(), prec, 2)
+    assert g.scaler.get_scale() == 2048.0 and not all(torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
