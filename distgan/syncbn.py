@@ -79,12 +79,16 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         n_local = x.shape[0] * x.shape[2] * x.shape[3]
         var_l, mean_l = torch.var_mean(xs, dim=(0, 2, 3), correction=0)
-        count = torch.full_like(mean_l, float(n_local))
-        stats = all_gather_differentiable(torch.stack([count, mean_l, var_l]), self.process_group)
+        # the (3, C) statistics travel and combine in float64: counts stay exact past 2^24
+        # elements per channel, and the combination adds no rounding of its own
+        count = torch.full_like(mean_l, float(n_local), dtype=torch.float64)
+        local = torch.stack([count, mean_l.double(), var_l.double()])
+        stats = all_gather_differentiable(local, self.process_group)
         counts, means, vars_ = stats[:, 0], stats[:, 1], stats[:, 2]  # (R, C) each
         total = counts.sum(0)
         mean = (counts * means).sum(0) / total
         var = (counts * (vars_ + (means - mean) ** 2)).sum(0) / total  # biased, as BN normalises
+        mean, var = mean.to(xs.dtype), var.to(xs.dtype)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
