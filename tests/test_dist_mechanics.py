@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mp import run_ranks
@@ -131,6 +133,44 @@ def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3, b: int = 4) -> dic
             "phase_steps": 2 * steps}
 
 
+def _nonfinite_on_one_rank() -> dict:
+    """A NaN loss on rank 3 only: every rank raises (or skips) together, nobody hangs."""
+    import torch
+    import torch.distributed as tdist
+    import torch.nn as nn
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from distgan.train.phases import NonFiniteLoss, Phase, run_phase
+    from distgan.train.precision import Precision
+    from distgan.train.schedule import make_scheduler
+
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 1)
+    model = DDP(lin)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    poison = {"on": True}
+
+    def loss_fn(m, batch, s):
+        loss = model(batch["real"]).pow(2).mean()
+        return loss * float("nan") if poison["on"] and tdist.get_rank() == 3 else loss
+
+    ph = Phase("D", model, opt, make_scheduler(opt, 5, "constant", 0.1, 0), torch.amp.GradScaler("cpu", enabled=False),
+               loss_fn)
+    prec, batch = Precision("fp32", torch.device("cpu")), {"real": torch.ones(2, 3)}
+    res = {}
+    try:
+        run_phase(ph, None, batch, None, prec, step=7)
+        res["raised"] = ""
+    except NonFiniteLoss as e:
+        res["raised"] = str(e)
+    before = lin.weight.detach().clone()
+    res["skipped"] = not run_phase(ph, None, batch, None, prec, step=7, skip_nonfinite=True)
+    res["unchanged"] = bool(torch.equal(before, lin.weight))
+    poison["on"] = False
+    res["then_stepped"] = run_phase(ph, None, batch, None, prec, step=8) and not torch.equal(before, lin.weight)
+    return res
+
+
 def mechanics_rank() -> dict:
     import torch
     import torch.distributed as tdist
@@ -145,6 +185,7 @@ def mechanics_rank() -> dict:
     group = g01 if rank < 2 else g23
     out = {"bn4": _sync_bn_case(None, [0, 1, 2, 3]), "bn2": _sync_bn_case(group, pair),
            "ddp": _ddp_vs_big_batch(group, pair)}
+    out["nonfinite"] = _nonfinite_on_one_rank()
     # replica check: equal models pass; one perturbed buffer on rank 3 is named on every rank
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
@@ -192,6 +233,16 @@ def test_grad_accumulation_matches_big_batch_and_skips_allreduce_on_micro_steps(
         # tiny models: one gradient bucket, so one all-reduce per optimizer step with or without
         # accumulation (the first micro-step ran under no_sync)
         assert d["reduces"] == d["reduces_accum"] == d["phase_steps"], d
+
+
+@pytest.mark.timeout(300)
+def test_nonfinite_loss_on_one_rank_stops_or_skips_on_every_rank(results):
+    for rank, res in enumerate(results):
+        nf = res["nonfinite"]
+        where = r"\(nan\) on this rank" if rank == 3 else r"on another rank \(this rank's: [0-9.]+\)"
+        assert re.search(f"non-finite D loss {where} in phase D of step 8 \\(after 7 completed steps\\)",
+                         nf["raised"]), nf["raised"]
+        assert nf["skipped"] and nf["unchanged"] and nf["then_stepped"], nf
 
 
 @pytest.mark.timeout(300)

@@ -103,9 +103,10 @@ def run_phase(phase: Phase, m: GanModels, batch: dict | list[dict], s: LossSetti
                     if skip_nonfinite:
                         stats.report(f"skipped_{phase.name}", 1.0)
                         return False
-                    where = "this rank" if bad else "another rank"
+                    where = f"({loss.item()}) on this rank" if bad else \
+                        f"on another rank (this rank's: {loss.item():.4g})"
                     raise NonFiniteLoss(
-                        f"non-finite {phase.name} loss ({loss.item()} on {where}) in phase {phase.name} of step "
+                        f"non-finite {phase.name} loss {where} in phase {phase.name} of step "
                         f"{step + 1} (after {step} completed steps); nothing was saved from this step. Lower "
                         "the learning rate, or set train.skip_nonfinite=true to skip such steps")
                 phase.engine.backward(phase, loss / k if k > 1 else loss)
