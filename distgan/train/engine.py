@@ -14,6 +14,7 @@ created with ``cpu=True``: with the torchrun variables set that gives
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,10 +55,10 @@ class DeepSpeedPhaseEngine(TorchEngine):
 
     name = "deepspeed"
 
-    def no_sync(self, model: nn.Module):
-        import contextlib
-
-        return contextlib.nullcontext()  # DeepSpeed reduces only at its accumulation boundary
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        # DeepSpeed schedules the reduction across micro-steps itself (gradient_accumulation_steps
+        # in its config); its own no_sync() refuses ZeRO stage 2
+        return contextlib.nullcontext()
 
     def backward(self, phase: Any, loss: torch.Tensor) -> None:
         # run_phase already divided by grad_accum; DeepSpeed must not divide again
