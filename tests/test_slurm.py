@@ -223,7 +223,9 @@ def test_failed_task_is_in_the_table_and_only_it_is_resubmitted(cluster, mnist_s
     assert out.returncode == 1, out.stdout + out.stderr  # a failed run fails the sweep command
     md = (tmp_path / "sweep" / "results.md").read_text()
     broken = next(line for line in md.splitlines() if "variant=broken" in line and line.startswith("| `"))
-    assert "failed" in broken and "no_such_shards" in broken and "rank0" in broken  # error + log path
+    assert "| failed |" in broken and "no_such_shards" in broken  # the error ...
+    log = Path(re.findall(r"`([^`]+)`", broken)[-1])
+    assert "ShardError" in log.read_text()  # ... and a log that has the traceback
     first = json.loads((tmp_path / "sweep" / "jobs.json").read_text())
     out = _py(cluster, *args, "--wait")
     assert "2 runs (1 to run, 1 skipped)" in out.stdout
