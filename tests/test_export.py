@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -13,10 +14,15 @@ from conftest import ROOT
 from distgan.api import load_generator
 from distgan.export import Standalone, main
 
-# Runs in a fresh interpreter in isolated mode (-I: no PYTHONPATH, no cwd on sys.path) from a temp
-# dir, so distgan cannot be imported there; it loads the file with torch / onnxruntime alone.
+# Runs in a fresh interpreter from a temp dir in isolated mode (-I: no PYTHONPATH, no cwd on
+# sys.path) without the site module (-S: .pth files, such as an editable install of distgan, are
+# not processed); the venv's site-packages is appended by hand so torch / onnxruntime import.
+# distgan cannot be imported there; the file is loaded with torch / onnxruntime alone.
 OUTSIDE = r"""
-import json, sys
+import sys
+sys.path.extend(sys.argv[1].split("|"))
+del sys.argv[1]
+import json
 import numpy as np
 try:
     import distgan
@@ -71,7 +77,8 @@ def test_export_round_trip_without_distgan(run, tmp_path, fmt, suffix, capsys):
     script.write_text(OUTSIDE)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
-    out = subprocess.run([sys.executable, "-I", str(script), fmt, str(model), str(tmp_path / "in.npz"),
+    site_dirs = "|".join(dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")))
+    out = subprocess.run([sys.executable, "-I", "-S", str(script), site_dirs, fmt, str(model), str(tmp_path / "in.npz"),
                           str(tmp_path / "out.npy")], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=200)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -30,7 +30,8 @@ def loaded(run):
 def _stem_inputs(G, fn):
     """Run ``fn`` and capture what G's first layer saw: (B, z_dim + C) latent + label vector."""
     seen = []
-    h = G.stem.register_forward_hook(lambda m, inp, out: seen.append(inp[0].flatten(1).clone()))
+    first = next(m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d))  # DCGAN's stem
+    h = first.register_forward_hook(lambda m, inp, out: seen.append(inp[0].flatten(1).clone()))
     try:
         fn()
     finally:
