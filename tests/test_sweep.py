@@ -128,3 +128,20 @@ def test_heatmap_for_two_axes_and_missing_runs(tmp_path, capsys):
     md = (sw.out / "results.md").read_text()
     assert "not run" in md and sw.runs()[3].name in md
     assert main(["collect", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.multiproc
+@pytest.mark.timeout(300)
+def test_local_sweep_runs_the_pool_and_collects(mnist_shards, tmp_path, capsys):
+    path = _sweep_file(tmp_path, grid={}, zip=[], seeds=[0],
+                       overrides={"train.steps": 4, "log.progress": False, "data.shards": str(mnist_shards),
+                                  "metrics.names": ["classifier"], "metrics.num_fake": 200},
+                       variants={"good": {}, "broken": {"data.shards": str(tmp_path / "missing")}})
+    assert main([str(path), "--cluster", "local", "--max-parallel", "2"]) == 1  # one run failed
+    out = capsys.readouterr().out
+    assert "2 runs here, 2 at a time" in out and "1 failed, 1 ok" in out
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "sweep" / "results.csv").open())}
+    good = next(r for k, r in rows.items() if "good" in k)
+    bad = next(r for k, r in rows.items() if "broken" in k)
+    assert good["state"] == "ok" and float(good["value"]) > 0 and good["step"] == "4"
+    assert bad["state"] == "failed" and "missing" in bad["error"] and Path(bad["log"]).is_file()
