@@ -158,7 +158,7 @@ class HealthConfig:
     grad_g_min: float = _f(1e-4, "vanishing_grad: warn when G's mean grad norm is below this", min=0.0)
     grad_g_drop: float = _f(0.01, "vanishing_grad: warn when G's grad norm fell below this share of its first window",
                             min=0.0, max=1.0)
-    diversity_ratio: float = _f(0.2, "mode_collapse: warn when fake/real batch diversity is below this", min=0.0)
+    diversity_ratio: float = _f(0.1, "mode_collapse: warn when fake/real batch diversity is below this", min=0.0)
     oscillation: float = _f(1.0, "oscillation: warn when std/mean of loss_g over a window exceeds this "
                             "and the main metric did not improve", min=0.0)
 

@@ -57,7 +57,7 @@ def test_oscillation_needs_swings_and_no_metric_progress():
 
 
 def test_mode_collapse_on_constant_generator():
-    mon = HealthMonitor(HealthConfig(window=10))
+    mon = HealthMonitor(HealthConfig(window=10, diversity_ratio=0.2))
     real = torch.rand(32, 1, 8, 8) * 2 - 1
     labels = torch.arange(4).repeat(8)
 
@@ -69,8 +69,45 @@ def test_mode_collapse_on_constant_generator():
     assert [w.signal for w in warnings] == ["mode_collapse"]
     assert warnings[0].value == 0.0
     assert mon.check_diversity(200, Constant(), real, labels, torch.randn(32, 4))  # next window: again
+    early = HealthMonitor(HealthConfig(window=50))
+    assert early.check_diversity(40, Constant(), real, labels, torch.randn(32, 4)) == []  # before a full window
 
 
 def test_unknown_stop_signal_is_an_error():
     with pytest.raises(ValueError, match="train.stop_on.*'collapse'.*mode_collapse"):
         HealthMonitor(HealthConfig(), ["collapse"])
+
+
+# ----------------------------------------------------------------------------- real runs
+
+def _run(debug_cfg, tmp_path, *overrides):
+    from distgan.train import train
+
+    run = tmp_path / "run"
+    # checks from step 50 (the default window) on: an untrained G's first blobs are not "collapse"
+    train(debug_cfg("train.steps=100", "log.every=5", "log.sample_every=20", "train.ckpt_every=100",
+                    *overrides), run)
+    return (run / "logs" / "rank0.log").read_text()
+
+
+def test_healthy_debug_run_stays_quiet(debug_cfg, tmp_path):
+    log = _run(debug_cfg, tmp_path)
+    assert "health warning" not in log
+
+
+def test_discriminator_win_is_reported(debug_cfg, tmp_path):
+    # a huge D learning rate lets D reject every fake: D(G(z)) -> 0 (seed 003's failure sign)
+    log = _run(debug_cfg, tmp_path, "train.lr_d=0.05", "train.lr_g=1e-6")
+    assert "d_win" in log
+    line = next(l for l in log.splitlines() if "d_win" in l)
+    assert "threshold 0.02" in line and "health warning at step" in line
+
+
+def test_generator_fed_constant_noise_is_reported_as_mode_collapse(debug_cfg, tmp_path, monkeypatch):
+    from distgan.models import dcgan
+
+    original = dcgan.DCGANGenerator.forward
+    monkeypatch.setattr(dcgan.DCGANGenerator, "forward", lambda self, z, y=None: original(self, z * 0, y))
+    log = _run(debug_cfg, tmp_path)
+    assert "mode_collapse" in log
+    assert "d_win" not in log  # the matching warning, not every warning

@@ -120,7 +120,13 @@ class HealthMonitor:
     @torch.no_grad()
     def check_diversity(self, step: int, G: torch.nn.Module, real: torch.Tensor,
                         labels: torch.Tensor | None, z: torch.Tensor) -> list[HealthWarning]:
-        """Compare the diversity of G(z, labels) with that of the real batch (same labels)."""
+        """Compare the diversity of G(z, labels) with that of the real batch (same labels).
+
+        Judged only from the first full window on: an untrained G's first outputs are
+        near-constant blobs, which is not mode collapse.
+        """
+        if step < self.hc.window:
+            return []
         was_training = G.training
         G.eval()
         fake = G(z, labels)
