@@ -90,7 +90,8 @@ def test_pix2pix_unet_and_patchgan():
 @pytest.mark.parametrize("arch,cond,extra", [
     ("dcgan", "channels", {}), ("dcgan", "embed_concat", {}), ("dcgan", "embed_mul", {}),
     ("dcgan", "cbn", {}), ("dcgan", "acgan", {}), ("dcgan", "projection", {"cond_g": "embed_concat"}),
-    ("upsample", "acgan", {"cond_g": "embed_mul", "kernel": 3}), ("mlp", "embed_concat", {"norm": "none", "init": "default"}),
+    ("upsample", "acgan", {"cond_g": "embed_mul", "kernel": 3}),
+    ("mlp", "embed_concat", {"norm": "none", "init": "default"}),
 ])
 def test_conditional_generator_follows_the_label(arch, cond, extra):
     G, _ = _build(arch, cond, res=16, **extra)
