@@ -119,10 +119,15 @@ class GCond(nn.Module):
 
 
 class MulEmbedding(nn.Embedding):
-    """Label embedding that multiplies the noise (seed 004 AC-GAN): initialised near 1, not 0."""
+    """Label embedding that multiplies the noise (seed 004 AC-GAN).
+
+    Initialised N(0, 1) under every scheme: z * e(y) then keeps z's unit scale and
+    each class starts as a distinct random re-weighting of z (an init near 1 would
+    make all classes look alike; one near 0 would shrink the input to nothing).
+    """
 
     def reset_for_init(self, std: float) -> None:
-        nn.init.normal_(self.weight, 1.0, std)
+        nn.init.normal_(self.weight, 0.0, 1.0)
 
 
 class DCond(nn.Module):

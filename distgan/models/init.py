@@ -2,8 +2,8 @@
 
 ``dcgan`` is Radford et al.'s N(0, 0.02) (``model.init_std``); ``xavier`` and
 ``orthogonal`` are the usual alternatives; ``default`` keeps torch's own init.
-Layers whose neutral value is 1 rather than 0 (norm gains, conditional-BN gains,
-embeddings that multiply the noise) start near 1 under every scheme but ``default``.
+Norm gains and conditional-BN gains start near 1 under every scheme but
+``default``; embeddings that multiply the noise keep their own unit-variance init.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def init_weights(model: nn.Module, scheme: str = "dcgan", std: float = 0.02) -> 
         elif isinstance(m, nn.modules.batchnorm._NormBase) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
-    # second pass: layers whose neutral value is 1, overwritten by the generic pass above
+    # second pass: layers with their own init, overwritten by the generic pass above
     for m in model.modules():
         if isinstance(m, CategoricalNorm):
             m.reset_affine(std)
