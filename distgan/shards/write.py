@@ -95,7 +95,9 @@ def write_shards(kind: str, path: str | None, out_dir: str | Path, shard_size: i
 
     pool = None
     if workers > 1 and len(items) > 1:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can
+        # deadlock the child (seen under load in the test suite)
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         pool = ctx.Pool(workers, initializer=_init_worker, initargs=(data.load, opts, True))
         chunk = max(1, min(64, len(items) // (workers * 8)))
         encoded = pool.imap(_prepare, items, chunksize=chunk)
