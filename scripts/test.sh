@@ -19,6 +19,14 @@ if [ "${DISTGAN_SLURM:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
   fi
 fi
 
+# The report test takes a real headless-browser screenshot: install Debian's chromium
+# when we can (root, apt) so that test runs instead of skipping.
+if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "[test] installing chromium for the report screenshot test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "[test] warning: chromium could not be installed; the screenshot test will skip" >&2
+fi
+
 set +e
 .venv/bin/python -m pytest "${@:-tests}"
 rc=$?
