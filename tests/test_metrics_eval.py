@@ -171,3 +171,28 @@ def test_multilabel_classifier_and_per_attribute_accuracy(attr_shards, tmp_path)
     real = read_real(attr_shards, RES)
     ok = correct(clf.logits(real["image"][0::10]), real["attrs"][0::10], "attrs").mean(0)
     np.testing.assert_allclose(ok.numpy(), clf.heldout["per_attribute"], atol=1e-6)
+
+
+class OneAttrG(torch.nn.Module):
+    """A G conditioned on ONE chosen attribute (a run with data.attributes=[greater_than_4])."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8 + 1, RES * RES)
+
+    def forward(self, z, y):
+        assert y.shape[1] == 1, "G must see only the run's chosen attributes"
+        return torch.tanh(self.fc(torch.cat([z, y], 1))).view(-1, 1, RES, RES)
+
+
+@pytest.mark.timeout(300)
+def test_multilabel_metrics_use_the_runs_attribute_subset(attr_shards, tmp_path):
+    cond = conditioning_for("multilabel", attr_shards, ["greater_than_4"])
+    assert cond.attr_rows.shape == (2000, 1) and cond.attr_columns == [1]
+    real_rows = conditioning_for("multilabel", attr_shards).attr_rows
+    assert torch.equal(cond.attr_rows[:, 0], real_rows[:, 1])  # the right column, not the first
+    mc = MetricsConfig(names=["classifier"], num_fake=64, batch_size=32, cache_dir=str(tmp_path))
+    records = Evaluator(mc, attr_shards, RES, cond, z_dim=8).evaluate(OneAttrG(), step=1)
+    assert {r["name"] for r in records} == {"classifier_fd", "classifier_acc", "classifier_acc/greater_than_4"}
+    with pytest.raises(ValueError, match="'smiling'.*available: even, greater_than_4"):
+        conditioning_for("multilabel", attr_shards, ["smiling"])

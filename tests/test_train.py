@@ -72,3 +72,20 @@ def test_corrupt_latest_checkpoint_falls_back(debug_cfg, tmp_path):
         out = train(debug_cfg("train.steps=10", "train.ckpt_every=5"), run)
     assert out["step"] == 10
     assert load_file(run / "checkpoints" / "step_00000010.pt")["step"] == 10  # rewritten
+
+
+def test_zscore_run_grids_show_pixels_not_zscores(debug_cfg, tmp_path):
+    from distgan.data import normalize
+    from distgan.shards import read_manifest
+    from distgan.train.samples import grid_tensor
+
+    cfg = debug_cfg("train.steps=4", "data.normalize=zscore", "log.sample_every=4")
+    m = read_manifest(cfg.data.shards)
+    pixels = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
+    z = normalize(pixels, "zscore", m.mean, m.std)
+    assert float(z.max()) > 1.5  # z-scored MNIST leaves [-1, 1]: a [-1, 1] grid would clip it
+    expected = grid_tensor(pixels.float() / 127.5 - 1, 2)
+    torch.testing.assert_close(grid_tensor(z, 2, ("zscore", m.mean, m.std)), expected, atol=1 / 255, rtol=0)
+    run = tmp_path / "run"
+    train(cfg, run)
+    assert (run / "samples" / "step_00000004.png").is_file()

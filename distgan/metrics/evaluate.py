@@ -1,7 +1,7 @@
 """Evaluate a generator: real reference statistics (cached), generated features, records.
 
     ev = Evaluator(cfg.metrics, shard_dir=cfg.data.shards, resolution=cfg.data.resolution,
-                   cond=conditioning_for(cfg.model.cond, cfg.data.shards), z_dim=cfg.model.z_dim)
+                   cond=conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes), z_dim=cfg.model.z_dim)
     records = ev.evaluate(G, step=1000, ema=True)     # on every rank together
 
 Every rank generates and embeds 1/R of the samples; statistics are summed over
@@ -134,6 +134,11 @@ class Evaluator:
 
     # ---- everything
     @torch.no_grad()
+    def _acc_names(self) -> list[str]:
+        """Attribute names scored for conditional accuracy (the run's chosen subset)."""
+        cols = self.cond.attr_columns
+        return list(self.classifier.names) if cols is None else [self.classifier.names[c] for c in cols]
+
     def evaluate(self, G: nn.Module, step: int = 0, ema: bool = False) -> list[dict[str, Any]]:
         """Records for every configured metric; call on all ranks together."""
         t0 = time.perf_counter()
@@ -152,13 +157,16 @@ class Evaluator:
             if want_acc:
                 from distgan.metrics.classifier import correct
 
-                ok = correct(self.classifier.logits(images), y, self.classifier.mode).sum(dim=0).double()
+                logits = self.classifier.logits(images)
+                if self.classifier.mode == "attrs" and self.cond.attr_columns is not None:
+                    logits = logits[:, self.cond.attr_columns]  # the classifier knows every manifest attribute
+                ok = correct(logits, y, self.classifier.mode).sum(dim=0).double()
                 acc_sum = ok if acc_sum is None else acc_sum + ok
                 acc_n += len(index)
         for st in fakes.values():
             st.all_reduce()
         if want_acc:
-            a = self.classifier.net.head.out_features if self.classifier.mode == "attrs" else 1
+            a = len(self._acc_names()) if self.classifier.mode == "attrs" else 1
             packed = collect.all_reduce_sum(np.concatenate(
                 [[float(acc_n)], acc_sum.numpy().reshape(-1) if acc_sum is not None else np.zeros(a)]))
             acc_n, acc = int(packed[0]), packed[1:] / max(packed[0], 1)
@@ -187,7 +195,7 @@ class Evaluator:
                     mean_acc = float(acc.mean())
                     record("classifier_acc", mean_acc, None, num_scored=acc_n, conditioning=self.cond.mode)
                     if self.classifier.mode == "attrs":
-                        for attr, v in zip(self.classifier.names, acc):
+                        for attr, v in zip(self._acc_names(), acc):
                             record(f"classifier_acc/{attr}", float(v), None, num_scored=acc_n, conditioning="attrs")
             elif n == "kid":
                 kind = self.mc.kid_features

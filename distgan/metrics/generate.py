@@ -27,6 +27,7 @@ class Conditioning:
     mode: str = "none"  # none | class | attrs
     num_classes: int = 0
     attr_rows: torch.Tensor | None = None  # (N, A) real attribute vectors to draw from
+    attr_columns: list[int] | None = None  # manifest columns of those A attributes (None = all)
 
     def labels(self, index: np.ndarray) -> torch.Tensor | None:
         if self.mode == "class":
@@ -47,13 +48,26 @@ def real_attribute_rows(shard_dir: str | Path) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def conditioning_for(cond: str, shard_dir: str | Path) -> Conditioning:
-    """The evaluation conditioning for ``model.cond`` and the run's shard set."""
+def conditioning_for(cond: str, shard_dir: str | Path, attributes: list[str] | None = None) -> Conditioning:
+    """The evaluation conditioning for ``model.cond`` and the run's shard set.
+
+    For multi-label runs G sees only the run's chosen attributes (``data.attributes``,
+    in config order; all of the manifest's when none are chosen), so the real rows
+    are cut to those columns.
+    """
     if cond == "none":
         return Conditioning()
     manifest = read_manifest(shard_dir)
     if manifest.attributes:
-        return Conditioning("attrs", attr_rows=real_attribute_rows(shard_dir))
+        rows, columns = real_attribute_rows(shard_dir), None
+        if attributes:
+            missing = [a for a in attributes if a not in manifest.attributes]
+            if missing:
+                raise ValueError(f"data.attributes {missing} are not in {shard_dir}'s manifest; "
+                                 f"available: {', '.join(manifest.attributes)}")
+            columns = [manifest.attributes.index(a) for a in attributes]
+            rows = rows[:, columns]
+        return Conditioning("attrs", attr_rows=rows, attr_columns=columns)
     if manifest.num_classes:
         return Conditioning("class", num_classes=manifest.num_classes)
     return Conditioning()

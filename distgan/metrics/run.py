@@ -24,7 +24,7 @@ def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", ema: b
     ``ema=True`` takes the checkpoint's EMA weights when it has them (and says
     so in the returned info); ``ema=False`` always takes the raw G.
     """
-    from distgan.models import DataInfo, build_models
+    from distgan.models import build_models, data_info
     from distgan.shards import read_manifest
     from distgan.train.state import load_file, resolve_checkpoint
 
@@ -34,8 +34,7 @@ def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", ema: b
         raise FileNotFoundError(f"'{run_dir}' is not a run directory: {cfg_path} does not exist")
     cfg = load_config(cfg_path)
     manifest = read_manifest(cfg.data.shards)
-    info = DataInfo(channels=manifest.channels, resolution=cfg.data.resolution, num_classes=manifest.num_classes,
-                    classes=manifest.classes, attributes=manifest.attributes)
+    info = data_info(cfg, manifest)  # the trainer's view: chosen attributes, pixel mapping
     G, _ = build_models(cfg.model, info)
     path = resolve_checkpoint(run_dir, checkpoint)
     state = load_file(path)
@@ -52,7 +51,7 @@ def evaluate_run(run_dir: str | Path, names: list[str], checkpoint: str | int = 
     mc = dataclasses.replace(cfg.metrics, names=list(names), **(overrides or {}))
     if num:
         mc.num_fake = num
-    ev = Evaluator(mc, cfg.data.shards, cfg.data.resolution, conditioning_for(cfg.model.cond, cfg.data.shards),
+    ev = Evaluator(mc, cfg.data.shards, cfg.data.resolution, conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes),
                    cfg.model.z_dim, real=real, device=device, seed=cfg.train.seed, **pixel_policy(cfg))
     records = ev.evaluate(G, step=meta["step"], ema=meta["ema"])
     for r in records:

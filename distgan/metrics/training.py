@@ -91,7 +91,7 @@ class TrainMetrics:
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)
         self.evaluator = Evaluator(cfg.metrics, cfg.data.shards, cfg.data.resolution,
-                                   conditioning_for(cfg.model.cond, cfg.data.shards), cfg.model.z_dim,
+                                   conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes), cfg.model.z_dim,
                                    device=device, seed=cfg.train.seed, **pixel_policy(cfg))
         past = [r["value"] for r in read_records(run_dir) if r.get("name") == self.main
                 and (start_step is None or r.get("step", 0) < start_step)]  # resumed: only the kept past

@@ -32,6 +32,7 @@ class RunLogger:
         self.log.propagate = False
         self.tb = None
         self.bar = None
+        self.pixels: tuple | None = None  # (normalize mode, mean, std): how G's output maps to pixels
         self.jsonl = JsonlSink(self.run_dir / "stats.jsonl") if enabled else None
         if enabled and cfg.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -83,9 +84,9 @@ class RunLogger:
         images = G(z.to(device), None if y is None else y.to(device)).float().cpu()
         G.train(was_training)
         path = self.run_dir / "samples" / f"step_{step:08d}.png"
-        save_grid(images, per_row, path)
+        save_grid(images, per_row, path, self.pixels)
         if self.tb is not None:
-            self.tb.add_image("samples", grid_tensor(images, per_row), step)
+            self.tb.add_image("samples", grid_tensor(images, per_row, self.pixels), step)
         return path
 
     def close(self) -> None:

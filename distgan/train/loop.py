@@ -79,6 +79,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
 
     # ---- data: this rank's share of the shard stream
     manifest = read_manifest(cfg.data.shards)
+    log.pixels = (cfg.data.normalize, manifest.mean, manifest.std)  # grids show pixels, also for zscore runs
     info = data_info(cfg, manifest)  # [models hook, issue 5] resolves data.attributes (the chosen subset)
     # [distgan.api hook, issue 10] record classes/attributes/geometry/normalisation in
     # RUN_DIR/data_info.json so a run dir alone can rebuild and sample G (no shards).

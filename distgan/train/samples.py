@@ -30,13 +30,23 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def grid_tensor(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    """[-1, 1] images -> [0, 1] float CHW grid."""
-    return make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
+def grid_tensor(images: torch.Tensor, nrow: int, pixels: tuple | None = None) -> torch.Tensor:
+    """Generated images -> [0, 1] float CHW grid.
+
+    ``pixels = (normalize_mode, mean, std)`` maps G's output back to pixel values
+    (z-scored runs); without it images are taken to be in [-1, 1].
+    """
+    if pixels is not None:
+        from distgan.data import denormalize
+
+        unit = denormalize(images, *pixels).float() / 255.0
+    else:
+        unit = (images.float().clamp(-1, 1) + 1) / 2
+    return make_grid(unit, nrow=nrow, padding=2, pad_value=1.0)
 
 
-def save_grid(images: torch.Tensor, nrow: int, path: str | Path) -> None:
-    """Write [-1, 1] images as one PNG grid, atomically."""
+def save_grid(images: torch.Tensor, nrow: int, path: str | Path, pixels: tuple | None = None) -> None:
+    """Write generated images as one PNG grid, atomically (see :func:`grid_tensor`)."""
     buf = io.BytesIO()
-    save_image(grid_tensor(images, nrow), buf, format="png")
+    save_image(grid_tensor(images, nrow, pixels), buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
