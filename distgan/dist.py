@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
@@ -85,6 +86,45 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * tdist.get_world_size()
     tdist.all_gather_object(out, obj)
     return out
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the default group, (0, 1) without one."""
+    if not is_distributed():
+        return 0, 1
+    return tdist.get_rank(), tdist.get_world_size()
+
+
+def all_reduce_sum(values: np.ndarray) -> np.ndarray:
+    """Element-wise float64 sum over ranks (metrics' sufficient statistics)."""
+    if not is_distributed():
+        return values
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).to(comm_device())
+    tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+    return t.cpu().numpy()
+
+
+def all_true(flag: bool) -> bool:
+    """True only when ``flag`` is true on every rank (e.g. a cache hit everywhere)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=comm_device())
+    tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (pickled; small objects only)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if is_distributed():
+        tdist.barrier()
 
 
 def broadcast_buffers(model: nn.Module, src: int = 0) -> None:

@@ -36,12 +36,12 @@ def _features(index: np.ndarray) -> np.ndarray:
 def _work(shards: str, cache: str, out: str) -> dict:
     """What every rank runs: sufficient statistics of indexed features + a full evaluation."""
     from distgan.config import MetricsConfig
-    from distgan.metrics import collect
+    from distgan import dist
     from distgan.metrics.evaluate import Evaluator
     from distgan.metrics.frechet import FeatureStats
     from distgan.metrics.generate import Conditioning
 
-    rank, world = collect.rank_world()
+    rank, world = dist.rank_world()
     st = FeatureStats(5, keep=True)
     mine = np.arange(101)[rank::world]  # uneven split on purpose
     for chunk in np.array_split(mine, 3):

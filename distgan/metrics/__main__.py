@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _init_distributed()
-    from distgan.metrics import collect
+    from distgan import dist
     from distgan.shards.manifest import ShardError
 
     try:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             res = args.resolution or m.height
             net = InceptionFeatures(args.weights, args.weights_sha256).to(_device())
             st = compute_real_stats(args.shards, res, lambda x: net(x.to(_device())).cpu(), net.dim, args.num)
-            if collect.rank_world()[0] == 0:
+            if dist.rank_world()[0] == 0:
                 save_stats(args.out, st.mu, st.sigma, count=st.count, extractor=net.name, weights_sha256=net.sha256,
                            manifest_digest=m.digest(), resolution=res, resize=RESIZE_POLICY)
                 print(json.dumps({"out": args.out, "count": st.count, "weights_sha256": net.sha256,
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
         records = evaluate_run(args.run, [args.cmd], checkpoint, args.num, args.real, args.ema, overrides,
                                device=_device())
-        if collect.rank_world()[0] == 0:
+        if dist.rank_world()[0] == 0:
             for r in records:
                 print(json.dumps(r))
             if args.append:

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from distgan.fsutil import atomic_write_bytes
-from distgan.metrics import collect
+from distgan import dist
 from distgan.metrics.refstats import default_cache_dir, read_real
 from distgan.shards.manifest import read_manifest
 
@@ -158,7 +158,7 @@ def classifier_for(shard_dir: str | Path, resolution: int, cache_dir: str = "", 
     key = f"classifier-v{VERSION}-{manifest.digest()}-r{resolution}-s{seed}"
     path = default_cache_dir(cache_dir) / f"{key}.pt"
     payload = None
-    if collect.rank_world()[0] == 0:
+    if dist.rank_world()[0] == 0:
         payload = _load(path)
         if payload is not None:
             log.info(f"classifier: cache hit {path} (held-out accuracy {payload['heldout']['accuracy']:.4f})")
@@ -175,7 +175,7 @@ def classifier_for(shard_dir: str | Path, resolution: int, cache_dir: str = "", 
             atomic_write_bytes(path, buf.getvalue())
             log.info(f"classifier: trained on '{shard_dir}' in {heldout['train_seconds']} s, held-out accuracy "
                      f"{heldout['accuracy']:.4f}, cached at {path}")
-    payload = collect.broadcast_object(payload)
+    payload = dist.broadcast_object(payload)
     net = SmallCNN(payload["channels"], len(payload["names"]))
     net.load_state_dict(payload["state"])
     return Classifier(net, payload["mode"], payload["names"], payload["heldout"], payload["key"])

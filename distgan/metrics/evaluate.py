@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from distgan.config import MetricsConfig
-from distgan.metrics import collect
+from distgan import dist
 from distgan.metrics.frechet import FeatureStats, frechet_distance, load_stats
 from distgan.metrics.generate import Conditioning, generate
 from distgan.metrics.kid import kid
@@ -167,7 +167,7 @@ class Evaluator:
             st.all_reduce()
         if want_acc:
             a = len(self._acc_names()) if self.classifier.mode == "attrs" else 1
-            packed = collect.all_reduce_sum(np.concatenate(
+            packed = dist.all_reduce_sum(np.concatenate(
                 [[float(acc_n)], acc_sum.numpy().reshape(-1) if acc_sum is not None else np.zeros(a)]))
             acc_n, acc = int(packed[0]), packed[1:] / max(packed[0], 1)
         out = []

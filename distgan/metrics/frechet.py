@@ -116,17 +116,17 @@ class FeatureStats:
 
     def all_reduce(self) -> "FeatureStats":
         """Sum the statistics of every rank in place (no-op with one process)."""
-        from distgan.metrics import collect
+        from distgan import dist
 
-        if not collect.distributed():
+        if not dist.is_distributed():
             return self
         packed = np.concatenate([[float(self.count)], self.total, self.outer.ravel()])
-        packed = collect.all_reduce_sum(packed)
+        packed = dist.all_reduce_sum(packed)
         self.count = int(round(packed[0]))
         self.total = packed[1:1 + self.dim]
         self.outer = packed[1 + self.dim:].reshape(self.dim, self.dim)
         if self.keep:
-            parts = collect.all_gather_object((self._stack_index(), self.features_local()))
+            parts = dist.gather_objects((self._stack_index(), self.features_local()))
             self._index = [p[0] for p in parts]
             self._feats = [p[1] for p in parts]
         return self

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from distgan.data.pipeline import shard_urls, tar_samples
-from distgan.metrics import collect
+from distgan import dist
 from distgan.shards.manifest import read_manifest
 
 
@@ -77,7 +77,7 @@ def conditioning_for(cond: str, shard_dir: str | Path, attributes: list[str] | N
 def generate(G: nn.Module, num: int, z_dim: int, cond: Conditioning, batch_size: int = 64,
              seed: int = 0) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
     """Yield this rank's (global indices, images in [-1, 1] on CPU, condition or None) batches."""
-    rank, world = collect.rank_world()
+    rank, world = dist.rank_world()
     device = next(G.parameters()).device
     num_batches = (num + batch_size - 1) // batch_size
     rounds = (num_batches + world - 1) // world

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from distgan.data.pipeline import decode, shard_urls, tar_samples
-from distgan.metrics import collect
+from distgan import dist
 from distgan.metrics.frechet import FeatureStats, load_stats, save_stats
 from distgan.shards.manifest import read_manifest
 
@@ -91,7 +91,7 @@ def cache_key(manifest_digest: str, extractor: str, weights_sha256: str, resolut
 def compute_real_stats(shard_dir: str | Path, resolution: int, embed: Callable[[torch.Tensor], torch.Tensor],
                        dim: int, limit: int = 0, keep: bool = False, batch_size: int = 64) -> FeatureStats:
     """Embed this rank's share of the real images; all ranks sum their statistics."""
-    rank, world = collect.rank_world()
+    rank, world = dist.rank_world()
     stats = FeatureStats(dim, keep=keep)
     for batch in iter_real(shard_dir, resolution, batch_size, limit, rank, world):
         stats.add(embed(batch["image"]), index=batch["index"])
@@ -118,7 +118,7 @@ def reference_stats(shard_dir: str | Path, resolution: int, embed: Callable[[tor
         except (ValueError, OSError) as e:
             log.warning(f"reference statistics cache '{path}' is unreadable ({e}); recomputing")
             data = None
-    if collect.all_true(data is not None):
+    if dist.all_true(data is not None):
         log.info(f"reference statistics: cache hit {path}")
         return {"mu": data["mu"], "sigma": data["sigma"], "count": int(data["count"]),
                 "features": data.get("features"), "path": str(path), "cache_hit": True}
@@ -128,7 +128,7 @@ def reference_stats(shard_dir: str | Path, resolution: int, embed: Callable[[tor
     feats = stats.features() if keep else None
     if feats is not None:
         extra["features"] = feats
-    if collect.rank_world()[0] == 0:
+    if dist.rank_world()[0] == 0:
         save_stats(path, stats.mu, stats.sigma, **extra)
         log.info(f"reference statistics: computed from {stats.count} real images, cached at {path}")
     return {"mu": stats.mu, "sigma": stats.sigma, "count": stats.count, "features": feats,

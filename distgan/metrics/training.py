@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from distgan.config import Config
-from distgan.metrics import collect
+from distgan import dist
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
 from distgan.metrics.registry import lower_is_better, main_record
@@ -77,7 +77,7 @@ def _route_to_run_log(owner: "TrainMetrics") -> None:
     mlog = logging.getLogger("distgan.metrics")
     for h in [h for h in mlog.handlers if isinstance(h, _ToRunLog)]:
         mlog.removeHandler(h)  # from an earlier train() in this process
-    mlog.addHandler(_ToRunLog(collect.rank_world()[0], owner))
+    mlog.addHandler(_ToRunLog(dist.rank_world()[0], owner))
     mlog.setLevel(logging.INFO)
 
 
@@ -108,7 +108,7 @@ class TrainMetrics:
     def __call__(self, step: int, G: nn.Module, ema: bool = False) -> bool:
         """Evaluate ``G`` on every rank; rank 0 logs; returns True (on all ranks) for a new best."""
         records = self.evaluator.evaluate(G, step=step, ema=ema)
-        if collect.rank_world()[0] == 0:
+        if dist.rank_world()[0] == 0:
             append_records(self.run_dir, records)
             if self.writer is not None:
                 for r in records:
@@ -125,7 +125,7 @@ class TrainMetrics:
         """Point ``checkpoints/best`` at step ``step`` (rank 0; the checkpoint must exist)."""
         from distgan.train.state import ckpt_path, mark_best
 
-        if collect.rank_world()[0] == 0:
+        if dist.rank_world()[0] == 0:
             if not ckpt_path(self.run_dir, step).is_file():
                 raise FileNotFoundError(f"cannot mark step {step} as best: {ckpt_path(self.run_dir, step)} "
                                         "does not exist (save the checkpoint first)")
@@ -152,7 +152,7 @@ def loop_step(cfg: Config, run_dir: str | Path, step: int, G: nn.Module, ema: bo
     if not hook.due(step, cfg.train.steps):
         return
     if hook(step, G, ema=ema):
-        exists = ckpt_path(run_dir, step).is_file() if collect.rank_world()[0] == 0 else None
-        if not collect.broadcast_object(exists):  # rank 0 decides: every rank must join save()
+        exists = ckpt_path(run_dir, step).is_file() if dist.rank_world()[0] == 0 else None
+        if not dist.broadcast_object(exists):  # rank 0 decides: every rank must join save()
             save(step)
         hook.mark_best(step)
