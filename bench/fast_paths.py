@@ -3,8 +3,8 @@
     python -m bench --quick --only fast_paths
 
 Every case trains the same unconditional DCGAN through ``distgan.train.train``
-with one switch on (``model.channels_last``, ``train.fused_adam`` (foreach on
-CPU), ``train.precision=bf16``, ``data.device_cache`` vs the streamed shard
+with one switch on (``model.channels_last``, ``train.fused_adam`` (+ ``train.sync_free``),
+``train.precision=bf16``, ``data.device_cache`` vs the streamed shard
 pipeline, ``train.compile`` in the full run) and reports distgan's per-step
 cost against the hand-written reference loop of ``bench/trainer_overhead.py``
 (same models, same precision, data in memory), measured in the same process.
@@ -51,7 +51,8 @@ CASES = {
     "plain fp32 (device_cache)": ["data.device_cache=true"],
     "streamed shards (no device_cache)": ["data.device_cache=false", "data.shuffle_buffer=256"],
     "channels_last": ["data.device_cache=true", "model.channels_last=true"],
-    "foreach/fused Adam": ["data.device_cache=true", "train.fused_adam=true"],
+    "fused Adam": ["data.device_cache=true", "train.fused_adam=true"],
+    "fused Adam + sync_free": ["data.device_cache=true", "train.fused_adam=true", "train.sync_free=true"],
     "bf16 autocast": ["data.device_cache=true", "train.precision=bf16"],
     "torch.compile": ["data.device_cache=true", "train.compile=true"],
 }

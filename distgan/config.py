@@ -111,9 +111,11 @@ class TrainConfig:
     zero_stage: int = _f(1, "DeepSpeed ZeRO stage with train.engine=deepspeed (1: optimizer states, 2: + gradients)",
                          min=1, max=2)
     compile: bool = _f(False, "torch.compile G and D")
-    fused_adam: bool = _f(False, "fused/foreach Adam kernels")
+    fused_adam: bool = _f(False, "fused Adam kernel (CUDA and CPU)")
     tf32: bool = _f(True, "allow TF32 matmuls on Ampere+ GPUs")
     skip_nonfinite: bool = _f(False, "skip a step with a non-finite loss instead of stopping")
+    sync_free: bool = _f(False, "no host-device sync inside a step: a non-finite loss skips its update on "
+                         "the device (needs train.fused_adam); stop/skip decisions at log intervals")
     check_replicas_every: int = _f(0, "compare G/D replicas across ranks every K steps (0 = off)", min=0)
     stop_on: list = _f([], "health warnings that stop the run (e.g. [mode_collapse])")
 

@@ -79,6 +79,13 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def max_over_ranks_(t: torch.Tensor) -> torch.Tensor:
+    """In-place element-wise max over ranks, left on the device (no host sync on NCCL)."""
+    if is_distributed():
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return t
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """``[obj from rank 0, obj from rank 1, ...]`` on every rank (pickled; small objects only)."""
     if not is_distributed():

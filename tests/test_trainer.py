@@ -139,3 +139,34 @@ def test_one_loss_scaler_per_optimizer_each_stepped_once_and_backing_off_alone()
     g.scaler.update(1024.0)
     run_phase(g, m, batch, LossSettings(), prec, 2)
     assert g.scaler.get_scale() == 2048.0 and not all(torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
+
+
+@pytest.mark.timeout(120)
+def test_sync_free_steps_match_and_skip_nonfinite_updates_on_device(debug_cfg, tmp_path):
+    common = ("train.steps=6", "train.ckpt_every=6", "train.fused_adam=true")
+    train(debug_cfg(*common), tmp_path / "plain")
+    train(debug_cfg(*common, "train.sync_free=true"), tmp_path / "free")
+    a = load_file(tmp_path / "plain" / "checkpoints" / "step_00000006.pt")
+    b = load_file(tmp_path / "free" / "checkpoints" / "step_00000006.pt")
+    assert all(torch.equal(v, b["G"][k]) for k, v in a["G"].items())  # same math, no per-step readback
+    assert all(torch.equal(v, b["D"][k]) for k, v in a["D"].items())
+    # blow the weights up: the failure is found at the next log interval, names the phase and the
+    # first bad step, and nothing is saved from the bad steps
+    run = tmp_path / "free"
+    blow = ("train.steps=12", "train.ckpt_every=100", "log.every=3", "train.fused_adam=true",
+            "train.sync_free=true", "train.lr_d=1e38", "train.lr_g=1e38")
+    with pytest.raises(NonFiniteLoss, match=r"non-finite (D|G) loss in phase (D|G) of step (7|8|9) .*skipped on the device"):
+        train(debug_cfg(*blow), run)
+    assert [s for s, _ in list_checkpoints(run)] == [6]
+    out = train(debug_cfg(*blow, "train.skip_nonfinite=true"), run)
+    assert out["completed"] and out["step"] == 12
+    last = load_file(run / "checkpoints" / "step_00000012.pt")
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert any(r.get("skipped_D", 0) or r.get("skipped_G", 0) for r in rows if r["step"] > 6)
+    # the kernel skipped the bad updates: every weight is still finite
+    assert all(torch.isfinite(v).all() for v in last["G"].values() if v.is_floating_point())
+
+
+def test_sync_free_needs_fused_adam(debug_cfg, tmp_path):
+    with pytest.raises(ValueError, match="sync_free=true needs train.fused_adam=true"):
+        train(debug_cfg("train.steps=2", "train.sync_free=true"), tmp_path / "run")

@@ -4,7 +4,7 @@
   convolutions with cuDNN on tensor cores; neutral-to-positive on CPU).
 - ``train.compile``: ``torch.compile`` of G and D (fuses the elementwise ops
   around each conv; first steps pay the compile time).
-- ``train.fused_adam``: fused Adam on CUDA, foreach (multi-tensor) Adam on CPU.
+- ``train.fused_adam``: the fused Adam kernel (CUDA and CPU).
 - ``train.tf32``: TF32 matmuls/convs on Ampere+ GPUs (no effect on CPU).
 Pinned memory + non-blocking copies live in the data loader / loop, and the
 GPU-resident data set in :mod:`distgan.data.device_cache`.
@@ -41,12 +41,11 @@ def format_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def make_adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], fast: bool,
               device: torch.device) -> torch.optim.Adam:
-    """Adam; with ``fast`` the fused kernel on CUDA and the foreach kernel elsewhere."""
+    """Adam; with ``fast`` the fused kernel (CUDA and CPU), which also lets a non-finite
+    step be skipped on the device (``found_inf``, see ``train.sync_free``)."""
     if not fast:
         return torch.optim.Adam(params, lr=lr, betas=betas, foreach=False)
-    if device.type == "cuda":
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-    return torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

@@ -29,7 +29,7 @@ from distgan.train.fastpath import format_input, make_adam, maybe_compile, setup
 from distgan.train.logger import RunLogger
 from distgan.train.objectives import (BatchPrep, d_loss_fn, fixed_sources, g_loss_fn, gan_models, loss_settings,
                                       phase_batch)
-from distgan.train.phases import Phase, run_phase
+from distgan.train.phases import DeferredNonFinite, Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
 from distgan.train.schedule import make_scheduler
@@ -119,6 +119,10 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
     settings = loss_settings(cfg)
     prep = BatchPrep.for_run(cfg, manifest, info)
+    deferred = DeferredNonFinite() if tc.sync_free else None
+    if tc.sync_free and (not tc.fused_adam or w.is_deepspeed):
+        raise ValueError("train.sync_free=true needs train.fused_adam=true and train.engine=accelerate "
+                         "(the fused Adam kernel is what skips a non-finite update without a host sync)")
     phases = [Phase("D", D_p, opt_d, sched_d, prec.make_scaler(), d_loss_fn, tc.n_critic, [G_p], True, w.engine),
               Phase("G", G_p, opt_g, sched_g, prec.make_scaler(), g_loss_fn, 1, [D_p], False, w.engine)]
 
@@ -202,7 +206,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
                     if cfg.model.channels_last:
                         micro = [{k: format_input(v, True) for k, v in mb.items()} for mb in micro]
                     t_data += time.perf_counter() - t0
-                run_phase(phase, models, micro, settings, prec, step, tc.skip_nonfinite)
+                run_phase(phase, models, micro, settings, prec, step, tc.skip_nonfinite, deferred)
             took = time.perf_counter() - t_phase
             stats.report(f"time_{phase.name.lower()}", took - (t_data if phase.new_batch else 0.0))
         stats.report("time_data", t_data)
@@ -215,6 +219,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         n_last += tc.batch_size * tc.grad_accum * world
         stats.report("time_step", time.perf_counter() - t_step)
 
+        if deferred is not None and (step % cfg.log.every == 0 or step % tc.ckpt_every == 0 or step == tc.steps):
+            deferred.check(step, tc.skip_nonfinite)  # before anything is logged or saved from these steps
         if step % cfg.log.every == 0 or step == tc.steps:
             now = time.perf_counter()
             stats.report("images_per_s", n_last / max(now - t_last, 1e-9) / world)  # summed over ranks below
@@ -243,7 +249,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             dist.check_replicas(D_raw, "D")
             if ema is not None:
                 dist.check_replicas(ema.model, "G_ema")
-        stopping = dist.any_rank(stop.requested or health_stop)  # one rank's signal or verdict stops all
+        # one rank's signal or verdict stops all; sync-free runs agree only at log/checkpoint steps
+        boundary = step % cfg.log.every == 0 or step % tc.ckpt_every == 0 or step == tc.steps
+        stopping = dist.any_rank(stop.requested or health_stop) if boundary or not tc.sync_free else False
         if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
             save(step)
         # ---- [metrics hook, issue 7] at metrics.every steps and at the end, on all ranks together:

@@ -63,6 +63,51 @@ class TorchEngine:
         phase.opt.zero_grad(set_to_none=True)
 
 
+class DeferredNonFinite:
+    """Non-finite handling without a host sync in the step (``train.sync_free``).
+
+    The per-phase "loss was not finite" flag stays a device tensor (max over
+    ranks, so every rank agrees) and is handed to the fused Adam kernel as
+    ``found_inf``: the kernel itself skips the update (weights, moments and step
+    count untouched), exactly like a GradScaler skip. The flags are read back
+    once per log interval by :meth:`check`, which then stops the run (naming
+    phase and first step) or reports the skipped steps.
+    """
+
+    def __init__(self) -> None:
+        self.count: dict[str, torch.Tensor] = {}
+        self.first: dict[str, torch.Tensor] = {}
+
+    def flag(self, phase: "Phase", losses: list[torch.Tensor], step: int) -> torch.Tensor:
+        bad = torch.stack([(~torch.isfinite(l.detach().float())).any() for l in losses]).any().float()
+        bad = dist.max_over_ranks_(bad.reshape(1).to(dist.comm_device())).reshape(())
+        dev = next(phase.model.parameters()).device
+        bad = bad.to(dev, non_blocking=True)
+        n = phase.name
+        if n not in self.count:
+            self.count[n], self.first[n] = torch.zeros((), device=dev), torch.full((), -1.0, device=dev)
+        self.first[n] = torch.where((self.first[n] < 0) & (bad > 0), torch.full_like(bad, step + 1), self.first[n])
+        self.count[n] += bad
+        return bad
+
+    def check(self, step: int, skip_nonfinite: bool) -> None:
+        """Read the flags back (one sync per log interval); stop or report as configured."""
+        for name in sorted(self.count):
+            n = int(self.count[name].item())
+            if not n:
+                continue
+            first = int(self.first[name].item())
+            self.count[name].zero_()
+            self.first[name].fill_(-1)
+            if skip_nonfinite:
+                stats.report(f"skipped_{name}", float(n))
+                continue
+            raise NonFiniteLoss(
+                f"non-finite {name} loss in phase {name} of step {first} ({n} step(s) up to step {step}); "
+                "their updates were skipped on the device and nothing was saved from them. Lower the "
+                "learning rate, or set train.skip_nonfinite=true to skip such steps")
+
+
 @dataclass
 class Phase:
     name: str  # "D" or "G"
@@ -78,7 +123,7 @@ class Phase:
 
 
 def run_phase(phase: Phase, m: GanModels, batch: dict | list[dict], s: LossSettings, prec: Precision,
-              step: int, skip_nonfinite: bool = False) -> bool:
+              step: int, skip_nonfinite: bool = False, deferred: DeferredNonFinite | None = None) -> bool:
     """One optimisation step of ``phase`` over one batch or a list of micro-batches.
 
     Returns False when a non-finite loss was skipped (``skip_nonfinite``);
@@ -91,12 +136,17 @@ def run_phase(phase: Phase, m: GanModels, batch: dict | list[dict], s: LossSetti
         other.requires_grad_(False)
     phase.model.requires_grad_(True)
     phase.engine.zero_grad(phase)
+    losses: list[torch.Tensor] = []
     try:
         for i, mb in enumerate(micro):
             sync = i == k - 1
             with contextlib.nullcontext() if sync else phase.engine.no_sync(phase.model):
                 with prec.autocast():
                     loss = phase.loss_fn(m, mb, s)
+                if deferred is not None:  # sync-free: the flag goes to the fused optimizer below
+                    losses.append(loss)
+                    phase.engine.backward(phase, loss / k if k > 1 else loss)
+                    continue
                 bad = not bool(torch.isfinite(loss.detach()).item())
                 if dist.any_rank(bad):  # every rank takes the same decision
                     phase.engine.zero_grad(phase)
@@ -110,6 +160,8 @@ def run_phase(phase: Phase, m: GanModels, batch: dict | list[dict], s: LossSetti
                         f"{step + 1} (after {step} completed steps); nothing was saved from this step. Lower "
                         "the learning rate, or set train.skip_nonfinite=true to skip such steps")
                 phase.engine.backward(phase, loss / k if k > 1 else loss)
+        if deferred is not None and not phase.scaler.is_enabled():  # fp16: the scaler skips inf steps
+            phase.opt.found_inf = deferred.flag(phase, losses, step)
         gn = phase.engine.step(phase)
         stats.report(f"grad_norm_{phase.name.lower()}", gn)
     finally:
