@@ -29,3 +29,16 @@ def debug_cfg(mnist_shards):
         return load_config(ROOT / "configs" / "debug.yaml",
                            [f"data.shards={mnist_shards}", "log.progress=false", *overrides])
     return make
+
+
+@pytest.fixture(scope="session")
+def debug_run(mnist_shards, tmp_path_factory) -> Path:
+    """A 20-step debug run (16x16, z 16, 10 digit classes; checkpoints at 10 and 20), trained once
+    per session. Read-only: tests that change a run copy it first."""
+    from distgan.config import load_config
+    from distgan.train import train
+
+    cfg = load_config(ROOT / "configs" / "debug.yaml", [f"data.shards={mnist_shards}", "log.progress=false"])
+    run_dir = tmp_path_factory.mktemp("debug_run") / "run"
+    train(cfg, run_dir)
+    return run_dir

@@ -17,15 +17,9 @@ from distgan.api import SampleError, available_checkpoints, generate, load_gener
 
 
 @pytest.fixture(scope="module")
-def run(mnist_shards, tmp_path_factory):
-    """A 20-step debug run (checkpoints at 10 and 20), trained once for this module."""
-    from distgan.config import load_config
-    from distgan.train import train
-
-    cfg = load_config(ROOT / "configs" / "debug.yaml", [f"data.shards={mnist_shards}", "log.progress=false"])
-    run_dir = tmp_path_factory.mktemp("api") / "run"
-    train(cfg, run_dir)
-    return run_dir
+def run(debug_run):
+    """The session's 20-step debug run (tests/conftest.py), shared read-only."""
+    return debug_run
 
 
 def test_trainer_records_data_info(run):

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
-
 from distgan.api import load_generator
 from distgan.export import Standalone, main
 
@@ -50,14 +48,9 @@ print(json.dumps(meta))
 
 
 @pytest.fixture(scope="module")
-def run(mnist_shards, tmp_path_factory):
-    from distgan.config import load_config
-    from distgan.train import train
-
-    cfg = load_config(ROOT / "configs" / "debug.yaml", [f"data.shards={mnist_shards}", "log.progress=false"])
-    run_dir = tmp_path_factory.mktemp("export") / "run"
-    train(cfg, run_dir)
-    return run_dir
+def run(debug_run):
+    """The session's 20-step debug run (tests/conftest.py), shared read-only."""
+    return debug_run
 
 
 @pytest.mark.timeout(240)

@@ -11,15 +11,9 @@ from distgan.sample import main, parse_labels
 
 
 @pytest.fixture(scope="module")
-def run(mnist_shards, tmp_path_factory):
-    """A 20-step debug run (16x16, z 16, 10 digit classes), trained once for this module."""
-    from distgan.config import load_config
-    from distgan.train import train
-
-    cfg = load_config(ROOT / "configs" / "debug.yaml", [f"data.shards={mnist_shards}", "log.progress=false"])
-    run_dir = tmp_path_factory.mktemp("sample") / "run"
-    train(cfg, run_dir)
-    return run_dir
+def run(debug_run):
+    """The session's 20-step debug run (tests/conftest.py), shared read-only."""
+    return debug_run
 
 
 @pytest.fixture(scope="module")
