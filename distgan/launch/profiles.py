@@ -103,17 +103,24 @@ def resolve_resources(profile: dict[str, Any] | None = None, **flags: Any) -> Sl
     return res
 
 
-def sbatch_options(res: SlurmResources, job_name: str) -> dict[str, Any]:
-    """The job's sbatch options as {long option name: value} (used by --emit-sbatch)."""
-    opts: dict[str, Any] = {"job-name": job_name, "nodes": res.nodes, "ntasks-per-node": res.tasks_per_node,
-                            "cpus-per-task": res.cpus_per_task, "time": res.time_min,
-                            "signal": f"USR2@{res.signal_delay_s}"}
+def resource_options(res: SlurmResources) -> dict[str, Any]:
+    """The allocation as {submitit parameter name: value}; with '_' -> '-' these are the sbatch
+    long options, so submitit jobs and emitted scripts ask Slurm for the same resources."""
+    opts: dict[str, Any] = {"nodes": res.nodes, "ntasks_per_node": res.tasks_per_node,
+                            "cpus_per_task": res.cpus_per_task, "time": res.time_min}
     if res.gpus_per_node:
-        opts["gpus-per-node"] = res.gpus_per_node
+        opts["gpus_per_node"] = res.gpus_per_node
     if res.mem_gb:
         opts["mem"] = f"{int(res.mem_gb * 1024)}M"
     for key in ("partition", "account", "qos", "constraint", "exclude"):
         if getattr(res, key):
             opts[key] = getattr(res, key)
+    return opts
+
+
+def sbatch_options(res: SlurmResources, job_name: str) -> dict[str, Any]:
+    """The job's sbatch options as {long option name: value} (used by --emit-sbatch)."""
+    opts: dict[str, Any] = {"job-name": job_name, "signal": f"USR2@{res.signal_delay_s}"}
+    opts.update({k.replace("_", "-"): v for k, v in resource_options(res).items()})
     opts.update({str(k).replace("_", "-"): v for k, v in res.extra.items()})
     return opts

@@ -30,7 +30,7 @@ from typing import Any, Callable, TypeVar
 
 import submitit
 
-from distgan.launch.profiles import SlurmResources
+from distgan.launch.profiles import SlurmResources, resource_options
 from distgan.launch.worker import EXIT_STOPPED, run_rank
 
 T = TypeVar("T")
@@ -100,16 +100,8 @@ def make_executor(folder: str | Path, res: SlurmResources, job_name: str) -> sub
     ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=res.max_requeues,
                                 python=res.python or None)
     params: dict[str, Any] = dict(
-        job_name=job_name, nodes=res.nodes, ntasks_per_node=res.tasks_per_node,
-        cpus_per_task=res.cpus_per_task, time=res.time_min, signal_delay_s=res.signal_delay_s,
-        array_parallelism=res.array_parallelism, stderr_to_stdout=True, setup=list(res.setup))
-    if res.gpus_per_node:
-        params["gpus_per_node"] = res.gpus_per_node
-    if res.mem_gb:
-        params["mem"] = f"{int(res.mem_gb * 1024)}M"
-    for key in ("partition", "account", "qos", "constraint", "exclude"):
-        if getattr(res, key):
-            params[key] = getattr(res, key)
+        job_name=job_name, signal_delay_s=res.signal_delay_s, array_parallelism=res.array_parallelism,
+        stderr_to_stdout=True, setup=list(res.setup), **resource_options(res))
     if res.extra:
         params["additional_parameters"] = {str(k).replace("-", "_"): v for k, v in res.extra.items()}
     ex.update_parameters(**params)
