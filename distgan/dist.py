@@ -1,48 +1,21 @@
 """The small distributed API the rest of distgan uses.
 
 Everything that talks to ``torch.distributed`` lives here (and in the synced
-norm layer): environment detection (torchrun / Accelerate, Slurm, or explicit),
-reductions for logging, buffer sync and the replica check. With one process
+norm layer): reductions for logging and metrics, decisions every rank takes
+together, buffer sync and the replica check. (Rank/world come from the
+environment via Accelerate; Slurm's variables are mapped in distgan.launch.env.) With one process
 every function is a cheap no-op, so the single-process debug mode runs the same
 code path.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
-
-
-@dataclass
-class DistEnv:
-    """Where this process stands: rank, world size, local rank, node count."""
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    num_nodes: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def env_from_os(environ: dict[str, str] | None = None) -> DistEnv:
-    """Read rank/world from torchrun/Accelerate (RANK, WORLD_SIZE, LOCAL_RANK) or Slurm (SLURM_*)."""
-    e = os.environ if environ is None else environ
-    if "RANK" in e and "WORLD_SIZE" in e:
-        world = int(e["WORLD_SIZE"])
-        local_world = int(e.get("LOCAL_WORLD_SIZE", world))
-        return DistEnv(int(e["RANK"]), world, int(e.get("LOCAL_RANK", 0)), max(1, world // max(1, local_world)))
-    if "SLURM_PROCID" in e and "SLURM_NTASKS" in e:
-        return DistEnv(int(e["SLURM_PROCID"]), int(e["SLURM_NTASKS"]), int(e.get("SLURM_LOCALID", 0)),
-                       int(e.get("SLURM_NNODES", 1)))
-    return DistEnv()
 
 
 def is_distributed() -> bool:

@@ -69,22 +69,6 @@ def resampled_shards(urls: list[str], seed: int) -> Iterator[str]:
         yield rng.choice(urls)
 
 
-def split_by_rank(items: Iterable[Any], rank: int, world: int) -> Iterator[Any]:
-    """Keep every ``world``-th item starting at ``rank`` (node/rank split)."""
-    for i, item in enumerate(items):
-        if i % world == rank:
-            yield item
-
-
-def split_by_worker(items: Iterable[Any]) -> Iterator[Any]:
-    """Within a DataLoader worker, keep this worker's share of the items."""
-    info = get_worker_info()
-    if info is None:
-        yield from items
-    else:
-        yield from split_by_rank(items, info.id, info.num_workers)
-
-
 def tar_samples(urls: Iterable[str], skip_corrupt: bool = False,
                 expected: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
     """Group tar members into samples ``{"__key__": key, ext: bytes, "__url__": url}``.
