@@ -52,6 +52,23 @@ def test_dcgan_resolutions_and_latents(res, z):
     assert D(x).logits.shape == (2,)
 
 
+@pytest.mark.parametrize("cond", ["none", "projection", "acgan", "cbn"])
+def test_dcgan_at_28_pixels_grows_from_a_7x7_stem(cond):
+    """28 = 7 * 2^2: G maps z to 7x7 at 2n channels, then 14x14 at n, then 28x28 (the
+    InfoGAN-style topology of the Fashion-MNIST benchmark); D mirrors it down to 7x7."""
+    G, D = _build(cond=cond, res=28, z_dim=16, width=8)
+    assert G.stem.kernel_size == (7, 7) and G.stem.out_channels == 16
+    assert [b["conv"].out_channels for b in G.blocks] == [8]
+    y = torch.tensor([1, 7])
+    x = G(torch.randn(2, 16), y)
+    assert x.shape == (2, 1, 28, 28)
+    out = D(x, y)
+    assert out.logits.shape == (2,) and D.out.kernel_size == (7, 7)
+    assert out.features.shape == (2, 16 * 7 * 7)
+    if cond == "acgan":
+        assert out.class_logits.shape == (2, 10)
+
+
 def test_upsample_family_is_the_seed_004_gan():
     G, D = _build("upsample", "none", res=28, z_dim=100, width=64, norm="none")
     assert G.stem.out_features == 7 * 7 * 256  # FC 100 -> 7x7x256
@@ -210,8 +227,8 @@ def test_zscore_output_mapping_covers_the_data_range():
 
 
 def test_bad_model_settings_name_the_key():
-    with pytest.raises(ValueError, match="resolution a power of two"):
-        _build(res=28)
+    with pytest.raises(ValueError, match=r"data.resolution = 4 \* 2\^L .* or 7 \* 2\^L .* got 30"):
+        _build(res=30)
     with pytest.raises(ValueError, match="needs labelled data"):
         _build(cond="channels", classes=0)
     with pytest.raises(ValueError, match="needs shards with attributes"):

@@ -1,7 +1,7 @@
 """DCGAN generator and discriminator (Radford et al.; seeds 000, 001, 003).
 
-All-convolutional: strided transposed convs up from 4x4 in G, strided convs down
-to 4x4 in D, batch norm (or any named norm), ReLU + Tanh in G, LeakyReLU(0.2) in D,
+All-convolutional: strided transposed convs up from 4x4 (7x7 for 28-pixel data)
+in G, strided convs down to the same stem size in D, batch norm (or any named norm), ReLU + Tanh in G, LeakyReLU(0.2) in D,
 no fully connected hidden layers. Width ``n`` is G's last / D's first feature
 width; each halving of resolution doubles it. With ``norm=batch`` and no
 conditioning the layers (and parameter counts) are those of the standard DCGAN:
@@ -21,13 +21,20 @@ from distgan.models.cond import DCond, DOut, GCond
 from distgan.models.norms import make_norm
 
 
-def levels(resolution: int) -> int:
-    """Number of x2 stages from 4x4 to ``resolution`` (a power of two >= 8)."""
-    lv = math.log2(resolution / 4) if resolution > 0 else -1
-    if resolution < 8 or lv != int(lv):
-        raise ValueError(f"model.arch=dcgan needs data.resolution a power of two >= 8 "
-                         f"(e.g. 32, 64, 128), got {resolution}")
-    return int(lv)
+def stem_and_levels(resolution: int) -> tuple[int, int]:
+    """(stem size s, number of x2 stages L) with ``resolution = s * 2**L``, s in {4, 7}, L >= 1.
+
+    s = 4 gives the standard DCGAN (32, 64, 128 px); s = 7 gives the 7 -> 14 -> 28
+    topology of the InfoGAN-style models used on 28x28 MNIST / Fashion-MNIST
+    (Lucic et al., "Are GANs Created Equal?"), so those data sets train and are
+    scored at their native size instead of being resized to 32.
+    """
+    for s in (4, 7):
+        lv = math.log2(resolution / s) if resolution > 0 else -1
+        if lv >= 1 and lv == int(lv):
+            return s, int(lv)
+    raise ValueError(f"model.arch=dcgan needs data.resolution = 4 * 2^L (8, 16, 32, 64, 128, ...) "
+                     f"or 7 * 2^L (14, 28, 56, ...), got {resolution}")
 
 
 def identity(m: nn.Module) -> nn.Module:
@@ -47,14 +54,14 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
         self.cond = cond
-        lv = levels(resolution)
+        stem, lv = stem_and_levels(resolution)
         ch = width * 2 ** (lv - 1)
         bias = norm == "none"
         b_ch = cond.branch_channels(ch)
-        self.stem = nn.ConvTranspose2d(cond.input_dim(z_dim), ch - b_ch, 4, 1, 0, bias=bias)
+        self.stem = nn.ConvTranspose2d(cond.input_dim(z_dim), ch - b_ch, stem, 1, 0, bias=bias)
         self.stem_norm = cond.norm(norm, ch - b_ch)
         if b_ch:
-            cond.build_branch(b_ch, 4, norm, branch_depth, nn.ReLU)
+            cond.build_branch(b_ch, stem, norm, branch_depth, nn.ReLU)
         blocks = []
         for _ in range(lv - 1):
             blocks.append(nn.ModuleDict({"conv": nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=bias),
@@ -81,7 +88,7 @@ class DCGANDiscriminator(nn.Module):
                  norm: str = "batch", sn: bool = False):
         super().__init__()
         self.cond = cond
-        lv = levels(resolution)
+        stem, lv = stem_and_levels(resolution)
         wrap = sn_wrap(sn)
         bias = norm == "none"
         ch = width
@@ -92,8 +99,8 @@ class DCGANDiscriminator(nn.Module):
                        nn.LeakyReLU(0.2)]
             ch *= 2
         self.features = nn.Sequential(*layers)
-        self.out = wrap(nn.Conv2d(ch, 1, 4, 1, 0, bias=False))
-        cond.build_heads(ch, ch * 16, wrap)
+        self.out = wrap(nn.Conv2d(ch, 1, stem, 1, 0, bias=False))
+        cond.build_heads(ch, ch * stem * stem, wrap)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DOut:
         h = self.features(self.cond.input(x, y))
