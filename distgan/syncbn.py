@@ -37,21 +37,41 @@ class _AllGather(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:  # type: ignore[override]
         ctx.group = group
         world = tdist.get_world_size(group)
-        out = [torch.empty_like(x) for _ in range(world)]
-        tdist.all_gather(out, x.contiguous(), group=group)
-        return torch.stack(out)
+        wire = _wire_device(x, group)
+        out = [torch.empty_like(x, device=wire) for _ in range(world)]
+        tdist.all_gather(out, x.contiguous().to(wire), group=group)
+        return torch.stack(out).to(x.device)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         # every rank's output depends on my x through slot[my rank]: sum those grads
-        grad = grad.contiguous().clone()
-        tdist.all_reduce(grad, group=ctx.group)
-        return grad[tdist.get_rank(ctx.group)], None
+        wire = _wire_device(grad, ctx.group)
+        summed = grad.contiguous().to(wire, copy=True)
+        tdist.all_reduce(summed, group=ctx.group)
+        return summed[tdist.get_rank(ctx.group)].to(grad.device), None
+
+
+def _wire_device(x: torch.Tensor, group) -> torch.device:
+    """Where the collective runs: gloo gathers host tensors (its CUDA all-gather support is
+    partial), so CUDA statistics cross over the host there; NCCL keeps them on the GPU."""
+    if x.is_cuda and tdist.get_backend(group) != "nccl":
+        return torch.device("cpu")
+    return x.device
 
 
 def all_gather_differentiable(x: torch.Tensor, group=None) -> torch.Tensor:
     """``torch.stack`` of ``x`` from every rank of ``group``, with gradients flowing back."""
     return _AllGather.apply(x, group)
+
+
+def combine_moments(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-rank ``(R, 3, C)`` rows of ``[count, mean, biased var]`` -> the whole batch's
+    ``(mean, biased var, count)`` per channel (parallel-variance formula, differentiable)."""
+    counts, means, vars_ = stats[:, 0], stats[:, 1], stats[:, 2]  # (R, C) each
+    total = counts.sum(0)
+    mean = (counts * means).sum(0) / total
+    var = (counts * (vars_ + (means - mean) ** 2)).sum(0) / total  # biased, as BN normalises
+    return mean, var, total
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
@@ -83,11 +103,7 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         # elements per channel, and the combination adds no rounding of its own
         count = torch.full_like(mean_l, float(n_local), dtype=torch.float64)
         local = torch.stack([count, mean_l.double(), var_l.double()])
-        stats = all_gather_differentiable(local, self.process_group)
-        counts, means, vars_ = stats[:, 0], stats[:, 1], stats[:, 2]  # (R, C) each
-        total = counts.sum(0)
-        mean = (counts * means).sum(0) / total
-        var = (counts * (vars_ + (means - mean) ** 2)).sum(0) / total  # biased, as BN normalises
+        mean, var, total = combine_moments(all_gather_differentiable(local, self.process_group))
         mean, var = mean.to(xs.dtype), var.to(xs.dtype)
         if self.track_running_stats:
             with torch.no_grad():

@@ -22,7 +22,9 @@ def setup_backends(tf32: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True  # fixed shapes every step: autotune once
+        # fixed shapes every step: autotune once; not when the user asked for deterministic
+        # algorithms (autotuning may pick a different algorithm, and so other bits, per process)
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
 
 
 def to_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
