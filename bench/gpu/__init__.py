@@ -58,7 +58,7 @@ class Plan:
     def for_device(cls, dry: bool) -> "Plan":
         if dry:
             return cls(True, "cpu", debug_steps=4, small_fid=4, dist_steps=3, res=16, width=8, z_dim=16, batch=8,
-                       max_batch=32, warmup=1, timed=2, data_images=64, workers=(1,), fid_num=8,
+                       max_batch=32, warmup=1, timed=2, data_images=64, workers=(1,), fid_num=4,
                        inception_batch=4)
         return cls(False, "cuda", debug_steps=20, small_fid=500, dist_steps=20, res=64, width=128, z_dim=100,
                    batch=64, max_batch=8192, warmup=15, timed=40, data_images=4096, workers=(1, 2, 4),

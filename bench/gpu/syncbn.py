@@ -13,7 +13,10 @@ rank in both designs), so the figures isolate the arithmetic:
 - forward time of distgan's path vs torch's fused kernels (ratio > 1: torch's
   kernels are faster, the case for using them on CUDA);
 - forward+backward time of distgan's SyncBatchNorm2d vs cuDNN's plain
-  BatchNorm2d on one rank (the cost of the portable path where nothing syncs).
+  BatchNorm2d on one rank (the cost of the portable path where nothing syncs);
+- on CUDA, SyncBatchNorm2d's two training paths (portable, and torch's fused
+  kernels with ``fused_on_nccl``) in a one-rank NCCL group: outputs, gradients
+  and running statistics equal, time, and host syncs per forward+backward.
 On the CPU only distgan's path runs (torch's kernels raise there).
 """
 from __future__ import annotations
@@ -108,3 +111,63 @@ def run(plan: Plan, rep: Report) -> None:
                    _ms(step(plain), dev, reps), "ratio > 1: the portable path costs more")
     finally:
         sbn.all_gather_differentiable = gather
+    if dev == "cuda":
+        _module_paths_over_nccl(rep, x, reps)
+    else:
+        rep.skip("SyncBatchNorm2d: portable path vs torch kernels over NCCL", "NCCL needs CUDA")
+
+
+def _module_paths_over_nccl(rep: Report, x: torch.Tensor, reps: int) -> None:
+    """SyncBatchNorm2d's two training paths in a one-rank NCCL group (both really gather):
+    outputs, gradients and running statistics equal; time and host syncs of forward+backward."""
+    import copy
+    import os
+    import warnings
+
+    import torch.distributed as tdist
+
+    from bench.gpu.distributed import _free_port
+
+    saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    tdist.init_process_group("nccl", rank=0, world_size=1, device_id=torch.device("cuda", 0))
+    try:
+        portable = SyncBatchNorm2d(x.shape[1]).cuda()
+        portable._synced = lambda: True  # one rank still goes through the gather
+        fused = copy.deepcopy(portable)
+        fused.fused_on_nccl = True
+        outs = {}
+        for name, m in (("portable", portable), ("fused", fused)):
+            xg = x.clone().requires_grad_(True)
+            y = m(xg)
+            y.square().mean().backward()
+            outs[name] = (y.detach(), xg.grad, m.weight.grad, m.running_mean.clone(), m.running_var.clone())
+        err = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+                  for a, b in zip(outs["portable"], outs["fused"]))
+        rep.check("SyncBatchNorm2d portable == torch kernels (NCCL): out, grads, running", err < 1e-3, err,
+                  "max rel diff")
+        xg = x.clone().requires_grad_(True)
+
+        def step(m):
+            def f():
+                m(xg).square().mean().backward()
+            return f
+        rep.figure("fwd+bwd over NCCL: portable path vs torch kernels", _ms(step(portable), "cuda", reps), "ms",
+                   _ms(step(fused), "cuda", reps), "ratio > 1: torch's kernels are faster")
+        for name, m in (("portable", portable), ("fused", fused)):
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    step(m)()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+            n = sum("synchroniz" in str(w.message) for w in caught)
+            rep.figure(f"host syncs per fwd+bwd, {name} path", float(n), "syncs")
+    finally:
+        tdist.destroy_process_group()
+        for k, v in saved.items():  # later sections train in this process as a single rank
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
