@@ -17,7 +17,7 @@ from mp import run_ranks, run_trainer
 STEPS, B = 3, 4
 
 
-def _train(wrap, chunk: slice, reuse: bool, same_noise: bool) -> "torch.Tensor":
+def _train(wrap, chunk: slice, reuse: bool, same_noise: bool):
     """STEPS steps of the real D and G phases on one chunk of a fixed float64 data/noise stream;
     returns all weights of G and D flattened."""
     import torch
@@ -59,7 +59,6 @@ def _train(wrap, chunk: slice, reuse: bool, same_noise: bool) -> "torch.Tensor":
 
 
 def reuse_rank() -> dict:
-    import torch
     import torch.distributed as tdist
     from torch.nn.parallel import DistributedDataParallel as DDP
 

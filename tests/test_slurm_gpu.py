@@ -45,7 +45,7 @@ def test_discovery_uses_the_default_partition_and_lists_others():
     assert discover_gpus("", run=sinfo) == GpuDiscovery(0, "cpu", {"gpu": 8})
     assert discover_gpus("gpu", run=sinfo) == GpuDiscovery(8, "gpu", {})
     assert discover_gpus("mixed", run=sinfo).gpus_per_node == 0  # not every node could host 4 ranks
-    assert discover_gpus("nope", run=sinfo) == GpuDiscovery(0, "", {"gpu": 8, })
+    assert discover_gpus("nope", run=sinfo) == GpuDiscovery(0, "", {"gpu": 8})
 
 
 def test_default_profile_from_env_then_default_yaml(monkeypatch, tmp_path):
@@ -56,6 +56,21 @@ def test_default_profile_from_env_then_default_yaml(monkeypatch, tmp_path):
     assert site.default_profile() == "default"
     monkeypatch.setenv(site.PROFILE_ENV, "mysite")
     assert site.default_profile() == "mysite"
+
+
+def test_cpu_job_warning_names_partitions_that_have_gpus(debug_cfg):
+    from distgan.config import load_config
+    from distgan.launch.profiles import resolve_resources
+
+    dogs = load_config(DOGS)
+    found = GpuDiscovery(0, "cpu", {"gpu": 8})
+    text = cpu_job_warning(dogs, resolve_resources({}, nodes=4), "dogs.yaml", found)
+    assert text.startswith("warning: dogs.yaml is shaped for GPUs (64x64 images, model width 128)")
+    assert "Partitions with GPUs here: gpu (8 per node); pass --partition NAME." in text
+    assert cpu_job_warning(dogs, resolve_resources({}, nodes=4, gpus_per_node=8), "dogs.yaml", found) == ""
+    assert cpu_job_warning(debug_cfg(), resolve_resources({}, nodes=4), "debug.yaml", found) == ""
+    fp16 = load_config(DOGS, ["data.resolution=32", "train.precision=fp16"])
+    assert "train.precision=fp16 (CUDA only)" in cpu_job_warning(fp16, resolve_resources({}), "x.yaml", None)
 
 
 def _launch(*args: str, env: dict) -> subprocess.CompletedProcess:

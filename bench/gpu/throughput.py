@@ -44,13 +44,17 @@ def write_images(out: Path, n: int, res: int) -> Path:
     return out
 
 
-def trainer_rate(plan: Plan, shards: Path, batch: int, sw: Switches, timed: int) -> tuple[float, float]:
+def trainer_rate(plan: Plan, shards: Path, batch: int, sw: Switches, timed: int,
+                 warmup: int | None = None) -> tuple[float, float]:
     """(images/s after the warm-up, peak MiB) of distgan's trainer."""
     from distgan.config import load_config
     from distgan.train import train
 
     every = 1 if plan.dry else 5
-    steps = plan.warmup + timed
+    warmup = plan.warmup if warmup is None else warmup
+    warmup = -(-warmup // every) * every  # log steps fall on the warm-up's end ...
+    timed = max(2, -(-timed // every)) * every  # ... and at least two full intervals follow it
+    steps = warmup + timed
     cfg = load_config(None, [f"data.shards={shards}", f"data.resolution={plan.res}", "data.device_cache=true",
                              "model.cond=none", f"model.width={plan.width}", f"model.z_dim={plan.z_dim}",
                              f"train.batch_size={batch}", f"train.steps={steps}", f"train.ckpt_every={steps}",
@@ -61,15 +65,16 @@ def trainer_rate(plan: Plan, shards: Path, batch: int, sw: Switches, timed: int)
     with tempfile.TemporaryDirectory(prefix="distgan-gpu-") as run:
         train(cfg, run)
         rows = [json.loads(line) for line in (Path(run) / "stats.jsonl").read_text().splitlines()]
-    rates = [r["images_per_s"] for r in rows if r["step"] - every >= plan.warmup]
+    rates = [r["images_per_s"] for r in rows if r["step"] - every >= warmup]
     return float(np.median(rates)), peak_memory_mib(plan.device)
 
 
-def bare_rate(plan: Plan, images: torch.Tensor, batch: int, sw: Switches, timed: int) -> tuple[float, float]:
+def bare_rate(plan: Plan, images: torch.Tensor, batch: int, sw: Switches, timed: int,
+              warmup: int | None = None) -> tuple[float, float]:
     if plan.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     loop = BareLoop(images, batch, plan.width, plan.z_dim, sw, plan.device)
-    rate = loop.images_per_s(plan.warmup, timed)
+    rate = loop.images_per_s(plan.warmup if warmup is None else warmup, timed)
     del loop
     return rate, peak_memory_mib(plan.device)
 
@@ -149,18 +154,20 @@ def run(plan: Plan, rep: Report, work: Path) -> float:
         profile_step(plan, rep, FAST)
     for sw in (Switches("fp32"), FAST):
         b = largest_batch(images, plan.batch, plan.max_batch, plan.width, plan.z_dim, sw, plan.device)
-        big = write_images(work / f"tp_big_{b}", b, plan.res) if b > len(images) else shards
+        # two batches per epoch at least: the cache's per-epoch shuffle stays out of most steps
+        big = write_images(work / f"tp_big_{b}", 2 * b, plan.res) if 2 * b > len(images) else shards
         imgs = decode_all(big, plan.res)["image"].to(plan.device) if big != shards else images
-        timed = max(3 if not plan.dry else 2, plan.timed * plan.batch // b)
+        timed = max(2, plan.timed * plan.batch // b)
+        warm = max(1, min(plan.warmup, 5))  # big steps: cuDNN autotuning needs only a few
         while True:
             try:
-                ours, mem = trainer_rate(plan, big, b, sw, timed)
+                ours, mem = trainer_rate(plan, big, b, sw, timed, warm)
                 break
             except torch.OutOfMemoryError:
                 if plan.device == "cuda":
                     torch.cuda.empty_cache()
                 b //= 2  # the trainer holds a little more than the bare loop
-        ref, ref_mem = bare_rate(plan, imgs, b, sw, timed)
+        ref, ref_mem = bare_rate(plan, imgs, b, sw, timed, warm)
         rep.figure(f"largest batch {b} {sw.name}: trainer vs bare", ours, "img/s", ref,
                    f"peak {mem:.0f} / {ref_mem:.0f} MiB")
         _targets(plan, rep, f"largest batch {sw.name}", ours, ref, TARGET_MAX if sw == FAST else None)
