@@ -6,6 +6,12 @@ data has them), fresh noise and labels, and report their statistics. Adding a
 conditioning mode or objective happens here and in ``distgan.losses``; the
 optimisation mechanics (autocast, scaling, DDP, stepping) stay in ``phases.py``.
 
+With ``train.reuse_fakes`` the D phase draws its fakes through the prepared G
+with the graph kept and hands them to the G phase in the batch (``FAKES_KEY``);
+the G phase judges them with the updated D and backpropagates through that
+graph: one G forward per step (pytorch/examples' DCGAN), the same update as
+the default path given the same noise in both phases.
+
 The loop builds its inputs with three helpers of this module:
 
     models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
