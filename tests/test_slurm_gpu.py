@@ -110,9 +110,30 @@ def test_profile_from_environment_variable_requests_its_gpus(mnist_shards, tmp_p
 
 # ----------------------------------------------------------------------------- a real GPU-GRES cluster
 
+def _free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free TCP ports (the two slurmds take consecutive ones)."""
+    import socket
+
+    for start in range(17000, 30000, 7):
+        try:
+            socks = []
+            for port in range(start, start + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports for the test cluster")
+
+
 def _cluster_env(base: Path) -> dict:
+    port = _free_ports(3)
     return _env(SLURM_CONF=str(base / "etc" / "slurm.conf"), DISTGAN_SLURM_BASE=str(base),
-                DISTGAN_SLURM_PORT="17017", DISTGAN_SLURMD_PORT="17018", DISTGAN_SLURM_GPUS="4",
+                DISTGAN_SLURM_PORT=str(port), DISTGAN_SLURMD_PORT=str(port + 1), DISTGAN_SLURM_GPUS="4",
                 DISTGAN_SLURM_CPUS="8",
                 PATH=f"{ROOT / 'slurm' / 'local-cluster' / 'bin'}:{os.environ['PATH']}")
 
