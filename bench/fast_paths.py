@@ -7,7 +7,9 @@ with one switch on (``model.channels_last``, ``train.fused_adam`` (+ ``train.syn
 ``train.precision=bf16``, ``data.device_cache`` vs the streamed shard
 pipeline, ``train.compile`` in the full run) and reports distgan's per-step
 cost against the hand-written reference loop of ``bench/trainer_overhead.py``
-(same models, same precision, data in memory), measured in the same process.
+(same models, same precision, data in memory), measured in the same process;
+``train.reuse_fakes`` is reported against distgan's default path instead (its
+gain: one G forward per step instead of two).
 Per-step cost = (CPU time of a long run - CPU time of a short run) / extra
 steps, so start-up and compile time cancel out. On a GPU machine the same
 cases run on CUDA (the trainer picks the device); shapes grow to the seed's
@@ -47,14 +49,17 @@ def _distgan_ms(shards: Path, steps: int, extra: list[str], res: int, width: int
     return 1000 * (cpu_s(steps) - cpu_s(short)) / (steps - short)
 
 
+PLAIN, REUSE = "plain fp32 (device_cache)", "reuse_fakes (one G forward) vs distgan default"
 CASES = {
-    "plain fp32 (device_cache)": ["data.device_cache=true"],
+    PLAIN: ["data.device_cache=true"],
     "streamed shards (no device_cache)": ["data.device_cache=false", "data.shuffle_buffer=256"],
     "channels_last": ["data.device_cache=true", "model.channels_last=true"],
     "fused Adam": ["data.device_cache=true", "train.fused_adam=true"],
     "fused Adam + sync_free": ["data.device_cache=true", "train.fused_adam=true", "train.sync_free=true"],
     "bf16 autocast": ["data.device_cache=true", "train.precision=bf16"],
     "torch.compile": ["data.device_cache=true", "train.compile=true"],
+    # measured against distgan's default path (two G forwards per step), not the hand-written loop
+    REUSE: ["data.device_cache=true", "train.reuse_fakes=true"],
 }
 
 
@@ -72,10 +77,14 @@ def run(quick: bool) -> list[dict]:
             write_shards("mnist-embedded", None, shards, shard_size=500, progress=False)
             shape = dict(res=ref.RES, width=ref.WIDTH, z=ref.Z, batch=ref.BATCH)
             base = statistics.median(ref.reference_step_ms(shards, steps, "fp32") for _ in range(rounds))
-            base_bf16 = None
+            base_bf16, plain_ms = None, None
             for name, extra in cases.items():
                 ms = statistics.median(_distgan_ms(shards, steps, extra, **shape) for _ in range(rounds))
                 reference = base
+                if name == REUSE:
+                    reference = plain_ms
+                if name == PLAIN:
+                    plain_ms = ms
                 if "bf16" in name:
                     base_bf16 = base_bf16 or statistics.median(
                         ref.reference_step_ms(shards, steps, "bf16") for _ in range(rounds))

@@ -116,6 +116,8 @@ class TrainConfig:
     skip_nonfinite: bool = _f(False, "skip a step with a non-finite loss instead of stopping")
     sync_free: bool = _f(False, "no host-device sync inside a step: a non-finite loss skips its update on "
                          "the device (needs train.fused_adam); stop/skip decisions at log intervals")
+    reuse_fakes: bool = _f(False, "G phase reuses the D phase's fakes: one G forward per step, as in "
+                           "pytorch/examples' DCGAN (needs n_critic=1, grad_accum=1, engine=accelerate)")
     check_replicas_every: int = _f(0, "compare G/D replicas across ranks every K steps (0 = off)", min=0)
     stop_on: list = _f([], "health warnings that stop the run (e.g. [mode_collapse])")
 

@@ -114,12 +114,35 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _resources(args: argparse.Namespace):
+    """The job's resources: --profile, else the site's default profile, then the flags; with
+    neither a GPU nor a CPU-task count chosen anywhere, the GPUs the cluster's nodes report."""
     from distgan.launch.profiles import load_profile, resolve_resources
+    from distgan.launch.site import default_profile, discover_gpus
 
-    profile = load_profile(args.profile) if args.profile else {}
-    return resolve_resources(profile, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-                             procs_per_node=args.procs_per_node, time_min=args.time_min,
-                             partition=args.partition)
+    name = args.profile or default_profile()
+    profile = load_profile(name) if name else {}
+    res = resolve_resources(profile, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+                            procs_per_node=args.procs_per_node, time_min=args.time_min,
+                            partition=args.partition)
+    args.gpu_discovery = None
+    chosen = {"gpus_per_node", "procs_per_node"} & set(profile) or args.gpus_per_node is not None \
+        or args.procs_per_node is not None
+    if not chosen:
+        found = args.gpu_discovery = discover_gpus(res.partition)
+        if found.gpus_per_node:
+            res.gpus_per_node = found.gpus_per_node
+            print(f"[launch] partition {found.partition} has {found.gpus_per_node} GPU(s) per node (Slurm GRES): "
+                  f"requesting them, one rank each (--gpus-per-node or --procs-per-node choose otherwise)",
+                  file=sys.stderr)
+    return res
+
+
+def _warn_cpu_job(args: argparse.Namespace, cfg, res) -> None:
+    from distgan.launch.site import cpu_job_warning
+
+    warning = cpu_job_warning(cfg, res, args.config, getattr(args, "gpu_discovery", None))
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -157,7 +180,8 @@ def _slurm(args: argparse.Namespace) -> int:
     from distgan.launch.slurm import SubmitError, describe_job, follow, submit_run
 
     res = _resources(args)
-    run_dir, _ = prepare_run(args, res.world_size)
+    run_dir, cfg = prepare_run(args, res.world_size)
+    _warn_cpu_job(args, cfg, res)
     try:
         job = submit_run(run_dir, res, job_name=f"distgan-{run_dir.name}")
     except SubmitError as e:
@@ -174,7 +198,8 @@ def _emit(args: argparse.Namespace) -> int:
     from distgan.launch.sbatch import write_sbatch
 
     res = _resources(args)
-    run_dir, _ = prepare_run(args, res.world_size)
+    run_dir, cfg = prepare_run(args, res.world_size)
+    _warn_cpu_job(args, cfg, res)
     path = write_sbatch(args.emit_sbatch, run_dir, res, job_name=f"distgan-{run_dir.name}")
     print(f"[launch] wrote {path} ({res.nodes} node(s) x {res.tasks_per_node} rank(s)); submit it with: "
           f"sbatch {path}")

@@ -123,7 +123,14 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     if tc.sync_free and (not tc.fused_adam or w.is_deepspeed):
         raise ValueError("train.sync_free=true needs train.fused_adam=true and train.engine=accelerate "
                          "(the fused Adam kernel is what skips a non-finite update without a host sync)")
-    phases = [Phase("D", D_p, opt_d, sched_d, prec.make_scaler(), d_loss_fn, tc.n_critic, [G_p], True, w.engine),
+    if tc.reuse_fakes and (tc.n_critic != 1 or tc.grad_accum != 1 or w.is_deepspeed or models.paired):
+        raise ValueError("train.reuse_fakes=true needs train.n_critic=1, train.grad_accum=1, "
+                         "train.engine=accelerate and an unpaired model (one G forward, one backward per step); "
+                         f"got n_critic={tc.n_critic}, grad_accum={tc.grad_accum}, engine={tc.engine}, "
+                         f"arch={cfg.model.arch}")
+    # with reuse_fakes G is not frozen in the D phase: its forward there builds the graph the G phase uses
+    phases = [Phase("D", D_p, opt_d, sched_d, prec.make_scaler(), d_loss_fn, tc.n_critic,
+                    [] if tc.reuse_fakes else [G_p], True, w.engine),
               Phase("G", G_p, opt_g, sched_g, prec.make_scaler(), g_loss_fn, 1, [D_p], False, w.engine)]
 
     # ---- resume: the newest readable checkpoint, if any

@@ -6,6 +6,12 @@ data has them), fresh noise and labels, and report their statistics. Adding a
 conditioning mode or objective happens here and in ``distgan.losses``; the
 optimisation mechanics (autocast, scaling, DDP, stepping) stay in ``phases.py``.
 
+With ``train.reuse_fakes`` the D phase draws its fakes through the prepared G
+with the graph kept and hands them to the G phase in the batch (``FAKES_KEY``);
+the G phase judges them with the updated D and backpropagates through that
+graph: one G forward per step (pytorch/examples' DCGAN), the same update as
+the default path given the same noise in both phases.
+
 The loop builds its inputs with three helpers of this module:
 
     models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
@@ -47,6 +53,11 @@ class LossSettings:
     acgan: bool = False
     l1_weight: float = 100.0  # pix2pix: loss_G = cGAN + lambda * L1
     paired: bool = False
+    reuse_fakes: bool = False  # D keeps its fakes' graph through G; the G phase reuses them
+
+
+# the batch key under which the D phase hands its fakes (and their labels) to the G phase
+FAKES_KEY = "_fakes"
 
 
 def gan_models(G: nn.Module, D: nn.Module, G_raw: nn.Module, D_raw: nn.Module, mc: Any, info: Any) -> GanModels:
@@ -62,7 +73,7 @@ def loss_settings(cfg: Any) -> LossSettings:
     tc, mc = cfg.train, cfg.model
     acgan = (mc.cond_d or ("acgan" if mc.cond == "acgan" else "")) == "acgan"
     return LossSettings(tc.loss, tc.feature_matching, tc.aux_weight, mc.cond != "none" or bool(mc.cond_d),
-                        acgan, tc.l1_weight, mc.arch == "pix2pix")
+                        acgan, tc.l1_weight, mc.arch == "pix2pix", tc.reuse_fakes)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -147,8 +158,13 @@ def d_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
     else:
         y_real = real_condition(m, batch)
         z, y_fake = sample_latent(real.shape[0], m, real.device, y_real)
-        with torch.no_grad():  # G is not trained here; unwrapped to skip DDP bookkeeping
-            fake = m.G_raw(z, y_fake)
+        if s.reuse_fakes:  # through the prepared G with its graph kept: the G phase backpropagates it
+            fake = m.G(z, y_fake)
+            batch[FAKES_KEY] = (fake, y_fake)
+            fake = fake.detach()
+        else:
+            with torch.no_grad():  # G is not trained here; unwrapped to skip DDP bookkeeping
+                fake = m.G_raw(z, y_fake)
     out_real = m.D(real, y_real)
     out_fake = m.D(fake, y_fake)
     loss = losses.d_loss(s.loss, _adv(out_real), _adv(out_fake))
@@ -169,6 +185,8 @@ def g_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
     if m.paired:
         y_fake = batch["src"]
         fake = m.G(y_fake)
+    elif FAKES_KEY in batch:  # train.reuse_fakes: the D phase's fakes, now judged by the updated D
+        fake, y_fake = batch.pop(FAKES_KEY)  # popped: the graph is freed after this backward
     else:
         z, y_fake = sample_latent(real.shape[0], m, real.device, real_condition(m, batch))
         fake = m.G(z, y_fake)

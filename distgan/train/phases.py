@@ -147,8 +147,11 @@ def run_phase(phase: Phase, m: GanModels, batch: dict | list[dict], s: LossSetti
                     losses.append(loss)
                     phase.engine.backward(phase, loss / k if k > 1 else loss)
                     continue
-                bad = not bool(torch.isfinite(loss.detach()).item())
-                if dist.any_rank(bad):  # every rank takes the same decision
+                # the one host sync of this phase on the default path: the flag is reduced over
+                # ranks on the device first, so every rank takes the same decision from one read-back
+                flag = (~torch.isfinite(loss.detach())).any().float().reshape(1)
+                if dist.max_over_ranks_(flag.to(dist.comm_device())).item() > 0:
+                    bad = not bool(torch.isfinite(loss.detach()).item())  # which rank: error path only
                     phase.engine.zero_grad(phase)
                     if skip_nonfinite:
                         stats.report(f"skipped_{phase.name}", 1.0)

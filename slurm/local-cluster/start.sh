@@ -7,6 +7,9 @@
 # when missing. Idempotent: a running cluster is left as it is.
 #
 #   bash slurm/local-cluster/start.sh            # base dir: $DISTGAN_SLURM_BASE or /tmp/distgan-slurm
+#   DISTGAN_SLURM_BASE=/tmp/gpu-cluster DISTGAN_SLURM_PORT=16917 DISTGAN_SLURMD_PORT=16918 \
+#     DISTGAN_SLURM_GPUS=4 bash slurm/local-cluster/start.sh   # a second cluster whose nodes declare
+#                                                              # 4 GPUs each (GRES; no device needed)
 #   source /tmp/distgan-slurm/env.sh             # SLURM_CONF + the sacct stand-in on PATH
 #   sinfo; sbatch --wrap 'hostname'
 set -euo pipefail
@@ -14,6 +17,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BASE=${DISTGAN_SLURM_BASE:-/tmp/distgan-slurm}
 CPUS=${DISTGAN_SLURM_CPUS:-2}          # CPUs per node (oversubscribing the host is fine)
 MEM=${DISTGAN_SLURM_MEM_MB:-8000}      # RealMemory per node
+GPUS=${DISTGAN_SLURM_GPUS:-0}          # GPUs per node declared as GRES (count only: nothing is bound)
 NODES=(127.0.0.1 127.0.0.2)
 
 if [ "$(id -u)" != 0 ]; then
@@ -86,14 +90,26 @@ nodelist=$(IFS=,; echo "${NODES[*]}")
   echo "SlurmdTimeout=60"
   echo "InactiveLimit=0"
   echo "PropagateResourceLimitsExcept=ALL"
+  gres=""
+  if [ "$GPUS" -gt 0 ]; then
+    echo "GresTypes=gpu"
+    gres=" Gres=gpu:$GPUS"
+  fi
   port=${DISTGAN_SLURMD_PORT:-16818}
   for n in "${NODES[@]}"; do  # one port per slurmd: they share the host's address space
-    echo "NodeName=$n NodeHostname=localhost NodeAddr=$n Port=$port CPUs=$CPUS RealMemory=$MEM State=UNKNOWN"
+    echo "NodeName=$n NodeHostname=localhost NodeAddr=$n Port=$port CPUs=$CPUS RealMemory=$MEM$gres State=UNKNOWN"
     port=$((port + 1))
   done
   echo "PartitionName=debug Nodes=$nodelist Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO"
 } > "$SLURM_CONF"
 echo "# empty: no cgroups here" > "$BASE/etc/cgroup.conf"
+if [ "$GPUS" -gt 0 ]; then
+  # slurmd counts GPUs by their device files: stand-ins with /dev/null's device number, so the
+  # nodes advertise GPUs for scheduling and sinfo while no device exists
+  mkdir -p "$BASE/dev"
+  for i in $(seq 0 $((GPUS - 1))); do [ -e "$BASE/dev/gpu$i" ] || mknod "$BASE/dev/gpu$i" c 1 3; done
+  printf 'AutoDetect=off\nName=gpu File=%s/dev/gpu[0-%d]\n' "$BASE" $((GPUS - 1)) > "$BASE/etc/gres.conf"
+fi
 
 # ---- the sacct stand-in (no slurmdbd here; submitit needs sacct to see finished jobs)
 ln -sf "$HERE/bin/sacct" "$BASE/bin/sacct"
@@ -111,7 +127,7 @@ for n in "${NODES[@]}"; do slurmd -N "$n" -f "$SLURM_CONF"; done
 for _ in $(seq 1 60); do
   idle=$(sinfo -h -N -o '%N %t' 2>/dev/null | awk '$2=="idle"' | wc -l)
   if [ "$idle" -ge "${#NODES[@]}" ]; then
-    echo "[slurm] local cluster up: ${#NODES[@]} nodes x $CPUS CPUs (base $BASE)"
+    echo "[slurm] local cluster up: ${#NODES[@]} nodes x $CPUS CPUs, $GPUS GPU(s) as GRES (base $BASE)"
     echo "[slurm] use it with: source $BASE/env.sh"
     exit 0
   fi
