@@ -107,10 +107,10 @@ def _check_port(addr: str, port: int) -> None:
 
 
 def rendezvous(timeout_s: float, backend: str = "auto", expect_world: int = 0,
-               on_arrival: object = None) -> RendezvousInfo:
+               timeout_key: str = "dist.timeout_s") -> RendezvousInfo:
     """Join the default process group (no-op for one process); raise :class:`RendezvousError` on failure.
 
-    ``on_arrival`` (tests and the preflight hook) is called with this rank before it announces itself.
+    ``timeout_key`` is the setting that holds ``timeout_s``, named in the messages.
     """
     global _store
     info = RendezvousInfo(rank=_env_int("RANK", 0), world=_env_int("WORLD_SIZE", 1),
@@ -147,6 +147,13 @@ def rendezvous(timeout_s: float, backend: str = "auto", expect_world: int = 0,
     info.timings["resolve"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout_s
+    if info.rank != 0 and not _wait_for_listener(info.addr, info.port, deadline):
+        raise RendezvousError(
+            "ranks never arrived",
+            f"rank {info.rank} on {info.host} could not reach the rendezvous {info.addr}:{info.port} within "
+            f"{timeout_s:g} s ({timeout_key}): rank 0 (expected on {expected_hosts(info.world)[0]}) never "
+            "opened it (did not start, or failed first: see its log), or a firewall blocks the port")
     try:
         store = tdist.TCPStore(info.addr, info.port, info.world, info.rank == 0, timeout=timeout,
                                wait_for_workers=False)
@@ -160,16 +167,14 @@ def rendezvous(timeout_s: float, backend: str = "auto", expect_world: int = 0,
         raise RendezvousError(
             "ranks never arrived",
             f"rank {info.rank} on {info.host} could not reach the rendezvous {info.addr}:{info.port} within "
-            f"{timeout_s:g} s (dist.timeout_s): rank 0 (expected on {expected_hosts(info.world)[0]}) never "
+            f"{timeout_s:g} s ({timeout_key}): rank 0 (expected on {expected_hosts(info.world)[0]}) never "
             "opened it (did not start, or failed first: see its log), or a firewall blocks the port") from None
-    if callable(on_arrival):
-        on_arrival(info.rank)
     store.set(f"{_ARRIVED}{info.rank}", json.dumps({"host": info.host, "local_rank": info.local_rank}))
     keys = [f"{_ARRIVED}{r}" for r in range(info.world)]
     try:
         store.wait(keys, timeout)
     except Exception:  # noqa: BLE001 - a store timeout (DistStoreError) or rank 0's store going away
-        _raise_missing(store, keys, info, timeout_s)
+        _raise_missing(store, keys, info, timeout_s, timeout_key)
     info.timings["rendezvous"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -180,7 +185,20 @@ def rendezvous(timeout_s: float, backend: str = "auto", expect_world: int = 0,
     return info
 
 
-def _raise_missing(store: tdist.Store, keys: list[str], info: RendezvousInfo, timeout_s: float) -> None:
+def _wait_for_listener(addr: str, port: int, deadline: float, every_s: float = 0.25) -> bool:
+    """Try to connect until ``deadline``: torch's store client retries past its own timeout, noisily."""
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=max(0.1, min(2.0, deadline - time.monotonic()))):
+                return True
+        except OSError:
+            if time.monotonic() + every_s > deadline:
+                return False
+            time.sleep(every_s)  # rank 0 may still be importing torch: poll its port
+
+
+def _raise_missing(store: tdist.Store, keys: list[str], info: RendezvousInfo, timeout_s: float,
+                   timeout_key: str) -> None:
     try:
         missing = [r for r, k in enumerate(keys) if not store.check([k])]
     except Exception:  # noqa: BLE001 - rank 0 (the store) is gone
@@ -193,8 +211,8 @@ def _raise_missing(store: tdist.Store, keys: list[str], info: RendezvousInfo, ti
     raise RendezvousError(
         "ranks never arrived",
         f"{len(missing)} of {info.world} rank(s) never arrived at the rendezvous {info.addr}:{info.port} within "
-        f"{timeout_s:g} s (dist.timeout_s): {where}. They did not start, crashed before joining, or cannot reach "
-        f"{info.addr}:{info.port}; see their logs, and raise dist.timeout_s only if they start slowly")
+        f"{timeout_s:g} s ({timeout_key}): {where}. They did not start, crashed before joining, or cannot reach "
+        f"{info.addr}:{info.port}; see their logs, and raise {timeout_key} only if they start slowly")
 
 
 def store() -> tdist.Store | None:
