@@ -53,11 +53,16 @@ class RendezvousInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=lambda: host_name())
     addr: str = ""
     port: int = 0
     backend: str = ""
     timings: dict = field(default_factory=dict)  # stage -> seconds on this rank
+
+
+def host_name() -> str:
+    """This rank's node: Slurm's node name (several slurmd may share one machine), else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def _env_int(name: str, default: int) -> int:
@@ -87,7 +92,7 @@ def expected_hosts(world: int) -> list[str]:
         hosts = [h for h, c in zip(expand_hostlist(nodelist), counts) for _ in range(c)]
         if len(hosts) >= world:
             return hosts[:world]
-    return [socket.gethostname()] * world
+    return [host_name()] * world
 
 
 def _check_port(addr: str, port: int) -> None:
@@ -100,7 +105,7 @@ def _check_port(addr: str, port: int) -> None:
                 raise
             raise RendezvousError(
                 "port in use",
-                f"rendezvous port {port} is already in use on {socket.gethostname()} (rank 0, "
+                f"rendezvous port {port} is already in use on {host_name()} (rank 0, "
                 f"MASTER_ADDR={addr}): another run or a leftover process holds it. Set MASTER_PORT to a free "
                 "port (Slurm: export MASTER_PORT=... in the profile's setup lines; the default is derived from "
                 "the job id), or stop the process that holds it (ss -ltnp | grep :%d)" % port) from None
@@ -120,8 +125,8 @@ def rendezvous(timeout_s: float, backend: str = "auto", expect_world: int = 0,
                  else f"WORLD_SIZE={info.world}")
         raise RendezvousError(
             "task count",
-            f"{where} but this launch expects a world size of {expect_world} (dist.expect_world_size, set by the "
-            "launcher to nodes x ranks per node): the job was started with another task layout. Check "
+            f"{where} but dist.expect_world_size={expect_world} (set by the launcher to nodes x ranks per "
+            "node): the job was started with another task layout. Check "
             "--nodes and --gpus-per-node/--procs-per-node (profile: gpus_per_node, procs_per_node) against "
             "the tasks Slurm started (srun -n / --ntasks-per-node in a hand-written script)")
     if info.world <= 1 or (tdist.is_available() and tdist.is_initialized()):

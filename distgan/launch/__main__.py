@@ -148,14 +148,15 @@ def _local(args: argparse.Namespace) -> int:
     from distgan.launch.local import launch_local
 
     print(f"[launch] {procs} local ranks; rank 0 below, all ranks in {run_dir / 'logs'}/rank*.out", flush=True)
-    from distgan.launch.worker import EXIT_STOPPED
+    from distgan.launch.worker import EXIT_STOPPED, read_status
 
     code = launch_local(run_dir, procs)
     if code == EXIT_STOPPED:
         print(f"[launch] stopped after checkpointing; re-run the same command to resume ({run_dir})",
               file=sys.stderr)
     elif code:
-        print(f"[launch] failed with exit code {code}", file=sys.stderr)
+        error = read_status(run_dir).get("error")  # the first failure the ranks recorded, named
+        print(f"[launch] failed with exit code {code}" + (f": {error}" if error else ""), file=sys.stderr)
     return code
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch.distributed as tdist
 
 from distgan.fsutil import atomic_write_text
 from distgan.launch.env import export_slurm_dist_env
-from distgan.rendezvous import RendezvousError, choose_backend, leave, rendezvous
+from distgan.rendezvous import RendezvousError, choose_backend, host_name, leave, rendezvous
 from distgan.train import stages
 
 PREFLIGHT_DIR = "preflight"
@@ -129,7 +128,7 @@ def run_check(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     export_slurm_dist_env()
     req = json.loads((preflight_dir(run_dir) / "request.json").read_text())
-    rank, host = int(os.environ.get("RANK", "0")), socket.gethostname()
+    rank, host = int(os.environ.get("RANK", "0")), host_name()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     timings: dict[str, float] = {"start": max(0.0, t_start - float(req.get("launched", t_start)))}
     rec: dict[str, Any] = {"rank": rank, "local_rank": local_rank, "host": host, "pid": os.getpid(),

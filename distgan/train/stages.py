@@ -125,9 +125,9 @@ def is_comm_failure(exc: BaseException) -> bool:
 
     if isinstance(exc, getattr(tdist, "DistError", ())):
         return True
-    text = str(exc)
-    return any(s in text for s in ("Timed out", "timed out", "Connection closed by peer",
-                                   "Connection reset by peer", "Broken pipe"))
+    text = str(exc).lower()  # gloo words it several ways ("Timed out waiting", "Application timeout ...")
+    return any(s in text for s in ("timed out", "timeout", "connection closed by peer", "connection reset by peer",
+                                   "broken pipe", "pair closure"))
 
 
 def explain(exc: BaseException, rank: int, world: int, timeout_s: float, run_dir: str | Path | None,
@@ -135,7 +135,7 @@ def explain(exc: BaseException, rank: int, world: int, timeout_s: float, run_dir
     """One line: this rank, the stage, which ranks did not report reaching it, the last checkpoint."""
     stage = current()
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    timed_out = "imed out" in text
+    timed_out = "timed out" in text.lower() or "timeout" in text.lower()
     what = (f"timed out after {timeout_s:g} s (dist.timeout_s) waiting in a collective" if timed_out
             else f"lost its peers in a collective ({text[:160]})")
     others = _compare_notes(rank, world, stage, min(10.0, max(1.0, timeout_s / 4)) if grace_s is None else grace_s)
