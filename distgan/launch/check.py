@@ -70,7 +70,7 @@ def check_slurm(run_dir: Path, cfg: Any, res: Any, poll_s: float = 1.0) -> int:
     job = with_retries(lambda: ex.submit(CheckTask(str(run_dir.resolve()))))
     print(f"[check] Slurm job {job.job_id}: {res.nodes} node(s) x {res.tasks_per_node} rank(s); logs in "
           f"{job.paths.folder}", flush=True)
-    t0, started, state = time.monotonic(), None, ""
+    t0, started = time.monotonic(), None
     while not job.done(force_check=True):
         state = job.state
         if started is None and state not in ("PENDING", "UNKNOWN", "REQUEUED"):
@@ -80,8 +80,11 @@ def check_slurm(run_dir: Path, cfg: Any, res: Any, poll_s: float = 1.0) -> int:
             print(f"[check] job {job.job_id} still running after {bound:.0f} s: cancelled", file=sys.stderr)
             break
         time.sleep(poll_s)
-    state = job.state
-    code = 0 if state == "COMPLETED" else EXIT_FAILED
+    try:  # every task's own verdict (the job's state can still read RUNNING while it winds down)
+        job.results()
+        code, state = 0, "finished"
+    except Exception as e:  # noqa: BLE001 - submitit re-raises a task's failure (or a missing result)
+        code, state = EXIT_FAILED, f"failed ({job.state}): {str(e).strip().splitlines()[-1][:300]}"
     logs = [str(Path(job.paths.folder) / f"{job.job_id}_{r}_log.out") for r in range(res.world_size)]
     return report(run_dir, res.world_size, time.monotonic() - t0, code, logs, f"Slurm job {job.job_id}: {state}")
 

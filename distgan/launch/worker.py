@@ -74,6 +74,8 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
         from distgan.train import stages, train
 
         stages.set_reporter(lambda msg: _record_failure(run_dir, msg, log_path, world))
+        if world > 1:  # a stage that runs far past dist.timeout_s (a stuck rank) ends this rank, naming it
+            stages.watch(cfg.dist.timeout_s, rank, run_dir)
         summary = train(cfg, run_dir)
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
         e = _named_dist_failure(e, rank, world, cfg, run_dir)

@@ -75,8 +75,6 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         save_config(cfg, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
     log = RunLogger(run_dir, cfg, enabled=rank == 0, rank=rank)
-    if world > 1:  # a stage that runs far past dist.timeout_s (a stuck rank) ends this rank, naming it
-        stages.watch(cfg.dist.timeout_s, rank, run_dir)
     stages.enter("setup (data, models, resume)", bounded=False)  # its collectives are bounded by the group
     stop = _StopFlag()
 
