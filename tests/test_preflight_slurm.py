@@ -49,3 +49,17 @@ def test_a_rank_that_never_joins_fails_the_job_once_with_the_diagnosis(cluster, 
     show = subprocess.run(["scontrol", "show", "job", job], env=cluster, capture_output=True, text=True).stdout
     assert "JobState=FAILED" in show and "Restarts=0" in show, show  # ended once, not requeued
     assert took < 120, took
+
+
+@pytest.mark.timeout(300)
+def test_check_on_slurm_names_the_rank_that_never_arrives_and_its_node(cluster, mnist_shards, tmp_path):  # noqa: F811
+    env = {**cluster, "DISTGAN_TEST_HANG_AT": "1:rendezvous"}
+    t0 = time.monotonic()
+    out = _py(env, *_launch_args(tmp_path / "run", mnist_shards, "--nodes", "2", "dist.check_timeout_s=8",
+                                 "--check"))
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert "preflight FAILED" in out.stderr and "cancelled by the check" in out.stderr
+    assert re.search(r"rank 0 on 127\.0\.0\.1: ranks never arrived: 1 of 2 rank\(s\) never arrived at the "
+                     r"rendezvous 127\.0\.0\.1:\d+ within 8 s \(dist\.check_timeout_s\): rank 1 \(expected on "
+                     r"127\.0\.0\.2\)", out.stderr), out.stderr
+    assert time.monotonic() - t0 < 150  # queue + start-up on shared cores, the 8 s bound, 5 s for peers

@@ -59,8 +59,6 @@ def check_local(run_dir: Path, cfg: Any, procs: int, gpus_per_node: int = 0) -> 
 
 def check_slurm(run_dir: Path, cfg: Any, res: Any, poll_s: float = 1.0) -> int:
     """Run the check as a short Slurm job with the launch's resources; print the report."""
-    import submitit
-
     from distgan.launch.preflight import CheckTask
     from distgan.launch.slurm import make_executor, with_retries
 
@@ -70,23 +68,35 @@ def check_slurm(run_dir: Path, cfg: Any, res: Any, poll_s: float = 1.0) -> int:
     job = with_retries(lambda: ex.submit(CheckTask(str(run_dir.resolve()))))
     print(f"[check] Slurm job {job.job_id}: {res.nodes} node(s) x {res.tasks_per_node} rank(s); logs in "
           f"{job.paths.folder}", flush=True)
-    t0, started = time.monotonic(), None
+    t0, started, cancelled = time.monotonic(), None, False
     while not job.done(force_check=True):
-        state = job.state
-        if started is None and state not in ("PENDING", "UNKNOWN", "REQUEUED"):
-            started = time.monotonic()  # the bound counts from the start: queue time is the site's
-        if started is not None and time.monotonic() - started > bound:
+        now = time.monotonic()
+        if started is None and job.state not in ("PENDING", "UNKNOWN", "REQUEUED"):
+            started = now  # the bound counts from the start: queue time is the site's
+        failed_at = _first_failure(run_dir, res.world_size)
+        # once a rank has named the failure, the others get a few seconds to add theirs
+        if (started is not None and now - started > bound) or (failed_at and time.time() - failed_at > 5):
             job.cancel(check=False)
-            print(f"[check] job {job.job_id} still running after {bound:.0f} s: cancelled", file=sys.stderr)
+            cancelled = True
             break
         time.sleep(poll_s)
-    try:  # every task's own verdict (the job's state can still read RUNNING while it winds down)
-        job.results()
-        code, state = 0, "finished"
-    except Exception as e:  # noqa: BLE001 - submitit re-raises a task's failure (or a missing result)
-        code, state = EXIT_FAILED, f"failed ({job.state}): {str(e).strip().splitlines()[-1][:300]}"
+    code, state = EXIT_FAILED, f"cancelled by the check ({job.state})"
+    if not cancelled:
+        try:  # every task's own verdict (the job's state can still read RUNNING while it winds down)
+            job.results()
+            code, state = 0, "finished"
+        except Exception:  # noqa: BLE001 - submitit re-raises a task's failure (or a missing result)
+            state = f"failed ({job.state})"
     logs = [str(Path(job.paths.folder) / f"{job.job_id}_{r}_log.out") for r in range(res.world_size)]
     return report(run_dir, res.world_size, time.monotonic() - t0, code, logs, f"Slurm job {job.job_id}: {state}")
+
+
+def _first_failure(run_dir: Path, world: int) -> float | None:
+    """When the first rank recorded a failure (file time), None while none has."""
+    d = preflight_dir(run_dir)
+    times = [(d / f"rank{r}.json").stat().st_mtime for r in range(world)
+             if "error" in (_read(d / f"rank{r}.json") or {})]
+    return min(times) if times else None
 
 
 def _read(path: Path) -> dict[str, Any] | None:

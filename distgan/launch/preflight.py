@@ -140,6 +140,8 @@ def run_check(run_dir: str | Path) -> dict[str, Any]:
         t0 = _timed(timings, "device", t0)
         rec.update(backend=choose_backend(req.get("backend", "auto")), addr=os.environ.get("MASTER_ADDR", ""),
                    port=os.environ.get("MASTER_PORT", ""))  # shown in the table even when joining fails
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank stuck on its own (not in a collective) ends too
+            stages.watch(float(req["timeout_s"]), rank)
         stages.enter("rendezvous")
         info = rendezvous(float(req["timeout_s"]), req.get("backend", "auto"), int(req.get("expect_world", 0)),
                           timeout_key="dist.check_timeout_s")
@@ -170,6 +172,7 @@ def run_check(run_dir: str | Path) -> dict[str, Any]:
         rec["error"] = {"kind": kind, "message": f"rank {rank} on {host} at '{stages.current()}': "
                                                  f"{type(e).__name__}: {str(e).strip()[:400]}"}
     finally:
+        stages.unwatch()
         leave()
     _write(run_dir, f"rank{rank}.json", rec)
     if "error" in rec:
