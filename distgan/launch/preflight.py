@@ -141,7 +141,7 @@ def run_check(run_dir: str | Path) -> dict[str, Any]:
         rec.update(backend=choose_backend(req.get("backend", "auto")), addr=os.environ.get("MASTER_ADDR", ""),
                    port=os.environ.get("MASTER_PORT", ""))  # shown in the table even when joining fails
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank stuck on its own (not in a collective) ends too
-            stages.watch(float(req["timeout_s"]), rank)
+            stages.watch(float(req["timeout_s"]), rank, world=int(os.environ["WORLD_SIZE"]))
         stages.enter("rendezvous")
         info = rendezvous(float(req["timeout_s"]), req.get("backend", "auto"), int(req.get("expect_world", 0)),
                           timeout_key="dist.check_timeout_s")

@@ -75,7 +75,10 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
 
         stages.set_reporter(lambda msg: _record_failure(run_dir, msg, log_path, world))
         if world > 1:  # a stage that runs far past dist.timeout_s (a stuck rank) ends this rank, naming it
-            stages.watch(cfg.dist.timeout_s, rank, run_dir)
+            import torch
+
+            nccl = cfg.dist.backend == "nccl" or (cfg.dist.backend == "auto" and torch.cuda.is_available())
+            stages.watch(cfg.dist.timeout_s, rank, run_dir, world, factor=1.0 if nccl else 1.5)
         summary = train(cfg, run_dir)
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
         e = _named_dist_failure(e, rank, world, cfg, run_dir)

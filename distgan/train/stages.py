@@ -14,8 +14,9 @@ rank that failed writes its stage there, and those that stay silent for a
 short grace period are the ones that never entered the collective.
 
 The rank that is stuck (outside any collective) is ended by :func:`watch`'s
-thread once its current bounded stage has run 1.5 x ``timeout_s``: it reports its
-stage and exits with :data:`EXIT_HUNG`. Stages that may legitimately run long
+thread once its current bounded stage has run 1.5 x ``timeout_s`` (1 x on
+NCCL, whose timed-out collectives abort without a Python error): it reports
+its stage and exits with :data:`EXIT_HUNG`. Stages that may legitimately run long
 (metrics over many images) are entered with ``bounded=False``.
 
 A test hook, read here only: ``DISTGAN_TEST_HANG_AT="RANK:STAGE"`` makes
@@ -83,8 +84,15 @@ def last_checkpoint(run_dir: str | Path | None) -> str:
     return f"step {step} ({path}); re-running the same command resumes from it"
 
 
-def watch(timeout_s: float, rank: int, run_dir: str | Path | None = None, poll_s: float = 1.0) -> None:
-    """Start the thread that ends this rank when a bounded stage runs well past ``timeout_s``."""
+def watch(timeout_s: float, rank: int, run_dir: str | Path | None = None, world: int = 1,
+          factor: float = 1.5, poll_s: float = 1.0) -> None:
+    """Start the thread that ends this rank when a bounded stage runs past ``factor`` x ``timeout_s`` + 2 s.
+
+    On gloo (factor 1.5) the ranks waiting in a collective raise first, at the
+    timeout, and name the rank that never came; this thread then ends that
+    rank too. NCCL aborts a timed-out collective without a Python error, so
+    there the launcher passes factor 1.0: the thread names the stage first.
+    """
     global _watch_stop
     unwatch()
     stop = threading.Event()
@@ -93,12 +101,13 @@ def watch(timeout_s: float, rank: int, run_dir: str | Path | None = None, poll_s
         while not stop.wait(poll_s):
             with _lock:
                 stage, since, bounded = _stage, _since, _bounded
-            # later than the others' process-group timeout, so that the ranks waiting for this one
-            # raise first and name it; then this one ends too instead of staying stuck
-            if bounded and time.monotonic() - since > 1.5 * timeout_s + 2:
-                msg = (f"rank {rank} spent more than {timeout_s:g} s (dist.timeout_s) in stage '{stage}' "
-                       f"without finishing it: the other ranks wait for it in a collective. Last checkpoint: "
-                       f"{last_checkpoint(run_dir)}")
+            if bounded and time.monotonic() - since > factor * timeout_s + 2:
+                msg = f"rank {rank} spent more than {timeout_s:g} s (dist.timeout_s) in stage '{stage}' without " \
+                      "finishing it (a rank it waits for is stuck or gone, or it is the stuck one)"
+                others = _compare_notes(rank, world, stage, 2.0) if world > 1 else None
+                if others:
+                    msg += "; " + ", ".join(f"rank {r} at '{s}'" for r, s in sorted(others.items()) if r != rank)
+                msg = f"{msg.rstrip('; ')}. Last checkpoint: {last_checkpoint(run_dir)}"
                 print(f"[distgan] error: {msg}", file=sys.stderr, flush=True)
                 if _reporter is not None:
                     try:
