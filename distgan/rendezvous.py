@@ -111,6 +111,19 @@ def _check_port(addr: str, port: int) -> None:
                 "the job id), or stop the process that holds it (ss -ltnp | grep :%d)" % port) from None
 
 
+def check_world(world: int, expect_world: int) -> None:
+    """Raise the named ``task count`` error when the started ranks differ from the launch's world size."""
+    if expect_world and world != expect_world:
+        where = (f"Slurm started {os.environ.get('SLURM_NTASKS')} task(s)" if "SLURM_NTASKS" in os.environ
+                 else f"WORLD_SIZE={world}")
+        raise RendezvousError(
+            "task count",
+            f"{where} but dist.expect_world_size={expect_world} (set by the launcher to nodes x ranks per "
+            "node): the job was started with another task layout. Check "
+            "--nodes and --gpus-per-node/--procs-per-node (profile: gpus_per_node, procs_per_node) against "
+            "the tasks Slurm started (srun -n / --ntasks-per-node in a hand-written script)")
+
+
 def rendezvous(timeout_s: float, backend: str = "auto", expect_world: int = 0,
                timeout_key: str = "dist.timeout_s") -> RendezvousInfo:
     """Join the default process group (no-op for one process); raise :class:`RendezvousError` on failure.
@@ -120,15 +133,8 @@ def rendezvous(timeout_s: float, backend: str = "auto", expect_world: int = 0,
     global _store
     info = RendezvousInfo(rank=_env_int("RANK", 0), world=_env_int("WORLD_SIZE", 1),
                           local_rank=_env_int("LOCAL_RANK", 0), backend=choose_backend(backend))
-    if expect_world and info.world != expect_world:
-        where = (f"Slurm started {os.environ.get('SLURM_NTASKS')} task(s)" if "SLURM_NTASKS" in os.environ
-                 else f"WORLD_SIZE={info.world}")
-        raise RendezvousError(
-            "task count",
-            f"{where} but dist.expect_world_size={expect_world} (set by the launcher to nodes x ranks per "
-            "node): the job was started with another task layout. Check "
-            "--nodes and --gpus-per-node/--procs-per-node (profile: gpus_per_node, procs_per_node) against "
-            "the tasks Slurm started (srun -n / --ntasks-per-node in a hand-written script)")
+    if info.world > 1:  # one process: the trainer's own check names a group that never formed
+        check_world(info.world, expect_world)
     if info.world <= 1 or (tdist.is_available() and tdist.is_initialized()):
         return info
     if info.backend == "nccl":

@@ -27,7 +27,7 @@ import torch.distributed as tdist
 
 from distgan.fsutil import atomic_write_text
 from distgan.launch.env import export_slurm_dist_env
-from distgan.rendezvous import RendezvousError, choose_backend, host_name, leave, rendezvous
+from distgan.rendezvous import RendezvousError, check_world, choose_backend, host_name, leave, rendezvous
 from distgan.train import stages
 
 PREFLIGHT_DIR = "preflight"
@@ -142,6 +142,7 @@ def run_check(run_dir: str | Path) -> dict[str, Any]:
                    port=os.environ.get("MASTER_PORT", ""))  # shown in the table even when joining fails
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank stuck on its own (not in a collective) ends too
             stages.watch(float(req["timeout_s"]), rank, world=int(os.environ["WORLD_SIZE"]))
+        check_world(int(os.environ.get("WORLD_SIZE", "1")), int(req.get("expect_world", 0)))
         stages.enter("rendezvous")
         info = rendezvous(float(req["timeout_s"]), req.get("backend", "auto"), int(req.get("expect_world", 0)),
                           timeout_key="dist.check_timeout_s")
