@@ -104,7 +104,9 @@ def test_check_names_a_rank_that_never_arrives_within_the_bound(mnist_shards, tm
     assert "preflight FAILED" in out.stderr
     assert f"1 of 2 rank(s) never arrived at the rendezvous 127.0.0.1:" in out.stderr
     assert f"rank 1 (expected on {host})" in out.stderr and "dist.check_timeout_s" in out.stderr
-    assert took < 4 + 60  # the bound plus interpreter start-up on two shared cores, not a hang
+    # the bound plus start-up of torch processes on two shared, busy cores; a hang would be torch's
+    # default timeout (many minutes)
+    assert took < 4 + 100
 
 
 @pytest.mark.timeout(200)
@@ -158,7 +160,7 @@ def test_a_training_rank_started_alone_fails_at_rendezvous_within_its_timeout(mn
     err = read_status(run)["error"]
     assert "rank 0: rendezvous failed (ranks never arrived): 1 of 2 rank(s) never arrived" in err
     assert "rank 1 (expected on" in err and "within 3 s (dist.timeout_s)" in err
-    assert took < 3 + 45
+    assert took < 3 + 100  # start-up on shared cores, then the 3 s bound
 
 
 @pytest.mark.timeout(240)
@@ -175,7 +177,7 @@ def test_a_collective_one_rank_never_enters_ends_the_run_naming_the_stage(mnist_
     # the stuck rank is ended too (by its stage watch), naming the stage it never finished
     assert ("rank 1 spent more than 5 s (dist.timeout_s) in stage 'step 3 phase D'"
             in (run / "logs" / "rank1.out").read_text())
-    assert took < 5 + 90  # start-up and two checkpoints on shared cores, then at most the timeout
+    assert took < 5 + 150  # start-up and two checkpoints on shared cores, then at most the timeout
 
 
 def test_expected_hosts_follow_slurm_block_distribution(monkeypatch):

@@ -48,7 +48,7 @@ def test_a_rank_that_never_joins_fails_the_job_once_with_the_diagnosis(cluster, 
         (run / "logs" / "slurm" / f"{job}_1_log.out").read_text()
     show = subprocess.run(["scontrol", "show", "job", job], env=cluster, capture_output=True, text=True).stdout
     assert "JobState=FAILED" in show and "Restarts=0" in show, show  # ended once, not requeued
-    assert took < 120, took
+    assert took < 200, took  # queue, start-up on shared cores, the 5 s bound; not the 30 min limit
 
 
 @pytest.mark.timeout(300)
@@ -62,4 +62,4 @@ def test_check_on_slurm_names_the_rank_that_never_arrives_and_its_node(cluster, 
     assert re.search(r"rank 0 on 127\.0\.0\.1: ranks never arrived: 1 of 2 rank\(s\) never arrived at the "
                      r"rendezvous 127\.0\.0\.1:\d+ within 8 s \(dist\.check_timeout_s\): rank 1 \(expected on "
                      r"127\.0\.0\.2\)", out.stderr), out.stderr
-    assert time.monotonic() - t0 < 150  # queue + start-up on shared cores, the 8 s bound, 5 s for peers
+    assert time.monotonic() - t0 < 200  # queue + start-up on shared cores, the 8 s bound, 5 s for peers
