@@ -126,6 +126,9 @@ class TrainConfig:
 class DistConfig:
     backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend (auto: nccl on GPUs, gloo on CPU)")
     expect_world_size: int = _f(0, "fail unless the world size equals this (0 = no check)", min=0)
+    timeout_s: float = _f(180.0, "seconds any rank waits for the others (rendezvous and every collective) "
+                          "before the run ends with an error naming the rank and stage", min=1)
+    check_timeout_s: float = _f(60.0, "launch --check: seconds the preflight waits for the ranks to arrive", min=1)
 
 
 @dataclass

@@ -7,6 +7,7 @@
     python -m distgan.launch --config configs/debug.yaml --cluster slurm --nodes 2 --wait
     python -m distgan.launch --config configs/debug.yaml --nodes 2 --emit-sbatch job.sbatch
     python -m distgan.launch --help-config          # every config key with its doc
+    python -m distgan.launch --config configs/debug.yaml --nodes 2 --check   # preflight: ranks, bandwidth
 
 --cluster auto (the default) submits to Slurm when ``sbatch`` is on PATH, a
 controller answers and we are not already inside a Slurm job; otherwise it
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="Slurm: follow the job to its end, streaming rank 0")
     p.add_argument("--emit-sbatch", metavar="FILE", help="write a plain sbatch script instead of submitting")
     p.add_argument("--help-config", action="store_true", help="list every config key and exit")
+    p.add_argument("--check", action="store_true",
+                   help="preflight: start every rank as training would, print hosts/devices/rendezvous, an "
+                        "all-reduce check and bandwidth, or name what stops the ranks from forming a group")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr_d=5e-4")
     return p
 
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.emit_sbatch:
             return _emit(args)
         cluster = choose_cluster(args.cluster, args.nodes or 1)
+        if args.check:
+            return _check(args, cluster)
         if cluster == "slurm":
             return _slurm(args)
         return _local(args)
@@ -165,14 +171,15 @@ def _local(args: argparse.Namespace) -> int:
     from distgan.launch.local import launch_local
 
     print(f"[launch] {procs} local ranks; rank 0 below, all ranks in {run_dir / 'logs'}/rank*.out", flush=True)
-    from distgan.launch.worker import EXIT_STOPPED
+    from distgan.launch.worker import EXIT_STOPPED, read_status
 
     code = launch_local(run_dir, procs)
     if code == EXIT_STOPPED:
         print(f"[launch] stopped after checkpointing; re-run the same command to resume ({run_dir})",
               file=sys.stderr)
     elif code:
-        print(f"[launch] failed with exit code {code}", file=sys.stderr)
+        error = read_status(run_dir).get("error")  # the first failure the ranks recorded, named
+        print(f"[launch] failed with exit code {code}" + (f": {error}" if error else ""), file=sys.stderr)
     return code
 
 
@@ -192,6 +199,18 @@ def _slurm(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     return follow(job)
+
+
+def _check(args: argparse.Namespace, cluster: str) -> int:
+    from distgan.launch import check
+
+    if cluster == "slurm":
+        res = _resources(args)
+        run_dir, cfg = prepare_run(args, res.world_size)
+        return check.check_slurm(run_dir, cfg, res)
+    procs = args.gpus_per_node or args.procs_per_node or 1
+    run_dir, cfg = prepare_run(args, procs)
+    return check.check_local(run_dir, cfg, procs, args.gpus_per_node or 0)
 
 
 def _emit(args: argparse.Namespace) -> int:

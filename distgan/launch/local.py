@@ -50,13 +50,15 @@ def _pump(src: IO[bytes], log: IO[bytes], echo: IO[bytes] | None) -> None:
 
 
 def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, stream: bool = True,
-                 python: str = sys.executable, command: list[str] | None = None) -> int:
+                 python: str = sys.executable, command: list[str] | None = None,
+                 deadline_s: float | None = None) -> int:
     """Run ``procs`` ranks of the run in ``run_dir``; returns 0 when all succeed.
 
     Otherwise returns the exit code of the first rank that failed (a signal
     death -N is reported as 128+N, like a shell). ``command`` replaces the
     per-rank command (default: the training worker), e.g. for other programs
-    that need the same rendezvous.
+    that need the same rendezvous. After ``deadline_s`` seconds (None: no limit)
+    every rank still running is stopped and the code is 124, like ``timeout``.
     """
     run_dir = Path(run_dir)
     logs = run_dir / "logs"
@@ -94,9 +96,15 @@ def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, str
         for s in previous:
             signal.signal(s, lambda signum, frame: stop_all(signal.SIGTERM))
     failed: tuple[int, int] | None = None
+    end = None if deadline_s is None else time.monotonic() + deadline_s
     try:
         pending = set(range(procs))
         while pending:
+            if end is not None and time.monotonic() > end and failed is None:
+                print(f"[launch] ranks still running after {deadline_s:g} s: stopping them", file=sys.stderr,
+                      flush=True)
+                failed = (min(pending), 124)
+                stop_all(signal.SIGKILL)
             for r in sorted(pending):
                 code = procs_list[r].poll()
                 if code is None:

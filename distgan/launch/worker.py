@@ -65,26 +65,62 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     log_path = log_path or str(run_dir / "logs" / f"rank{rank}.log")
     cfg_path = run_dir / "config.yaml"
+    cfg = None
     try:
         cfg = load_config(cfg_path)
         if rank == 0:
             write_status(run_dir, "running", started=time.time(), step=None, total_steps=cfg.train.steps,
                          world_size=world, log=log_path)
-        from distgan.train import train
+        from distgan.train import stages, train
 
+        stages.set_reporter(lambda msg: _record_failure(run_dir, msg, log_path, world))
+        if world > 1:  # a stage that runs far past dist.timeout_s (a stuck rank) ends this rank, naming it
+            import torch
+
+            nccl = cfg.dist.backend == "nccl" or (cfg.dist.backend == "auto" and torch.cuda.is_available())
+            stages.watch(cfg.dist.timeout_s, rank, run_dir, world, factor=1.0 if nccl else 1.5)
         summary = train(cfg, run_dir)
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
+        e = _named_dist_failure(e, rank, world, cfg, run_dir)
         # keep the first failure of this attempt: when one rank dies, the others
         # fail next with a connection error that would hide the real cause
-        if not isinstance(e, (KeyboardInterrupt, SystemExit)) and read_status(run_dir).get("state") != "failed":
-            last = traceback.format_exception_only(type(e), e)[-1].strip()
-            write_status(run_dir, "failed", error=f"rank {rank}: {last}", log=log_path, world_size=world)
-        raise
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+            last = str(e) if isinstance(e, DistFailure) else traceback.format_exception_only(type(e), e)[-1].strip()
+            _record_failure(run_dir, f"rank {rank}: {last}" if not last.startswith("rank ") else last, log_path,
+                            world)
+        raise e
     if rank == 0:
         write_status(run_dir, "completed" if summary.get("completed") else "stopped",
                      step=summary.get("step"), total_steps=cfg.train.steps,
                      world_size=summary.get("world_size", world), log=log_path)
     return summary
+
+
+def _record_failure(run_dir: Path, error: str, log_path: str, world: int) -> None:
+    """status.json -> failed with ``error``, unless an earlier failure of this attempt is recorded."""
+    if read_status(run_dir).get("state") != "failed":
+        write_status(run_dir, "failed", error=error, log=log_path, world_size=world)
+
+
+class DistFailure(RuntimeError):
+    """A distributed wait that ran out or a group that could not form; the message is the diagnosis."""
+
+
+def _named_dist_failure(e: BaseException, rank: int, world: int, cfg: Any, run_dir: Path) -> BaseException:
+    """A rendezvous error or a failed collective as a :class:`DistFailure` naming rank, stage and checkpoint."""
+    from distgan.rendezvous import RendezvousError
+    from distgan.train import stages
+
+    stages.unwatch()
+    if isinstance(e, RendezvousError):
+        failure = DistFailure(f"rank {rank}: rendezvous failed ({e.kind}): {e}")
+    elif world > 1 and cfg is not None and stages.is_comm_failure(e):
+        failure = DistFailure(stages.explain(e, rank, world, cfg.dist.timeout_s, run_dir))
+    else:
+        return e
+    print(f"[distgan] error: {failure}", file=sys.stderr, flush=True)
+    failure.__cause__ = e
+    return failure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         summary = run_rank(args.run_dir, args.log)
+    except DistFailure:  # the diagnosis is printed; exit non-zero but not "stopped" (no requeue)
+        from distgan.train.stages import EXIT_HUNG
+
+        return EXIT_HUNG
     except Exception:
         traceback.print_exc()
         return 1

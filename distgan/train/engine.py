@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 
 from distgan.config import Config
+from distgan.rendezvous import rendezvous
+from distgan.train import stages
 from distgan.train.phases import TorchEngine
 
 
@@ -37,6 +39,9 @@ def make_accelerator(cfg: Config):
     if cfg.dist.backend != "auto":
         handlers.append(InitProcessGroupKwargs(backend=cfg.dist.backend))
     use_cpu = not torch.cuda.is_available()
+    # join with bounded waits and named failures first; Accelerate reuses the group
+    stages.enter("rendezvous")
+    rendezvous(cfg.dist.timeout_s, cfg.dist.backend, cfg.dist.expect_world_size)
     acc = Accelerator(cpu=use_cpu, mixed_precision="no", kwargs_handlers=handlers)
     want = cfg.dist.expect_world_size
     env_world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -22,7 +22,7 @@ from distgan.data import DataSpec, build_loader
 from distgan.data.device_cache import DeviceCache
 from distgan.models import build_models, data_info
 from distgan.shards import read_manifest
-from distgan.train import stats
+from distgan.train import stages, stats
 from distgan.train.ema import EMA
 from distgan.train.health import HealthMonitor
 from distgan.train.fastpath import format_input, make_adam, maybe_compile, setup_backends, to_memory_format
@@ -75,6 +75,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         save_config(cfg, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
     log = RunLogger(run_dir, cfg, enabled=rank == 0, rank=rank)
+    stages.enter("setup (data, models, resume)", bounded=False)  # its collectives are bounded by the group
     stop = _StopFlag()
 
     # ---- data: this rank's share of the shard stream
@@ -173,6 +174,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
 
     def save(at: int) -> None:
         """Full state by rank 0 (every rank's RNG gathered); ZeRO optimizer shards by their ranks."""
+        stages.enter(f"checkpoint at step {at}")
         rngs = dist.gather_objects(rng_state())
         if w.is_deepspeed:  # each rank writes its partition before rank 0 publishes the step
             save_shard(run_dir, at, rank, {"d": zero_shard(D_p), "g": zero_shard(G_p)})
@@ -200,11 +202,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     # health monitors (distgan.train.health): warnings logged, train.stop_on ones stop the run cleanly
     health, warnings = HealthMonitor(cfg.health, tc.stop_on), []
     health_gen = torch.Generator().manual_seed(tc.seed + 4242)  # keeps the training RNG streams untouched
+    first_step = step  # this attempt's first step may compile/autotune for long: not bounded by the watch
     while step < tc.steps:
         t_step = time.perf_counter()
         t_data = 0.0
         for phase in phases:
             t_phase = time.perf_counter()
+            stages.enter(f"step {step + 1} phase {phase.name}", bounded=step > first_step)
             for _ in range(phase.repeats):
                 if phase.new_batch:  # the G phase reuses D's last real batches (feature matching)
                     t0 = time.perf_counter()
@@ -225,6 +229,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         step += 1
         n_last += tc.batch_size * tc.grad_accum * world
         stats.report("time_step", time.perf_counter() - t_step)
+        stages.enter(f"step {step} logging and stop agreement")
 
         if deferred is not None and (step % cfg.log.every == 0 or step % tc.ckpt_every == 0 or step == tc.steps):
             deferred.check(step, tc.skip_nonfinite)  # before anything is logged or saved from these steps
@@ -264,6 +269,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         # ---- [metrics hook, issue 7] at metrics.every steps and at the end, on all ranks together:
         # metrics.jsonl + TensorBoard; checkpoints/best by metrics.main (saving this step first if needed)
         if cfg.metrics.names:
+            stages.enter(f"step {step} metrics", bounded=False)  # may legitimately run long; collectives bounded
             from distgan.metrics.training import loop_step
             loop_step(cfg, run_dir, step, ema.model if ema is not None else G_raw, ema is not None, log.tb,
                       device, save)
@@ -273,6 +279,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             break
 
     # ---- finish
+    stages.unwatch()
+    stages.enter("done", bounded=False)
     log.close()
     stop.restore()
     summary = {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
