@@ -46,6 +46,8 @@ class Manifest:
     seed: int = 0
     paired: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # how samples store image/label/attributes (distgan.shards.members.SampleFormat); empty = png/cls/attr
+    members: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
