@@ -137,7 +137,8 @@ def test_metric_records_reach_both_trackers_with_provenance(debug_cfg, tmp_path)
     import mlflow
 
     client, mr = mlflow_run(run)
-    assert [(m.step, m.value) for m in client.get_metric_history(mr.info.run_id, "metrics/classifier_fd")] == [(20, 1.25)]
+    history = client.get_metric_history(mr.info.run_id, "metrics/classifier_fd")
+    assert [(m.step, m.value) for m in history] == [(20, 1.25)]
     stored = mlflow.artifacts.load_dict(f"{mr.info.artifact_uri}/metric_records/classifier_fd-step00000020.json")
     assert stored == record
 

@@ -105,6 +105,11 @@ def test_png_json_labels_by_name_and_attributes(tmp_path):
         assert NAMES[y] == NAMES[i % 3]
         assert attrs == [float(i % 2), float(i % 5 == 0)]
         assert np.array_equal(img[0].numpy(), _image(i, grey=True))  # png is lossless
+    # the metrics read the same attributes (their real-data conditioning), in shard order
+    from distgan.metrics.generate import real_attribute_rows
+
+    rows = real_attribute_rows(d).tolist()
+    assert rows == [[float(i % 2), float(i % 5 == 0)] for i in range(12)]
 
 
 def test_class_folders_in_keys_become_classes(tmp_path):

@@ -88,7 +88,8 @@ def resolve(spec: str, out: str | None = None) -> tuple[str, list[str], Path]:
         folder, names = files[0].parent, [f.name for f in files]
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
-            raise ShardError(f"{len(missing)} of {len(names)} shards of '{spec}' do not exist, e.g. {folder / missing[0]}")
+            raise ShardError(f"{len(missing)} of {len(names)} shards of '{spec}' do not exist, "
+                             f"e.g. {folder / missing[0]}")
     if out is not None and Path(out).resolve() != folder.resolve():
         raise ShardError(f"local shards keep manifest.json beside them: drop --out (got {out}, shards in {folder})")
     return str(folder), names, folder
