@@ -64,7 +64,10 @@ class Manifest:
 
 def write_manifest(out_dir: Path, manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically."""
-    atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(asdict(manifest), indent=1) + "\n")
+    record = asdict(manifest)
+    if not record["members"]:  # distgan's own layout: the manifest stays readable by earlier versions
+        del record["members"]
+    atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(record, indent=1) + "\n")
 
 
 def read_manifest(shard_dir: str | Path) -> Manifest:

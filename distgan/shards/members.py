@@ -47,6 +47,9 @@ class SampleFormat:
 
 def split_name(name: str) -> tuple[str, str]:
     """``dir/key.ext.more`` -> (``dir/key``, ``ext.more``): WebDataset's rule, the first dot of the base name."""
+    if "/" not in name:  # the common case, kept cheap: it runs once per tar member
+        key, dot, ext = name.partition(".")
+        return key, ext
     slash = name.rfind("/")
     dot = name.find(".", slash + 1)
     return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
