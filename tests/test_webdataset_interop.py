@@ -170,19 +170,29 @@ def test_distgan_shards_read_back_through_webdataset(mnist_shards):
     assert count == m.num_samples == len(ours) == 5000
 
 
-def test_webdataset_written_shards_train_end_to_end(tmp_path):
+TRAIN_SETS = {  # (sample writer, index arguments, class names, channels)
+    "jpg+cls": (lambda i: {"__key__": f"s{i:04d}", "jpg": Image.fromarray(_image(i, 16)), "cls": i % 3},
+                [], ["0", "1", "2"], 3),
+    "png+json": (lambda i: {"__key__": f"s{i:04d}", "png": _image(i, 16, grey=True),
+                            "json": {"class": NAMES[i % 3]}},
+                 ["--label", "json", "--label-key", "class"], NAMES, 1),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TRAIN_SETS))
+def test_webdataset_written_shards_train_end_to_end(tmp_path, kind):
     from distgan.train import train
 
-    d = _write(tmp_path / "wds", 64, 16, lambda i: {"__key__": f"s{i:04d}", "jpg": Image.fromarray(_image(i, 16)),
-                                                    "json": json.dumps({"label": i % 3}).encode()})
-    assert shards_main(["index", str(d), "--label", "json", "--no-progress"]) == 0
+    sample, index_args, classes, channels = TRAIN_SETS[kind]
+    d = _write(tmp_path / "wds", 64, 16, sample)
+    assert shards_main(["index", str(d), *index_args, "--no-progress"]) == 0
     cfg = load_config(ROOT / "configs" / "debug.yaml", [f"data.shards={d}", "log.progress=false", "train.steps=4",
                                                         "train.ckpt_every=4", "log.every=2", "log.sample_every=4",
                                                         "log.num_samples=6", "train.batch_size=8"])
     run = tmp_path / "run"
     train(cfg, run)
     info = json.loads((run / "data_info.json").read_text())
-    assert info["classes"] == ["0", "1", "2"] and info["channels"] == 3
+    assert info["classes"] == classes and info["channels"] == channels
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000004.pt"
     stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["step"] == 4 and np.isfinite(stats[-1]["loss_d"])
