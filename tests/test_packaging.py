@@ -100,6 +100,10 @@ def test_console_command_lists_and_runs_every_subcommand(capsys):
     assert "no manifest.json" in capsys.readouterr().err
     assert cli.main(["train"]) == 2
     assert "unknown command 'train'" in capsys.readouterr().err
+    # python -m distgan is the same command where no console script is installed
+    out = subprocess.run([sys.executable, "-m", "distgan", "--help"], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == text.strip()
 
 
 def test_a_missing_extra_is_named(monkeypatch, debug_run, tmp_path, capsys):
