@@ -22,7 +22,7 @@ from distgan.data.loader import build_loader
 from distgan.data.pipeline import DataSpec
 from distgan.shards.__main__ import main as shards_main
 from distgan.shards.index import expand_braces, index_shards
-from distgan.shards.manifest import ShardError, read_manifest, verify
+from distgan.shards.manifest import read_manifest, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["cat", "dog", "fox"]
