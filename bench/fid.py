@@ -14,15 +14,17 @@ import time
 import warnings
 
 import numpy as np
-import scipy.linalg
 
+from distgan.extras import require
 from distgan.metrics import frechet_distance
+
+linalg = require("scipy.linalg", "bench", "the FID benchmark's scipy reference")
 
 
 def _scipy_fd(mu1, s1, mu2, s2) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        covmean, _ = scipy.linalg.sqrtm(s1 @ s2, disp=False)
+        covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(covmean)))
 

@@ -9,7 +9,9 @@
 Loading needs nothing but the run directory: ``config.yaml`` (how G was built),
 ``data_info.json`` (classes, attributes, image geometry, pixel normalisation;
 written by the trainer through :func:`write_data_info`) and a checkpoint.
-No shards, no training code.
+No shards, no training code. A single ``.safetensors`` file written by
+``python -m distgan.export --format safetensors`` holds the same three things
+and loads the same way: ``distgan.load_generator("mnist_g.safetensors")``.
 
 Labels for :func:`generate`: ``None`` (every class in turn), a class index or
 name (all images of that class), a list of indices/names or an array of
@@ -34,6 +36,7 @@ import torch
 
 from distgan.config import Config, ConfigError, config_from_dict
 from distgan.fsutil import atomic_write_text
+from distgan.weights import GeneratorFileError, read_generator_file
 
 DATA_INFO = "data_info.json"
 DATA_INFO_VERSION = 1
@@ -199,30 +202,42 @@ def resolve_checkpoint(run_dir: str | Path, which: str | int = "latest") -> Path
     return path
 
 
-def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", device: str | torch.device = "cpu",
+def load_generator(source: str | Path, checkpoint: str | int = "latest", device: str | torch.device = "cpu",
                    ema: bool | None = None) -> tuple[torch.nn.Module, GeneratorInfo]:
-    """Build G from ``RUN_DIR/config.yaml`` and load its weights from a checkpoint.
+    """Build G and load its weights, from a run directory or an exported ``.safetensors`` file.
 
-    ``checkpoint``: ``"latest"``, ``"best"`` or a step number. ``ema``: None uses
-    the EMA weights when the checkpoint has them, True requires them, False
-    takes the raw G. Returns ``(G, info)`` with G in eval mode, no grads, and
+    A run directory: G is built from ``RUN_DIR/config.yaml`` and
+    ``data_info.json``; ``checkpoint`` is ``"latest"``, ``"best"`` or a step
+    number; ``ema`` None uses the EMA weights when the checkpoint has them,
+    True requires them, False takes the raw G. A file written by
+    ``python -m distgan.export --format safetensors`` carries all of that
+    itself (``checkpoint`` and ``ema`` were chosen at export). Returns
+    ``(G, info)`` with G in eval mode, no grads, and
     ``G.sample(n, labels=None, attrs=None, seed=None)`` bound to :func:`generate`.
     """
     import yaml
 
-    from distgan.models import DataInfo, build_models
-
-    run_dir = Path(run_dir)
+    source = Path(source)
+    if source.is_file():
+        try:
+            cfg_dict, data, weights, meta = read_generator_file(source)
+        except GeneratorFileError as e:
+            raise SampleError(str(e)) from None
+        try:
+            cfg = config_from_dict(cfg_dict, source=f"{source} (metadata)")
+        except ConfigError as e:
+            raise SampleError(f"cannot read the config stored in {source}: {e}") from None
+        return _assemble(cfg, data, weights, source, device, int(meta.get("step", 0)), str(meta.get("checkpoint", "")),
+                         bool(meta.get("ema")), str(meta.get("run_dir", "")), f"the config stored in {source}")
+    run_dir = source
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
-        raise SampleError(f"{cfg_path} not found: '{run_dir}' is not a distgan run directory")
+        raise SampleError(f"{cfg_path} not found: '{run_dir}' is not a distgan run directory "
+                          "(nor an exported generator file)")
     try:
         cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()) or {}, source=str(cfg_path))
     except (ConfigError, yaml.YAMLError) as e:
         raise SampleError(f"cannot read {cfg_path}: {e}") from None
-    if cfg.model.arch == "pix2pix":
-        raise SampleError(f"{run_dir} is a pix2pix run: its G translates a source image, it does not "
-                          "sample from noise; load its checkpoint and call G(source) instead")
     data = read_data_info(run_dir, cfg)
     path = resolve_checkpoint(run_dir, checkpoint)
     try:
@@ -235,17 +250,28 @@ def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", device
     if use_ema and "ema" not in state:
         raise SampleError(f"checkpoint {path} holds no EMA weights (train.ema was off); "
                           "load with ema=False / --no-ema")
+    return _assemble(cfg, data, state["ema" if use_ema else "G"], path, device, int(state.get("step", 0)),
+                     str(path), use_ema, str(run_dir), f"{cfg_path} and {run_dir / DATA_INFO}")
 
+
+def _assemble(cfg: Config, data: dict[str, Any], weights: dict[str, torch.Tensor], where: Path,
+              device: str | torch.device, step: int, checkpoint: str, ema: bool, run_dir: str,
+              described_by: str) -> tuple[torch.nn.Module, GeneratorInfo]:
+    """G built from ``cfg`` + ``data`` (a data_info record) with ``weights`` loaded, and its info."""
+    from distgan.models import DataInfo, build_models
+
+    if cfg.model.arch == "pix2pix":
+        raise SampleError(f"{run_dir or where} is a pix2pix run: its G translates a source image, it does not "
+                          "sample from noise; load its checkpoint and call G(source) instead")
     known = {f.name for f in dataclasses.fields(DataInfo)}
     try:
         G, _ = build_models(cfg.model, DataInfo(**{k: v for k, v in data.items() if k in known}))
     except (ValueError, TypeError) as e:  # e.g. an arch or cond this version does not have
-        raise SampleError(f"cannot build the generator described by {cfg_path}: {e}") from None
+        raise SampleError(f"cannot build the generator described by {described_by}: {e}") from None
     try:
-        G.load_state_dict(state["ema" if use_ema else "G"])
+        G.load_state_dict(weights)
     except RuntimeError as e:
-        raise SampleError(f"checkpoint {path} does not fit the generator built from {cfg_path} "
-                          f"and {run_dir / DATA_INFO}: {e}") from None
+        raise SampleError(f"weights in {where} do not fit the generator built from {described_by}: {e}") from None
     G = G.to(device).eval().requires_grad_(False)
 
     condition, attrs = _condition_kind(cfg, data)
@@ -255,9 +281,9 @@ def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", device
         resolution=int(data.get("resolution") or cfg.data.resolution),
         normalize=str(data.get("normalize") or cfg.data.normalize),
         mean=list(data.get("mean") or []), std=list(data.get("std") or []),
-        step=int(state.get("step", 0)), checkpoint=str(path), ema=use_ema, run_dir=str(run_dir), data=data)
+        step=step, checkpoint=checkpoint, ema=ema, run_dir=run_dir, data=data)
     if condition == "classes" and not info.classes:
-        raise SampleError(f"{run_dir} has model.cond={cfg.model.cond} but {DATA_INFO} lists no classes")
+        raise SampleError(f"{where} has model.cond={cfg.model.cond} but its data description lists no classes")
     G.sample = lambda n, labels=None, attrs=None, seed=None: generate(G, info, n, labels, attrs, seed)
     return G, info
 

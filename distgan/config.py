@@ -137,7 +137,10 @@ class LogConfig:
     sample_every: int = _f(100, "write a sample grid every K steps", min=1)
     num_samples: int = _f(100, "images in the fixed-noise sample grid", min=1)
     progress: bool = _f(True, "show a progress bar on rank 0")
-    tensorboard: bool = _f(True, "write TensorBoard event files")
+    tensorboard: bool = _f(True, "write TensorBoard event files (false drops tensorboard from log.trackers)")
+    trackers: list = _f(["tensorboard"], "where scalars, sample grids, hyper-parameters and metric records go: "
+                        "tensorboard, wandb, mlflow (any subset)", item_choices=("tensorboard", "wandb", "mlflow"))
+    project: str = _f("distgan", "W&B project / MLflow experiment name")
 
 
 @dataclass
@@ -239,6 +242,8 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict, source: str) -> Any:
         raise bad(_type_name(tp))
     if "choices" in meta and out not in meta["choices"]:
         raise bad("one of " + ", ".join(map(repr, meta["choices"])))
+    if "item_choices" in meta and any(v not in meta["item_choices"] for v in out):
+        raise bad("a list of " + ", ".join(map(repr, meta["item_choices"])))
     if "min" in meta and out < meta["min"]:
         raise bad(f"a value >= {meta['min']}")
     if "max" in meta and out > meta["max"]:

@@ -2,6 +2,13 @@
 
     python -m distgan.export --run runs/mnist_cdcgan --format torchscript --out mnist_g.pt
     python -m distgan.export --run runs/mnist_cdcgan --format onnx --out mnist_g.onnx [--checkpoint best]
+    python -m distgan.export --run runs/mnist_cdcgan --format safetensors --out mnist_g.safetensors
+
+safetensors is the format for sharing weights with other distgan users: G's
+raw weights plus its config and label space in the file's metadata, loaded by
+``distgan.load_generator("mnist_g.safetensors")`` without the run directory
+(see :mod:`distgan.weights`). The TorchScript and ONNX exports below are for
+running G without distgan.
 
 The exported model takes ``z`` float32 (B, z_dim) standard-normal noise and,
 for conditional runs, ``y`` float32 (B, C) label vectors (one-hot for one
@@ -34,8 +41,10 @@ import torch.nn as nn
 
 from distgan.api import GeneratorInfo, SampleError, load_generator
 from distgan.fsutil import atomic_write_bytes
+from distgan.weights import save_generator_file
 
 TOLERANCE = 1e-4
+FORMATS = ("torchscript", "onnx", "safetensors")
 
 
 class Standalone(nn.Module):
@@ -128,16 +137,22 @@ def run_exported(path: str | Path, fmt: str, inputs: tuple[torch.Tensor, ...]) -
 def export(run_dir: str | Path, fmt: str, out: str | Path, checkpoint: str | int = "latest",
            ema: bool | None = None) -> float:
     """Write the standalone generator to ``out``; returns the verified max abs difference."""
-    if fmt not in ("torchscript", "onnx"):
-        raise SampleError(f"unknown export format {fmt!r}; available: torchscript, onnx")
+    if fmt not in FORMATS:
+        raise SampleError(f"unknown export format {fmt!r}; available: {', '.join(FORMATS)}")
     G, info = load_generator(run_dir, checkpoint, "cpu", ema)
     model = Standalone(G, info).eval()
-    data = to_torchscript(model, info) if fmt == "torchscript" else to_onnx(model, info)
-    atomic_write_bytes(out, data)
+    if fmt == "safetensors":
+        save_generator_file(G, info, out)
+    else:
+        atomic_write_bytes(out, to_torchscript(model, info) if fmt == "torchscript" else to_onnx(model, info))
     check = example_inputs(info, 5, seed=1)  # a batch size the export never saw
     with torch.no_grad():
         want = model(*check).numpy()
-    diff = float(np.abs(run_exported(out, fmt, check) - want).max())
+        if fmt == "safetensors":  # loaded back as a user would, without the run directory
+            got = Standalone(*load_generator(out)).eval()(*check).numpy()
+        else:
+            got = run_exported(out, fmt, check)
+    diff = float(np.abs(got - want).max())
     if diff > TOLERANCE:
         raise RuntimeError(f"exported {fmt} generator {out} differs from the original by {diff:.3g} "
                            f"(tolerance {TOLERANCE})")
@@ -148,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distgan.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--format", required=True, choices=["torchscript", "onnx"], help="export format")
-    p.add_argument("--out", required=True, help="output file (.pt for TorchScript, .onnx for ONNX)")
+    p.add_argument("--format", required=True, choices=FORMATS, help="export format")
+    p.add_argument("--out", required=True,
+                   help="output file (.pt for TorchScript, .onnx for ONNX, .safetensors for safetensors)")
     p.add_argument("--checkpoint", default="latest", help="latest, best or a step number (default latest)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                    help="export the EMA generator (default: when the checkpoint has one)")

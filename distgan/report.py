@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distgan.extras import MissingExtra, pyplot
 from distgan.fsutil import atomic_open, atomic_write_text
 
 CURVES = [  # (file stem, title, keys, y label)
@@ -70,10 +71,7 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
 
 def plot_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, str]]:
     """One PNG per curve group that has data; returns (relative path, title)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the report's training curves")
 
     made = []
     health_keys = sorted({k for r in rows for k in r if k.startswith("health/")})
@@ -98,10 +96,7 @@ def plot_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, st
 
 def plot_metrics(records: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, str]]:
     """One PNG per metric name (EMA and raw G as separate lines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the report's metric plots")
 
     made = []
     for name in sorted({r["name"] for r in records if "name" in r}):
@@ -239,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         path = build_report(args.run)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

@@ -93,3 +93,46 @@ def test_export_errors(run, tmp_path, capsys):
     assert "checkpoint '5' not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--run", str(run), "--format", "tflite", "--out", str(tmp_path / "g")])
+
+
+def test_safetensors_export_loads_without_the_run_and_samples_equal_to_it(run, tmp_path, capsys):
+    import shutil
+
+    from safetensors import safe_open
+
+    import distgan
+
+    out = tmp_path / "g.safetensors"
+    assert main(["--run", str(run), "--format", "safetensors", "--out", str(out)]) == 0
+    assert "checked against the original" in capsys.readouterr().out
+    with safe_open(str(out), "pt") as f:  # plain safetensors: any reader sees weights + a JSON description
+        meta = json.loads(f.metadata()["distgan"])
+        assert any(k.startswith("stem") or "weight" in k for k in f.keys())
+    assert meta["classes"][7] == "7" and meta["z_dim"] == 16 and meta["step"] == 20
+    assert meta["config"]["model"]["arch"] == "dcgan" and meta["data"]["channels"] == 1
+
+    G_run, info_run = distgan.load_generator(run)
+    want = distgan.generate(G_run, info_run, 30, labels=[0, 3, 7], seed=4)
+    # the run directory is gone (a copy of the file elsewhere is all a colleague gets)
+    shared = tmp_path / "elsewhere" / "mnist.safetensors"
+    shared.parent.mkdir()
+    shutil.copy(out, shared)
+    G, info = distgan.load_generator(shared)
+    assert info.classes == info_run.classes and info.condition == "classes" and info.run_dir == str(run)
+    assert np.array_equal(G.sample(30, labels=[0, 3, 7], seed=4), want)
+    assert np.array_equal(distgan.generate(G, info, 30, labels=["0", "3", "7"], seed=4), want)
+
+
+def test_a_foreign_file_is_refused_by_name(tmp_path):
+    from distgan.api import SampleError
+
+    bogus = tmp_path / "weights.safetensors"
+    bogus.write_bytes(b"not safetensors at all")
+    with pytest.raises(SampleError, match="weights.safetensors is not a readable safetensors file"):
+        load_generator(bogus)
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(SampleError, match="no 'distgan' metadata"):
+        load_generator(plain)

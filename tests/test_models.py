@@ -5,7 +5,10 @@ import torch
 from distgan.config import Config
 from distgan.models import DataInfo, build_models, select_attributes
 from distgan.models.labels import LabelSpace
+from distgan.models import dcgan
 from distgan.models.norms import CategoricalNorm, make_norm
+from distgan.models.spectral import raw_weight
+from torch.nn.utils import parametrize
 
 
 def _build(arch="dcgan", cond="channels", res=16, channels=1, classes=10, attrs=(), **model):
@@ -195,14 +198,46 @@ def test_spectral_norm_keeps_top_singular_value_near_one():
     with torch.no_grad():
         for _ in range(30):  # the power iteration runs once per training-mode forward
             D(torch.randn(8, 1, 16, 16), y)
-    layers = [m for m in D.modules() if hasattr(m, "weight_orig")]
+    layers = [m for m in D.modules() if parametrize.is_parametrized(m, "weight")]
     assert len(layers) == 3  # two convs and the output conv at 16x16
     raws = []
     for m in layers:
-        raws.append(torch.linalg.matrix_norm(m.weight_orig.detach().flatten(1), ord=2).item())
+        raws.append(torch.linalg.matrix_norm(raw_weight(m).detach().flatten(1), ord=2).item())
         top = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
         assert abs(top.item() - 1.0) < 0.05
     assert max(abs(r - 1.0) for r in raws) > 0.3  # ... though the raw weights are far from norm 1
+
+
+def test_checkpoints_of_hook_based_spectral_norm_load_into_the_parametrized_layers(monkeypatch):
+    # a D (and its optimizer) as older distgan built and saved it, with torch.nn.utils.spectral_norm
+    monkeypatch.setattr(dcgan, "spectral_norm", torch.nn.utils.spectral_norm)
+    torch.manual_seed(0)
+    _, old = _build(cond="projection", spectral_norm=True, norm="none")
+    opt = torch.optim.Adam(old.parameters(), lr=0.01)
+    x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    for _ in range(3):
+        opt.zero_grad()
+        old(x, y).logits.mean().backward()
+        opt.step()
+    saved, saved_opt = old.state_dict(), opt.state_dict()
+    assert any(k.endswith("weight_orig") for k in saved) and any(k.endswith("weight_u") for k in saved)
+    monkeypatch.undo()
+
+    _, new = _build(cond="projection", spectral_norm=True, norm="none")
+    new.load_state_dict(saved)  # strict: every old key found its new name
+    assert not any("weight_orig" in k for k in new.state_dict())
+    old.eval(), new.eval()
+    with torch.no_grad():
+        assert torch.allclose(old(x, y).logits, new(x, y).logits, atol=1e-6)
+    old.train(), new.train()
+    with torch.no_grad():  # training forwards continue the power iteration from the saved u and v
+        for _ in range(30):  # (torch's two versions update u and v in opposite order: equal once converged)
+            a, b = old(x, y).logits, new(x, y).logits
+    assert torch.allclose(a, b, rtol=1e-3)
+    # the parameter order is unchanged, so the saved Adam moments apply to the same tensors
+    opt2 = torch.optim.Adam(new.parameters(), lr=0.01)
+    opt2.load_state_dict(saved_opt)
+    assert [p.shape for p in old.parameters()] == [p.shape for p in new.parameters()]
 
 
 def test_dcgan_init_and_configurable_init():

@@ -16,6 +16,7 @@ import torch
 
 from distgan.data.pipeline import decode, shard_urls, tar_samples
 from distgan.shards.manifest import Manifest, read_manifest
+from distgan.shards.members import Canonicalizer
 
 
 def decode_all(shard_dir: str | Path, resolution: int, manifest: Manifest | None = None) -> dict[str, torch.Tensor]:
@@ -24,7 +25,7 @@ def decode_all(shard_dir: str | Path, resolution: int, manifest: Manifest | None
     urls = shard_urls(shard_dir, manifest)
     expected = {u: s.count for u, s in zip(urls, manifest.shards)}
     images, labels, attrs = [], [], []
-    for raw in tar_samples(urls, expected=expected):
+    for raw in tar_samples(urls, expected=expected, canonical=Canonicalizer.for_manifest(manifest)):
         s = decode(raw, resolution, manifest.channels)
         images.append(s["image"])
         if "label" in s:

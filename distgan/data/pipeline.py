@@ -34,6 +34,10 @@ from distgan.data.plan import Layout, stream_seed
 from distgan.data.tarstream import iter_members
 from distgan.shards.location import member_url, open_url
 from distgan.shards.manifest import Manifest, ShardError, read_manifest
+from distgan.shards.members import Canonicalizer, MemberError, SampleFormat, split_name
+
+# distgan's own member layout; also reads foreign jpg/webp + .cls shards indexed without a label mapping
+_NATIVE = Canonicalizer(SampleFormat(), [], [])
 
 
 @dataclass
@@ -69,20 +73,28 @@ def resampled_shards(urls: list[str], seed: int) -> Iterator[str]:
         yield rng.choice(urls)
 
 
-def tar_samples(urls: Iterable[str], skip_corrupt: bool = False,
-                expected: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
-    """Group tar members into samples ``{"__key__": key, ext: bytes, "__url__": url}``.
+def tar_samples(urls: Iterable[str], skip_corrupt: bool = False, expected: dict[str, int] | None = None,
+                canonical: Canonicalizer | None = None) -> Iterator[dict[str, Any]]:
+    """Group tar members into samples ``{"__key__": key, "png": image bytes, "cls", "attr", "__url__": url}``.
 
-    A shard that cannot be read, holds a sample without an image, or ends before
-    the manifest's sample count is corrupt: ShardError naming it (or, with
-    ``skip_corrupt``, a warning and the rest of the shard is skipped).
+    ``canonical`` (from the manifest, :meth:`Canonicalizer.for_manifest`)
+    rewrites foreign WebDataset members (jpg/webp images, .json labels, class
+    folders) into that layout. A shard that cannot be read, holds a sample
+    without an image, or ends before the manifest's sample count is corrupt:
+    ShardError naming it (or, with ``skip_corrupt``, a warning and the rest of
+    the shard is skipped).
     """
+    canon = canonical or _NATIVE
+    native = canon.fmt.native  # distgan's own png samples pass through untouched (the hot path)
     for url in urls:
         n = 0
         try:
             for sample in _read_tar(url):
-                if "png" not in sample:
-                    raise ShardError(f"sample '{sample['__key__']}' has no image")
+                if not (native and "png" in sample):
+                    try:
+                        sample = canon(sample)
+                    except MemberError as e:
+                        raise ShardError(f"sample '{sample['__key__']}' {e}") from None
                 n += 1
                 yield sample
             if expected and url in expected and n != expected[url]:
@@ -97,7 +109,7 @@ def _read_tar(url: str) -> Iterator[dict[str, Any]]:
     current: dict[str, Any] | None = None
     with open_url(url) as f:
         for name, data in iter_members(f):
-            key, _, ext = name.partition(".")
+            key, ext = split_name(name)
             if current is not None and current["__key__"] != key:
                 yield current
                 current = None
@@ -235,7 +247,8 @@ class ShardStream(IterableDataset):
             urls: Iterable[str] = resampled_shards(live, stream_seed(self.seed, self.epoch, self.rank, worker, "shards"))
         else:
             urls = [self.urls[i] for i in layout.worker_shards(self.epoch, self.rank, worker) if self.urls[i]]
-        samples: Iterator[dict[str, Any]] = tar_samples(urls, spec.skip_corrupt, self.expected)
+        samples: Iterator[dict[str, Any]] = tar_samples(urls, spec.skip_corrupt, self.expected,
+                                                        Canonicalizer.for_manifest(self.manifest))
         samples = shuffle(samples, spec.shuffle_buffer, rng)
         # resume: drop what was already delivered BEFORE decoding (raw bytes are cheap to skip)
         samples = itertools.islice(samples, skip * spec.batch_size, None)

@@ -19,6 +19,7 @@ import torch.nn as nn
 from distgan.data.pipeline import shard_urls, tar_samples
 from distgan import dist
 from distgan.shards.manifest import read_manifest
+from distgan.shards.members import Canonicalizer
 
 
 @dataclass
@@ -41,8 +42,8 @@ class Conditioning:
 def real_attribute_rows(shard_dir: str | Path) -> torch.Tensor:
     """Every sample's 0/1 attribute vector (reads only the small ``attr`` members, no image decode)."""
     manifest = read_manifest(shard_dir)
-    rows = [[c == ord("1") for c in s["attr"]] for s in tar_samples(shard_urls(shard_dir, manifest))
-            if "attr" in s]
+    samples = tar_samples(shard_urls(shard_dir, manifest), canonical=Canonicalizer.for_manifest(manifest))
+    rows = [[c == ord("1") for c in s["attr"]] for s in samples if "attr" in s]
     if not rows:
         raise ValueError(f"shard set '{shard_dir}' lists attributes but its samples carry no 'attr' member")
     return torch.tensor(rows, dtype=torch.float32)

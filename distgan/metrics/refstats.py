@@ -23,6 +23,7 @@ from distgan.data.pipeline import decode, shard_urls, tar_samples
 from distgan import dist
 from distgan.metrics.frechet import FeatureStats, load_stats, save_stats
 from distgan.shards.manifest import read_manifest
+from distgan.shards.members import Canonicalizer
 
 log = logging.getLogger("distgan.metrics")
 
@@ -44,7 +45,7 @@ def iter_real(shard_dir: str | Path, resolution: int, batch_size: int = 64, limi
     urls = shard_urls(shard_dir, manifest)
     expected = {u: s.count for u, s in zip(urls, manifest.shards)}
     buf: list[dict[str, Any]] = []
-    for i, raw in enumerate(tar_samples(urls, expected=expected)):
+    for i, raw in enumerate(tar_samples(urls, expected=expected, canonical=Canonicalizer.for_manifest(manifest))):
         if limit and i >= limit:
             break
         if i % world != rank:

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from distgan.models.cond import DCond, DOut, GCond
 from distgan.models.norms import make_norm
+from distgan.models.spectral import spectral_norm
 
 
 def stem_and_levels(resolution: int) -> tuple[int, int]:
@@ -43,7 +44,7 @@ def identity(m: nn.Module) -> nn.Module:
 
 def sn_wrap(enabled: bool) -> Callable[[nn.Module], nn.Module]:
     """Spectral norm (Miyato et al.) around a weight layer when enabled (u, v kept as buffers)."""
-    return nn.utils.spectral_norm if enabled else identity
+    return spectral_norm if enabled else identity
 
 
 class DCGANGenerator(nn.Module):

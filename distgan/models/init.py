@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from distgan.models.norms import CategoricalNorm
+from distgan.models.spectral import raw_weight
 
 SCHEMES = ("dcgan", "default", "xavier", "orthogonal")
 _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)
@@ -22,7 +23,7 @@ def init_weights(model: nn.Module, scheme: str = "dcgan", std: float = 0.02) -> 
     if scheme == "default":
         return
     for m in model.modules():
-        w = getattr(m, "weight_orig", getattr(m, "weight", None))  # spectral norm keeps weight_orig
+        w = raw_weight(m)  # spectral norm: initialise the raw weight, not the normalised view
         if isinstance(m, _WEIGHTED) and w is not None:
             if scheme == "dcgan":
                 nn.init.normal_(w, 0.0, std)

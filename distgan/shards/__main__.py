@@ -3,6 +3,7 @@
     python -m distgan.shards write --source mnist-embedded --out shards/mnist --shard-size 500
     python -m distgan.shards write --source imagefolder data/dogs --out shards/dogs64 --resolution 64
     python -m distgan.shards info shards/mnist
+    python -m distgan.shards index 'data/train-{000000..000009}.tar'   # manifest for existing WebDataset shards
     python -m distgan.shards write --help      # every source and option
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distgan.shards.index import index_shards
 from distgan.shards.location import is_pipe
 from distgan.shards.manifest import ShardError, read_manifest, verify
 from distgan.shards.sources import SOURCES, SourceOptions, load_builtin_sources
@@ -26,6 +28,15 @@ WRITE_HELP = """Sources (KIND PATH):
   paired DIR                  pix2pix: A|B side-by-side images, or A/ and B/ folders
 
   python -m distgan.shards write --source celeba data/celeba --out shards/celeba64 --resolution 64
+"""
+
+INDEX_HELP = """Index shards written elsewhere (webdataset.ShardWriter, img2dataset, ...): images as
+jpg/jpeg/png/webp members, labels from .cls, a .json field or the key's class folder (CLASS/NAME.jpg),
+attributes from a .json object. Images must share one size (mixed sizes are refused, naming the sample).
+
+  python -m distgan.shards index data/
+  python -m distgan.shards index 'data/train-{000000..000123}.tar' --label json --label-key class
+  python -m distgan.shards index 'pipe:curl -sfL https://host/ds/train-{0000..0099}.tar' --out meta/
 """
 
 
@@ -55,6 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("info", help="summarise a shard set and verify its checksums")
     i.add_argument("dir", help="shard directory, or a pipe:...{name} command")
     i.add_argument("--no-checksums", action="store_true", help="only check presence and size")
+    x = sub.add_parser("index", help="write manifest.json for existing WebDataset-format shards",
+                       description=INDEX_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("source", help="shard directory, brace pattern (data-{000000..000123}.tar) or pipe:... pattern")
+    x.add_argument("--out", help="where manifest.json goes for a pipe: source (local shards: beside them)")
+    x.add_argument("--label", default="auto", choices=["auto", "cls", "json", "prefix", "none"],
+                   help="class source: .cls integer, a .json field, the key's class folder (auto: .cls, "
+                        "else the folder, else none)")
+    x.add_argument("--label-key", default="label", help="the .json field holding the class (index or name)")
+    x.add_argument("--attrs-key", default="", help="the .json field holding {attribute: 0/1 or -1/1}")
+    x.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
     try:
@@ -65,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                              workers=a.workers)
             print(f"wrote {m.num_samples} samples in {len(m.shards)} shards to {a.out} "
                   f"({m.height}x{m.width}x{m.channels}, {m.num_classes} classes)")
+            return 0
+        if a.cmd == "index":
+            m, location, where = index_shards(a.source, a.out, a.label, a.label_key, a.attrs_key,
+                                              progress=not a.no_progress)
+            print(f"indexed {m.num_samples} samples in {len(m.shards)} shards "
+                  f"({m.height}x{m.width}x{m.channels}, {m.num_classes} classes, labels: {m.members['label']}); "
+                  f"wrote {where / 'manifest.json'}\ntrain with data.shards='{location}'")
             return 0
         m = read_manifest(a.dir)
         print(f"{a.dir}: source {m.source}, split {m.split}, {m.num_samples} samples, "

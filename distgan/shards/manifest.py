@@ -46,6 +46,8 @@ class Manifest:
     seed: int = 0
     paired: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # how samples store image/label/attributes (distgan.shards.members.SampleFormat); empty = png/cls/attr
+    members: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -62,7 +64,10 @@ class Manifest:
 
 def write_manifest(out_dir: Path, manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically."""
-    atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(asdict(manifest), indent=1) + "\n")
+    record = asdict(manifest)
+    if not record["members"]:  # distgan's own layout: the manifest stays readable by earlier versions
+        del record["members"]
+    atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(record, indent=1) + "\n")
 
 
 def read_manifest(shard_dir: str | Path) -> Manifest:

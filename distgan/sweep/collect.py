@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distgan.extras import pyplot
 from distgan.fsutil import atomic_write_bytes, atomic_write_text
 from distgan.launch.worker import read_status
 
@@ -159,11 +160,9 @@ def _numeric(labels: list[str]) -> list[float] | None:
 
 def write_plot(path: Path, rows: list[dict[str, Any]], axes: list[str], metric: str, lower: bool) -> None:
     """Heatmap for two axes, line (numeric) or bar chart for one, bars over points otherwise."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot("the sweep's results plot")
 
     better = "lower" if lower else "higher"
     fig, ax = plt.subplots(figsize=(6.4, 4.8))

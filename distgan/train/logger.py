@@ -1,11 +1,12 @@
-"""Where a run's output goes: TensorBoard, stats.jsonl, progress bar, per-rank log, sample PNGs."""
+"""Where a run's output goes: TensorBoard (and W&B / MLflow, ``log.trackers``), stats.jsonl, progress bar,
+per-rank log, sample PNGs."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -13,6 +14,9 @@ import yaml
 from distgan.config import Config, config_to_dict
 from distgan.train.samples import grid_tensor, save_grid
 from distgan.train.stats import JsonlSink
+from distgan.train.trackers import Trackers, check_available
+
+METRICS_FILE = "metrics.jsonl"  # written by distgan.metrics.training; forwarded to the trackers here
 
 _BAR_KEYS = ("loss_d", "loss_g", "d_real", "d_fake", "images_per_s")
 
@@ -34,7 +38,15 @@ class RunLogger:
         self.bar = None
         self.pixels: tuple | None = None  # (normalize mode, mean, std): how G's output maps to pixels
         self.jsonl = JsonlSink(self.run_dir / "stats.jsonl") if enabled else None
-        if enabled and cfg.log.tensorboard:
+        # log.tensorboard=false predates log.trackers and still turns TensorBoard off
+        names = [t for t in cfg.log.trackers if t != "tensorboard" or cfg.log.tensorboard]
+        check_available(names)  # on every rank: a missing package must not leave the other ranks waiting
+        self.trackers = None
+        metrics = self.run_dir / METRICS_FILE
+        self._records_at = metrics.stat().st_size if metrics.is_file() else 0  # resumed: only new records
+        if enabled and any(t != "tensorboard" for t in names):
+            self.trackers = Trackers(self.run_dir, names, cfg.log.project, self.run_dir.resolve().name)
+        if enabled and "tensorboard" in names:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
@@ -54,13 +66,15 @@ class RunLogger:
                             file=sys.stderr, mininterval=1.0)
 
     def hparams(self, cfg: Config, world_size: int) -> None:
-        """Hyper-parameters into TensorBoard's HPARAMS tab (scalars, strings and booleans of the config)."""
-        if self.tb is None:
-            return
+        """Hyper-parameters into TensorBoard's HPARAMS tab and the trackers' configs (scalars, strings and
+        booleans of the config)."""
         flat = {f"{sec}.{k}": v for sec, d in config_to_dict(cfg).items() for k, v in d.items()
                 if isinstance(v, (int, float, str, bool))}
         flat["dist.world_size"] = world_size
-        self.tb.add_hparams(flat, {"hparams/world_size": float(world_size)}, run_name=".")
+        if self.trackers is not None:
+            self.trackers.hparams(flat)
+        if self.tb is not None:
+            self.tb.add_hparams(flat, {"hparams/world_size": float(world_size)}, run_name=".")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.log.info(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())))
@@ -69,6 +83,8 @@ class RunLogger:
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, step)
+        if self.trackers is not None:
+            self.trackers.scalars(step, values)
         self.jsonl.write({"step": step, "time": round(time.time() - self.t0, 3), **values})
         if self.bar is not None:
             self.bar.n = step
@@ -85,9 +101,32 @@ class RunLogger:
         G.train(was_training)
         path = self.run_dir / "samples" / f"step_{step:08d}.png"
         save_grid(images, per_row, path, self.pixels)
-        if self.tb is not None:
-            self.tb.add_image("samples", grid_tensor(images, per_row, self.pixels), step)
+        if self.tb is not None or self.trackers is not None:
+            grid = grid_tensor(images, per_row, self.pixels)
+            if self.tb is not None:
+                self.tb.add_image("samples", grid, step)
+            if self.trackers is not None:
+                hwc = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+                self.trackers.image(step, "samples", hwc)
         return path
+
+    def metric_records(self) -> None:
+        """Forward the records appended to ``metrics.jsonl`` since the last call to the trackers."""
+        path = self.run_dir / METRICS_FILE
+        if self.trackers is None or not path.is_file():
+            return
+        with open(path, "rb") as f:
+            f.seek(self._records_at)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+        self._records_at += end
+        records = []
+        for line in data[:end].splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a torn line from a crash
+        self.trackers.records(records)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -96,3 +135,6 @@ class RunLogger:
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()
+        if self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None

@@ -273,6 +273,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             from distgan.metrics.training import loop_step
             loop_step(cfg, run_dir, step, ema.model if ema is not None else G_raw, ema is not None, log.tb,
                       device, save)
+            log.metric_records()  # the new records to W&B / MLflow (log.trackers)
         if stopping:
             why = "health signal in train.stop_on" if health_stop else "stop requested"
             log.info(f"{why}: checkpointed at step {step}, exiting")
