@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError, ShardError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    p = argparse.ArgumentParser(prog="python -m distgan.metrics", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m distgan.metrics", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("fid", "classifier", "kid"):
         s = sub.add_parser(name, help=f"evaluate {name} on a trained run")

@@ -73,6 +73,10 @@ def check_sets(names: list[str], sets: dict[str, ImageSet]) -> None:
             if not labelled:
                 raise ValueError(f"intra_fid needs class labels, but {side} '{s.spec}' ({s.kind}) has none: use "
                                  "labelled shards, an .npz with 'labels', or a class-conditional run")
+    a, b = sets["A"], sets["B"]
+    if "intra_fid" in names and a.classes and b.classes and a.classes != b.classes:
+        raise ValueError(f"intra_fid compares class c with class c, but A '{a.spec}' has classes {a.classes} "
+                         f"and B '{b.spec}' has {b.classes}")
 
 
 def _feature_cache_path(s: ImageSet, ex: Extractor, cache_dir: Path) -> Path:
