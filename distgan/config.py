@@ -146,7 +146,7 @@ class LogConfig:
 @dataclass
 class MetricsConfig:
     every: int = _f(0, "evaluate metrics every K steps (0 = only at the end if names are set)", min=0)
-    names: list = _f([], "metrics to compute: fid, classifier, kid")
+    names: list = _f([], "metrics to compute: fid, classifier, kid, precision_recall, intra_fid")
     num_fake: int = _f(1000, "generated samples per evaluation", min=1)
     num_real: int = _f(0, "real samples for reference statistics (0 = all)", min=0)
     main: str = _f("", "record that selects the best checkpoint: fid, classifier_fd, classifier_acc, kid "

@@ -1,5 +1,9 @@
-"""Command line: evaluate a trained run, or write reference statistics.
+"""Command line: compare two image sets, evaluate a trained run, or write reference statistics.
 
+    python -m distgan.metrics NAMES A B [--num N] [--seed S] [--features-cache DIR]
+        NAMES: fid, kid, precision_recall, intra_fid, comma-joined (one extraction per set)
+        A, B: image folder | .npz (images [, labels]) | shard dir | run dir (--num samples) |
+              stats .npz (mu/sigma, FID only). A is evaluated against the reference B.
     python -m distgan.metrics fid --run runs/debug [--checkpoint latest|best|STEP] [--num 10000]
                                   [--real SHARDS_DIR|FILE.npz] [--ema/--no-ema]
     python -m distgan.metrics classifier --run runs/debug
@@ -35,8 +39,71 @@ def _device() -> str:
     return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
+def _two_set_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m distgan.metrics NAMES A B",
+                                description="Metrics between two image sets; one JSON record per line. "
+                                            "A is evaluated against the reference B (precision: A inside B's "
+                                            "manifold; intra_fid: A's class c against B's class c).")
+    p.add_argument("names", help="fid, kid, precision_recall, intra_fid; comma-join several")
+    p.add_argument("a", help="image folder, .npz, shard dir, run dir or stats .npz")
+    p.add_argument("b", help="image folder, .npz, shard dir, run dir or stats .npz")
+    p.add_argument("--num", type=int, default=0, help="samples to generate from a run directory")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed for run directories and KID subsets")
+    p.add_argument("--checkpoint", default="latest", help="run directories: latest, best or a step number")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                   help="run directories: EMA weights (default: when the checkpoint has them)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--features-cache", default="", help="save/reuse the features of folders, .npz and runs here")
+    p.add_argument("--cache-dir", default="", help="reference cache for shard dirs (default ~/.cache/distgan/refstats)")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--weights", default="", help="Inception weights file (default: packaged)")
+    p.add_argument("--weights-sha256", default="", help="sha256 pin for an unknown TorchScript weights file")
+    p.add_argument("--out", default="", help="also append the records to this JSON-lines file")
+    return p
+
+
+def _two_set(argv: list[str]) -> int:
+    args = _two_set_parser().parse_args(argv)
+    from distgan.fsutil import atomic_write_text
+    from distgan.metrics.twoset import compare
+
+    records = compare(args.names, args.a, args.b, num=args.num, seed=args.seed,
+                      checkpoint=int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint,
+                      ema=args.ema, batch_size=args.batch_size, cache_dir=args.cache_dir,
+                      features_cache=args.features_cache, kid_subsets=args.kid_subsets,
+                      kid_subset_size=args.kid_subset_size, weights=args.weights,
+                      weights_sha256=args.weights_sha256, device=_device())
+    lines = [json.dumps(r) for r in records]
+    print("\n".join(lines))
+    if args.out:
+        from pathlib import Path
+
+        old = Path(args.out).read_text() if Path(args.out).is_file() else ""
+        atomic_write_text(Path(args.out), old + "".join(line + "\n" for line in lines))
+    return 0
+
+
+def _is_two_set(argv: list[str]) -> bool:
+    """``NAMES A B`` (two positionals after the names) rather than ``fid --run ...`` or ``stats``."""
+    if not argv or argv[0] in ("stats", "-h", "--help") or any(a == "--run" or a.startswith("--run=") for a in argv):
+        return False
+    return argv[0] not in ("classifier",)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m distgan.metrics", description=__doc__.split("\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _is_two_set(argv):
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        from distgan.shards.manifest import ShardError
+
+        try:
+            return _two_set(argv)
+        except (ValueError, FileNotFoundError, ShardError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    p = argparse.ArgumentParser(prog="python -m distgan.metrics", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("fid", "classifier", "kid"):
         s = sub.add_parser(name, help=f"evaluate {name} on a trained run")

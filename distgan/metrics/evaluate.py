@@ -28,6 +28,8 @@ from distgan.metrics.kid import kid
 from distgan.metrics.refstats import reference_stats
 from distgan.metrics.registry import REGISTRY, check_names, lower_is_better
 
+FEATURE_METRICS = ("kid", "precision_recall", "intra_fid")  # need every feature, not only mu/sigma
+
 log = logging.getLogger("distgan.metrics")
 
 
@@ -67,6 +69,9 @@ class Evaluator:
         self._extractors: dict[str, Extractor] = {}
         self._refs: dict[str, dict[str, Any]] = {}
         self.classifier = None
+        if "intra_fid" in self.names and cond.mode != "class":
+            raise ValueError("metrics.names has intra_fid, which needs a class-conditional model (model.cond) "
+                             f"trained on shards with class labels; this run's conditioning is '{cond.mode}'")
 
     # ---- feature networks, built on first use
     def extractor(self, kind: str) -> Extractor:
@@ -101,7 +106,7 @@ class Evaluator:
         kinds: dict[str, bool] = {}
         for n in self.names:
             kind = self.mc.kid_features if REGISTRY[n].extractor == "kid" else REGISTRY[n].extractor
-            kinds[kind] = kinds.get(kind, False) or n == "kid"
+            kinds[kind] = kinds.get(kind, False) or n in FEATURE_METRICS
         return kinds
 
     # ---- real side
@@ -114,14 +119,24 @@ class Evaluator:
                 raise ValueError(f"--real {self.real}: statistics come from '{made_by}', but this metric needs "
                                  f"'{ex.name}' features")
             if keep and "features" not in data:
-                raise ValueError(f"--real {self.real}: KID needs real features, but the file holds only mu/sigma; "
-                                 "pass a shard directory instead")
+                need = ", ".join(n for n in self.names if n in FEATURE_METRICS)
+                raise ValueError(f"--real {self.real}: {need} need real features, but the file holds only "
+                                 "mu/sigma; pass a shard directory instead")
+            if "intra_fid" in self.names and "labels" not in data:
+                raise ValueError(f"--real {self.real}: intra_fid needs real class labels; pass a shard directory")
             count = int(data["count"]) if "count" in data else -1
             return {"mu": data["mu"], "sigma": data["sigma"], "count": count, "features": data.get("features"),
-                    "path": self.real, "cache_hit": True}
+                    "labels": data.get("labels"), "path": self.real, "cache_hit": True}
         shards = self.real or self.shard_dir
-        return reference_stats(shards, self.resolution, ex.embed, ex.dim, ex.name, ex.sha256, ex.resize,
-                               limit=self.mc.num_real, keep=keep, cache_dir=self.mc.cache_dir)
+        ref = reference_stats(shards, self.resolution, ex.embed, ex.dim, ex.name, ex.sha256, ex.resize,
+                              limit=self.mc.num_real, keep=keep, cache_dir=self.mc.cache_dir)
+        if "intra_fid" in self.names and kind == "inception":
+            from distgan.metrics.refstats import shard_labels
+
+            ref["labels"] = shard_labels(shards, self.mc.num_real)  # manifest order = the features' order
+            if ref["labels"] is None:
+                raise ValueError(f"intra_fid needs class labels, but shard set '{shards}' has none")
+        return ref
 
     def _to_minmax(self, images: torch.Tensor) -> torch.Tensor:
         """G's output -> [-1, 1] (z-score runs generate per-channel standardised pixels)."""
@@ -197,6 +212,19 @@ class Evaluator:
                     if self.classifier.mode == "attrs":
                         for attr, v in zip(self._acc_names(), acc):
                             record(f"classifier_acc/{attr}", float(v), None, num_scored=acc_n, conditioning="attrs")
+            elif n == "precision_recall":
+                from distgan.metrics.precision_recall import K_NEIGHBOURS, precision_recall
+
+                p, rc = precision_recall(refs["inception"]["features"], fakes["inception"].features())
+                record("precision", p, "inception", k=K_NEIGHBOURS)
+                record("recall", rc, "inception", k=K_NEIGHBOURS)
+            elif n == "intra_fid":
+                from distgan.metrics.intra_fid import intra_fid
+
+                fake_labels = self.cond.labels(np.arange(self.mc.num_fake)).numpy()  # what generate() used
+                mean, per_class = intra_fid(refs["inception"]["features"], refs["inception"]["labels"],
+                                            fakes["inception"].features(), fake_labels)
+                record("intra_fid", mean, "inception", per_class={str(c): v for c, v in per_class.items()})
             elif n == "kid":
                 kind = self.mc.kid_features
                 mean, std = kid(refs[kind]["features"], fakes[kind].features(), self.mc.kid_subsets,

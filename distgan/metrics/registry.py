@@ -11,7 +11,12 @@ classifier classifier_fd, classifier_acc               small CNN (128-d) + its l
            (+ classifier_acc/<attribute> for
            multi-label data)
 kid        kid (mean; std in provenance)               ``metrics.kid_features``
+precision_ precision, recall (k=3)                     Inception pool3 (2048-d)
+recall
+intra_fid  intra_fid (per-class values in provenance)  Inception pool3 (2048-d)
 ========== ========================================== =============================
+
+``intra_fid`` needs a class-conditional model and labelled shards.
 """
 from __future__ import annotations
 
@@ -41,7 +46,13 @@ register(MetricSpec("classifier", ("classifier_fd", "classifier_acc"), "classifi
 register(MetricSpec("kid", ("kid",), "kid",
                     "Kernel Inception Distance: unbiased cubic-polynomial MMD^2 over subsets"))
 
-LOWER_IS_BETTER = {"fid": True, "classifier_fd": True, "kid": True, "classifier_acc": False}
+register(MetricSpec("precision_recall", ("precision", "recall"), "inception",
+                    "improved precision and recall (Kynkaanniemi et al. 2019), k=3 nearest neighbours"))
+register(MetricSpec("intra_fid", ("intra_fid",), "inception",
+                    "intra-class FID (Miyato & Koyama 2018): mean over classes of the per-class FID"))
+
+LOWER_IS_BETTER = {"fid": True, "classifier_fd": True, "kid": True, "classifier_acc": False,
+                   "precision": False, "recall": False, "intra_fid": True}
 
 
 def lower_is_better(record_name: str) -> bool:
