@@ -113,6 +113,21 @@ def test_run_vs_shards_protocol_with_intra_fid(debug_run, mnist_shards, tmp_path
     assert again[0]["value"] == pytest.approx(by_name["fid"]["value"])
 
 
+def test_exported_generator_scores_like_its_run(debug_run, mnist_shards, tmp_path, stub, capsys):
+    """A .safetensors export is a set of its own: the same samples, hence the same FID, as the run."""
+    from distgan.export import main as export_main
+
+    out = tmp_path / "g.safetensors"
+    assert export_main(["--run", str(debug_run), "--format", "safetensors", "--out", str(out)]) == 0
+    capsys.readouterr()
+    common = [mnist_shards, "--num", "40", "--cache-dir", tmp_path / "refcache"]
+    rc, from_run, _ = _run(["fid,intra_fid", debug_run, *common], capsys)
+    rc2, from_file, _ = _run(["fid,intra_fid", out, *common], capsys)
+    assert rc == rc2 == 0
+    assert [r["value"] for r in from_file] == [r["value"] for r in from_run]
+    assert from_file[0]["provenance"]["a"]["checkpoint"] == str(out)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "nope' does not exist"),
     ("empty", "holds no images"),

@@ -2,9 +2,10 @@
 
 A set is given by one path, recognised in this order:
 
-- a run directory (``config.yaml``): ``num`` samples from its generator
-  (:func:`distgan.api.generate`); a class-conditional run gets class-balanced
-  labels (``num / classes`` per class, in class order);
+- a run directory (``config.yaml``) or a generator exported as ``.safetensors``
+  (``python -m distgan.export --format safetensors``): ``num`` samples from its
+  generator (:func:`distgan.api.generate`); a class-conditional one gets
+  class-balanced labels (``num / classes`` per class, in class order);
 - a shard directory (``manifest.json``): every sample at the shards' native size, with labels;
 - any other directory: the images under it, recursively (png, jpg, jpeg, webp),
   in sorted path order; all must have one size;
@@ -69,8 +70,10 @@ def open_set(spec: str, num: int = 0, seed: int = 0, checkpoint: str | int = "la
         return _folder_set(spec, p)
     if p.suffix.lower() == ".npz":
         return _npz_set(spec, p)
-    raise ValueError(f"'{spec}' is a file but not an .npz; expected an image folder, .npz (images or mu/sigma), "
-                     "shard directory or run directory")
+    if p.suffix.lower() == ".safetensors":
+        return _run_set(spec, p, num, seed, checkpoint, ema, device)
+    raise ValueError(f"'{spec}' is a file but not an .npz or .safetensors generator; expected an image folder, "
+                     ".npz (images or mu/sigma), shard directory, run directory or exported generator")
 
 
 # ----------------------------------------------------------------------------- folders
@@ -193,14 +196,15 @@ def _run_set(spec: str, p: Path, num: int, seed: int, checkpoint: str | int, ema
     from distgan.fsutil import sha256_file
 
     if num < 1:
-        raise ValueError(f"'{spec}' is a run directory: pass --num N, the number of samples to generate from it")
+        what = "an exported generator" if p.is_file() else "a run directory"
+        raise ValueError(f"'{spec}' is {what}: pass --num N, the number of samples to generate from it")
     G, info = api.load_generator(p, checkpoint, device=device, ema=ema)
     labels = None
     if info.condition == "classes":
         labels = api.blocks(num, info.num_classes).astype(np.int64)  # num / classes per class, in class order
     elif info.condition == "attributes":
         pass  # attribute runs: api.generate's default (all attributes 0); no class labels for intra_fid
-    ckpt = Path(info.checkpoint)
+    ckpt = p if p.is_file() else Path(info.checkpoint)  # an exported file is its own weights
     ident = {"checkpoint_sha256": sha256_file(ckpt), "num": num, "seed": seed, "ema": info.ema}
     prov = {"path": str(p), "checkpoint": str(ckpt), "step": info.step, "ema": info.ema, "seed": seed,
             "size": f"{info.resolution}x{info.resolution}", "channels": info.channels}
