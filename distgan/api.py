@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from distgan.errors import UserError
 from distgan.config import Config, ConfigError, config_from_dict
 from distgan.fsutil import atomic_write_text
 
@@ -42,7 +43,7 @@ LabelSpec = Any  # None | int | str | Sequence[int | str] | array (L, C)
 AttrSpec = Any  # None | dict | Sequence[dict] | array (L, A)
 
 
-class SampleError(ValueError):
+class SampleError(UserError, ValueError):
     """A label, attribute, checkpoint or run-dir problem; the message lists what is available."""
 
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from distgan.api import GeneratorInfo, SampleError, load_generator
+from distgan.errors import UserError
 from distgan.fsutil import atomic_write_bytes
 
 TOLERANCE = 1e-4
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         diff = export(args.run, args.format, args.out, args.checkpoint, args.ema)
-    except SampleError as e:
+    except UserError as e:  # SampleError, CheckpointError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.format} generator to {args.out} (checked against the original: max abs diff {diff:.2g})")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distgan.errors import UserError
 from distgan.fsutil import atomic_open, atomic_write_text
 
 CURVES = [  # (file stem, title, keys, y label)
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         path = build_report(args.run)
-    except FileNotFoundError as e:
+    except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

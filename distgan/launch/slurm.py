@@ -30,6 +30,7 @@ from typing import Any, Callable, TypeVar
 
 import submitit
 
+from distgan.errors import UserError
 from distgan.launch.profiles import SlurmResources, resource_options
 from distgan.launch.worker import EXIT_STOPPED, run_rank
 
@@ -108,7 +109,7 @@ def make_executor(folder: str | Path, res: SlurmResources, job_name: str) -> sub
     return ex
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UserError, RuntimeError):
     """sbatch refused the job (the message has its stderr)."""
 
 

@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from distgan.errors import UserError
 from distgan.fsutil import atomic_write_text
 from distgan.launch.env import export_slurm_dist_env
 
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         summary = run_rank(args.run_dir, args.log)
+    except UserError as e:  # explained by its message (also recorded in status.json): no traceback
+        print(f"error: rank {os.environ.get('RANK', '0')}: {e}", file=sys.stderr, flush=True)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from distgan.errors import UserError
 from distgan.fsutil import sha256_file
 
 PACKAGED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -39,7 +40,7 @@ RESIZE_POLICY = "uint8 -> rgb -> tf-bilinear 299x299 -> x/128-1"
 FEATURE_DIM = 2048
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """Inception weights are missing, unknown or not loadable; the message names the file."""
 
 
