@@ -4,20 +4,17 @@ Every command-line tool prints a :class:`UserError` as one ``error: ...`` line
 and exits non-zero, without a traceback; any other exception is a bug and
 keeps its traceback. Error classes of the subsystems (config, shards, launch,
 sampling, checkpoints, ...) derive from it, so one ``except UserError`` in a
-CLI covers them all.
+CLI covers them all:
 
-    from distgan.errors import UserError, cli_errors
-    def main(argv=None) -> int:
-        with cli_errors() as status:
-            ...
-        return status.code
+    try:
+        ...
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
 """
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+import errno
 
 EXIT_USER_ERROR = 2
 
@@ -28,25 +25,16 @@ class UserError(Exception):
 
 def describe_os_error(e: OSError) -> str:
     """``'No space left on device (ENOSPC)'`` for an OSError, its text otherwise."""
-    import errno
-
     name = errno.errorcode.get(e.errno or 0)
     return f"{e.strerror} ({name})" if e.strerror and name else str(e)
 
 
-@dataclass
-class CliStatus:
-    """Exit code a CLI should return: 0 unless a user error was reported."""
-
-    code: int = 0
-
-
-@contextmanager
-def cli_errors(prog: str = "") -> Iterator[CliStatus]:
-    """Report a :class:`UserError` raised inside as one line on stderr; set the exit code to 2."""
-    status = CliStatus()
-    try:
-        yield status
-    except UserError as e:
-        print(f"{prog + ': ' if prog else ''}error: {e}", file=sys.stderr)
-        status.code = EXIT_USER_ERROR
+def load_failure(e: BaseException) -> str:
+    """One line on why loading a checkpoint failed (torch's weights-only messages run to many
+    lines, the first of which suggests loading the file unsafely)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    refused = [ln for ln in lines if "Unsupported global" in ln or "Unsupported operand" in ln]
+    why = (refused or lines or [""])[0][:240]
+    if refused:
+        why = "refused by the weights-only loader, nothing was executed: " + why
+    return f"{type(e).__name__}: {why}"

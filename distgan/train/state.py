@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distgan.errors import UserError, describe_os_error
+from distgan.errors import UserError, describe_os_error, load_failure
 from distgan.fsutil import atomic_open, atomic_write_text
 
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
@@ -195,16 +195,6 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, refused global, missing file, ...
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({load_failure(e)})") from e
-
-
-def load_failure(e: BaseException) -> str:
-    """One line on why a checkpoint load failed (torch's weights-only messages run to many lines)."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    refused = [ln for ln in lines if "Unsupported global" in ln or "Unsupported operand" in ln]
-    why = (refused or lines or [""])[0][:240]
-    if refused:
-        why = "refused by the weights-only loader, nothing was executed: " + why
-    return f"{type(e).__name__}: {why}"
 
 
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu",
