@@ -86,6 +86,7 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
     """Write ``state`` as the step-``step`` checkpoint, point ``latest`` at it, prune old ones."""
     path = ckpt_path(run_dir, step)
+    _remove_stale_temps(ckpt_dir(run_dir))
     buf = io.BytesIO()
     torch.save(state, buf)
     _write_or_explain(run_dir, path, lambda: _write_bytes(path, buf))
@@ -97,6 +98,16 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
             p.unlink(missing_ok=True)
             _remove_shards(shard_dir(run_dir, s))
     return path
+
+
+def _remove_stale_temps(d: Path) -> None:
+    """Delete temp files that a killed write left behind (each as big as a checkpoint).
+
+    Only rank 0 writes into the checkpoint directory itself (ZeRO shards go to
+    subdirectories), one write at a time, so no temp file there is in use now.
+    """
+    for p in d.glob(".*.tmp") if d.is_dir() else []:
+        p.unlink(missing_ok=True)
 
 
 def _write_bytes(path: Path, buf: io.BytesIO) -> None:
