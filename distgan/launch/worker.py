@@ -8,7 +8,8 @@ writes it before starting the ranks), then ``distgan.train.train`` runs.
 
 ``RUN_DIR/status.json`` says where the run stands, for people and for sweeps:
 ``{"state": "running"|"completed"|"stopped"|"failed", "step", "total_steps",
-"world_size", "job_id", "host", "error", "log", "time"}``. Rank 0 writes it;
+"world_size", "job_id", "host", "error", "log", "time"}`` (Slurm jobs add ``requeues`` and
+``max_requeues``: :mod:`distgan.launch.requeue`). Rank 0 writes it;
 a failing rank writes ``failed`` with the error. Exit codes: 0 completed,
 ``EXIT_STOPPED`` stopped by a signal after checkpointing (re-run to resume),
 1 failed.
