@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from distgan.errors import UserError
-from distgan.config import ConfigError, describe, load_config, save_config
+from distgan.config import describe, load_config, save_config
 
 
 class LaunchError(UserError, ValueError):

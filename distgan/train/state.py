@@ -121,8 +121,11 @@ def _write_or_explain(run_dir: str | Path, path: Path, write: Any, target: Path 
         write()
     except OSError as e:
         latest = _read_pointer(run_dir, "latest")
-        intact = f"'latest' still names {latest}, the newest intact checkpoint" if latest and latest != path.name \
-            else "no earlier checkpoint is intact"
+        others = [p.name for _, p in list_checkpoints(run_dir) if p.name != path.name]
+        if latest in others:
+            intact = f"'latest' still names {latest}, the newest intact checkpoint"
+        else:
+            intact = f"the newest intact checkpoint is {others[-1]}" if others else "no earlier checkpoint exists"
         raise CheckpointError(f"writing checkpoint file {target or path} failed: {describe_os_error(e)}; "
                               f"nothing was replaced: {intact}. Free space (or fix the file system) and re-run "
                               "the same command to resume from there") from e
