@@ -1,4 +1,4 @@
-"""SIGKILL of a 2-rank training process group at random moments while it checkpoints every step.
+"""SIGKILL of a 2-rank training process group, 6 times, while it checkpoints every step.
 
 After every kill ``latest`` names a checkpoint that loads, and the run finished by
 re-running the same command equals an uninterrupted run bitwise (weights, optimizer
@@ -23,7 +23,7 @@ from distgan.train.state import list_checkpoints, load_file, resolve_checkpoint
 
 pytestmark = pytest.mark.multiproc
 ROOT = Path(__file__).resolve().parents[1]
-KILLS = 8
+KILLS = 6
 
 
 # Imported by the killed runs' interpreters (first on PYTHONPATH): every fsync of a temp
@@ -82,12 +82,12 @@ def _assert_same(a: object, b: object, where: str) -> None:
         assert a == b, where
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(540)  # ~70 s on an idle machine; generous for a loaded one
 def test_sigkill_during_checkpoint_writes_keeps_latest_loadable_and_resume_bitwise(mnist_shards, tmp_path):
     steps = 30
     straight = tmp_path / "straight"
     straight.mkdir()
-    assert _launch(straight, mnist_shards, steps).wait(timeout=200) == 0
+    assert _launch(straight, mnist_shards, steps).wait(timeout=240) == 0
 
     run = tmp_path / "killed"
     run.mkdir()
@@ -119,7 +119,7 @@ def test_sigkill_during_checkpoint_writes_keeps_latest_loadable_and_resume_bitwi
         assert latest["step"] < steps, kills
     assert len(kills) >= KILLS // 2, f"the run outpaced the kills: {kills}"
     assert any(mid for _, _, mid in kills), f"no kill cut a checkpoint write: {kills}"
-    assert _launch(run, mnist_shards, steps).wait(timeout=200) == 0
+    assert _launch(run, mnist_shards, steps).wait(timeout=240) == 0
 
     a, b = load_file(resolve_checkpoint(straight)), load_file(resolve_checkpoint(run))
     assert a["step"] == b["step"] == steps

@@ -47,7 +47,7 @@ def _refused(text: str) -> bool:
     return "step_00000030.pt" in text and "refused by the weights-only loader, nothing was executed" in text
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_resume_refuses_it_and_falls_back_to_the_previous_checkpoint(hostile_run, debug_cfg):
     from distgan.train import train
 
