@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from distgan.errors import UserError, load_failure
 from distgan.config import Config, ConfigError, config_from_dict
 from distgan.fsutil import atomic_write_text
 from distgan.weights import GeneratorFileError, read_generator_file
@@ -45,7 +46,7 @@ LabelSpec = Any  # None | int | str | Sequence[int | str] | array (L, C)
 AttrSpec = Any  # None | dict | Sequence[dict] | array (L, A)
 
 
-class SampleError(ValueError):
+class SampleError(UserError, ValueError):
     """A label, attribute, checkpoint or run-dir problem; the message lists what is available."""
 
 
@@ -243,8 +244,7 @@ def load_generator(source: str | Path, checkpoint: str | int = "latest", device:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated / corrupt file: name it, suggest another
-        why = (str(e).strip().splitlines() or [""])[0][:160]  # torch's text runs to many lines
-        raise SampleError(f"checkpoint {path} is unreadable ({type(e).__name__}: {why}); pick another "
+        raise SampleError(f"checkpoint {path} is unreadable ({load_failure(e)}); pick another "
                           f"with --checkpoint (available: {', '.join(available_checkpoints(run_dir))})") from None
     use_ema = ("ema" in state) if ema is None else bool(ema)
     if use_ema and "ema" not in state:

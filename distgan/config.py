@@ -21,8 +21,10 @@ from typing import Any, Literal
 
 import yaml
 
+from distgan.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file or override is wrong; the message names key, value and expectation."""
 
 
@@ -107,6 +109,8 @@ class TrainConfig:
     ema_start: int = _f(0, "step at which EMA starts", min=0)
     ckpt_every: int = _f(100, "checkpoint every K steps (and at the end)", min=1)
     keep_ckpts: int = _f(3, "number of step checkpoints kept", min=1)
+    restart_if_unreadable: bool = _f(False, "when no checkpoint of the run dir loads (or `latest` names a missing "
+                                     "file), start over (or use the newest readable one) instead of stopping")
     engine: Literal["accelerate", "deepspeed"] = _f("accelerate", "training engine: accelerate (DDP) or deepspeed (ZeRO)")
     zero_stage: int = _f(1, "DeepSpeed ZeRO stage with train.engine=deepspeed (1: optimizer states, 2: + gradients)",
                          min=1, max=2)

@@ -137,15 +137,37 @@ def _digest(t: torch.Tensor) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=7).digest(), "little")
 
 
+# Which tensors must be bitwise equal on every rank at the end of a step, before
+# broadcast_buffers() copies rank 0's buffers over the others:
+#   must match: every parameter (DDP averages the gradients, the optimizers are
+#     deterministic), spectral-norm u/v (power iteration on equal weights), synced
+#     batch-norm running stats (computed from the global batch), the EMA copy of G;
+#   may differ: running_mean/running_var/num_batches_tracked of plain batch norm,
+#     which each rank updates from its own batch (made equal by the broadcast).
+def local_buffers(model: nn.Module) -> set[str]:
+    """State-dict keys of ``model`` that may differ between ranks (plain batch-norm running statistics)."""
+    synced = (_syncbn.SyncBatchNorm2d, nn.SyncBatchNorm)  # _syncbn: imported at the end of this module
+    out = set()
+    for prefix, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, synced):
+            for key, _ in m.named_buffers(recurse=False):
+                out.add(f"{prefix}.{key}" if prefix else key)
+    return out
+
+
 def check_replicas(model: nn.Module, name: str = "model") -> None:
     """Raise RuntimeError naming the first parameter/buffer that differs between ranks.
 
-    Each tensor is hashed bitwise on every rank; the hashes are all-gathered and
-    compared (cheap: one small collective per call).
+    Compares everything that must match (see the rule above :func:`local_buffers`),
+    skipping plain batch-norm running statistics. Call it before
+    :func:`broadcast_buffers`, which would hide a buffer desync. Each tensor is
+    hashed bitwise on every rank; the hashes are all-gathered and compared (cheap:
+    one small collective per call).
     """
     if not is_distributed():
         return
-    named = list(model.state_dict().items())
+    skip = local_buffers(model)
+    named = [(k, t) for k, t in model.state_dict().items() if k not in skip]
     mine = torch.tensor([_digest(t) for _, t in named], dtype=torch.long, device=comm_device())
     gathered = [torch.empty_like(mine) for _ in range(tdist.get_world_size())]
     tdist.all_gather(gathered, mine)

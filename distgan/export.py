@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from distgan.api import GeneratorInfo, SampleError, load_generator
+from distgan.errors import UserError
 from distgan.fsutil import atomic_write_bytes
 from distgan.weights import save_generator_file
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         diff = export(args.run, args.format, args.out, args.checkpoint, args.ema)
-    except SampleError as e:
+    except UserError as e:  # SampleError, CheckpointError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.format} generator to {args.out} (checked against the original: max abs diff {diff:.2g})")

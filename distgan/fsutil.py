@@ -1,4 +1,10 @@
-"""Atomic file writes: a crash mid-write leaves the previous good file in place."""
+"""Atomic, durable file writes: a crash or power loss mid-write leaves the previous good file.
+
+A write goes to a temp file beside the target, which is fsynced, renamed over
+the target, and then the directory is fsynced too: the rename is a change of
+the directory, and until the directory reaches the disk a power loss can undo
+it (POSIX leaves the order of metadata writes to the file system).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +26,7 @@ _UMASK = _current_umask()
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside ``path``; on clean exit fsync and rename it over ``path``.
+    """Open a temp file beside ``path``; on clean exit fsync it, rename it over ``path``, fsync the directory.
 
     On an exception the temp file is removed and ``path`` is untouched.
     """
@@ -34,12 +40,22 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush directory ``path`` (its entries: renames, new and removed files) to the disk."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from distgan.extras import MissingExtra, pyplot
+from distgan.errors import UserError
 from distgan.fsutil import atomic_open, atomic_write_text
 
 CURVES = [  # (file stem, title, keys, y label)
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         path = build_report(args.run)
-    except (FileNotFoundError, MissingExtra) as e:
+    except (UserError, FileNotFoundError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from distgan.api import SampleError
+from distgan.errors import UserError
 
 
 @dataclass
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(run(args))
-    except SampleError as e:
+    except UserError as e:  # SampleError, CheckpointError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

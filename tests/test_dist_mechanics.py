@@ -4,7 +4,7 @@
   R*b batch in float64: outputs, input gradients, parameter gradients, running stats,
   for a D-like step (real and fake batches in separate forwards, one summed loss);
 - the DDP D and G phases on 2 ranks x batch b equal 1 process x batch 2b (BN-free models);
-- check_replicas names the first differing tensor.
+- check_replicas names the first differing tensor; plain-BN running stats may differ.
 """
 from __future__ import annotations
 
@@ -186,12 +186,16 @@ def mechanics_rank() -> dict:
     out = {"bn4": _sync_bn_case(None, [0, 1, 2, 3]), "bn2": _sync_bn_case(group, pair),
            "ddp": _ddp_vs_big_batch(group, pair)}
     out["nonfinite"] = _nonfinite_on_one_rank()
-    # replica check: equal models pass; one perturbed buffer on rank 3 is named on every rank
+    # replica check: equal models pass; plain-BN running stats may differ (each rank's own
+    # batches); a perturbed spectral-norm vector on rank 3 is named on every rank
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    m = nn.Sequential(nn.utils.spectral_norm(nn.Conv2d(1, 2, 3)), nn.BatchNorm2d(2))
     dist.check_replicas(m, "M")
     if rank == 3:
-        m[1].running_var[0] += 1e-7
+        m[1].running_var[0] += 1e-3
+    dist.check_replicas(m, "M")
+    if rank == 3:
+        m[0].weight_u[0] += 1e-7
     try:
         dist.check_replicas(m, "M")
         out["replica_error"] = ""
@@ -248,4 +252,4 @@ def test_nonfinite_loss_on_one_rank_stops_or_skips_on_every_rank(results):
 @pytest.mark.timeout(300)
 def test_check_replicas_names_first_differing_tensor(results):
     for res in results:
-        assert "M.1.running_var on rank 3 != rank 0" in res["replica_error"]
+        assert "M.0.weight_u on rank 3 != rank 0" in res["replica_error"]

@@ -37,7 +37,8 @@ def digits(mnist_shards):
 
 
 def test_classifier_heldout_accuracy_and_cache(clf, mnist_shards, metrics_cache, caplog):
-    assert clf.mode == "class" and clf.names == [str(i) for i in range(10)] or len(clf.names) == 10
+    assert clf.mode == "class"
+    assert clf.names == [str(i) for i in range(10)]  # the manifest's digit classes, in order
     assert clf.heldout["num"] == 500
     assert clf.heldout["accuracy"] > 0.97, clf.heldout
     with caplog.at_level(logging.INFO, logger="distgan.metrics"):

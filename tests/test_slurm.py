@@ -239,3 +239,28 @@ def test_failed_task_is_in_the_table_and_only_it_is_resubmitted(cluster, mnist_s
     sweep.write_text(yaml.safe_dump(spec))
     out = _py(cluster, *args)
     assert out.returncode == 2 and "unknown config key 'train.lr_dd'" in out.stderr
+
+
+@pytest.mark.timeout(420)
+def test_time_limit_at_the_requeue_limit_checkpoints_and_ends_without_requeue(cluster, mnist_shards, tmp_path):
+    # a profile allowing no requeue: the USR2 warning checkpoints, then the job ends, saying why
+    profile = tmp_path / "norequeue.yaml"
+    profile.write_text((ROOT / "slurm/profiles/local.yaml").read_text() + "max_requeues: 0\n")
+    run = tmp_path / "run"
+    args = _launch_args(run, mnist_shards, "--wait", "train.steps=1500", "train.ckpt_every=100000",
+                        "log.every=20", "log.sample_every=100000")
+    args[args.index("--profile") + 1] = str(profile)
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=cluster, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_step(run, 40, proc)
+        subprocess.run(["scancel", "--signal=USR2", read_status(run)["job_id"]], env=cluster, check=True)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "requeue limit reached: 0 of max_requeues=0" in out, out
+    st = read_status(run)
+    assert st["state"] == "stopped" and st["requeues"] == 0 and st["max_requeues"] == 0
+    assert "requeue limit reached" in st["error"] and 40 <= st["step"] < 1500
+    assert load_file(resolve_checkpoint(run, "latest"))["step"] == st["step"]  # checkpointed before ending

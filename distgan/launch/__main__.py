@@ -26,10 +26,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distgan.config import ConfigError, describe, load_config, save_config
+from distgan.errors import UserError
+from distgan.config import describe, load_config, save_config
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError, ValueError):
     """A launch request that cannot be met (the message says why and what to do)."""
 
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if cluster == "slurm":
             return _slurm(args)
         return _local(args)
-    except (ConfigError, LaunchError, ValueError) as e:
+    except (UserError, ValueError) as e:  # config, launch, shard and checkpoint errors: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
 

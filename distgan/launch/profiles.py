@@ -16,10 +16,12 @@ from typing import Any
 
 import yaml
 
+from distgan.errors import UserError
+
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A bad cluster profile or resource request (the message names the key)."""
 
 

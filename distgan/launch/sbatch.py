@@ -46,8 +46,14 @@ def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, pytho
               f"{shlex.quote(str(run_dir))}",
               "rc=$?",
               f"if [ $rc -eq {EXIT_STOPPED} ]; then",
-              '  echo "[sbatch] checkpointed before the time limit: requeueing $SLURM_JOB_ID"',
-              '  scontrol requeue "$SLURM_JOB_ID"',
+              f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -ge {res.max_requeues} ]; then',
+              f'    echo "[sbatch] requeue limit reached: ${{SLURM_RESTART_COUNT:-0}} of max_requeues={res.max_requeues} '
+              'used; not requeueing (re-submit to continue from the checkpoint)"',
+              "  else",
+              '    echo "[sbatch] checkpointed before the time limit: requeue $(( ${SLURM_RESTART_COUNT:-0} + 1 )) '
+              f'of at most {res.max_requeues}: $SLURM_JOB_ID"',
+              '    scontrol requeue "$SLURM_JOB_ID"',
+              "  fi",
               "fi",
               "exit $rc", ""]
     return "\n".join(lines)

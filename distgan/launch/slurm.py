@@ -14,7 +14,8 @@ checkpoint at the next step boundary and return, then rank 0 requeues the job
 (``scontrol requeue``). A preemption or ``scontrol requeue`` sends SIGTERM
 instead: the trainer checkpoints the same way and Slurm requeues the job
 itself. Either way the job starts again from the same pickled TrainTask and
-resumes from the latest checkpoint, so the step count continues.
+resumes from the latest checkpoint, so the step count continues. Both kinds
+of requeue count against the profile's ``max_requeues`` (:mod:`distgan.launch.requeue`).
 TrainTask is a :class:`submitit.helpers.Checkpointable`: a USR2 that arrives
 before training started takes submitit's own path (resubmit as is).
 """
@@ -30,7 +31,9 @@ from typing import Any, Callable, TypeVar
 
 import submitit
 
+from distgan.errors import UserError
 from distgan.launch.profiles import SlurmResources, resource_options
+from distgan.launch.requeue import check_at_start, may_requeue
 from distgan.launch.worker import EXIT_STOPPED, run_rank
 
 T = TypeVar("T")
@@ -43,8 +46,9 @@ def _placeholder(signum: int, frame: Any) -> None:
 class TrainTask(submitit.helpers.Checkpointable):
     """One Slurm task = one rank of the run in ``run_dir`` (picklable, requeue-safe)."""
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, max_requeues: int = 3) -> None:
         self.run_dir = str(run_dir)
+        self.max_requeues = max_requeues
 
     def _on_time_limit(self, signum: int, frame: Any) -> None:
         self._requeue_wanted = True
@@ -52,9 +56,10 @@ class TrainTask(submitit.helpers.Checkpointable):
             # training has not started: nothing to save, let submitit resubmit us now
             env = submitit.JobEnvironment()
             print(f"[distgan] time limit before training started: requeueing {env.job_id}", flush=True)
-            if env.global_rank == 0:
-                requeue(env.job_id)
-            _wait_for_requeue_kill()
+            if may_requeue(self.run_dir, getattr(self, "max_requeues", 3), env.global_rank, None):
+                if env.global_rank == 0:
+                    requeue(env.job_id)
+                _wait_for_requeue_kill()
             raise SystemExit(EXIT_STOPPED)
         os.kill(os.getpid(), signal.SIGUSR1)  # the trainer's stop request: checkpoint at the next step
 
@@ -63,15 +68,19 @@ class TrainTask(submitit.helpers.Checkpointable):
         signal.signal(signal.SIGUSR1, _placeholder)
         signal.signal(signal.SIGUSR2, self._on_time_limit)
         try:  # this task's Slurm log (stdout + stderr): where a traceback ends up
-            log = str(submitit.JobEnvironment().paths.stdout)
+            log, rank = str(submitit.JobEnvironment().paths.stdout), submitit.JobEnvironment().global_rank
         except Exception:  # noqa: BLE001 - not under submitit (e.g. called directly)
-            log = ""
+            log, rank = "", int(os.environ.get("RANK", "0"))
+        max_requeues = getattr(self, "max_requeues", 3)  # tasks pickled by an older distgan lack it
+        check_at_start(self.run_dir, max_requeues, rank)
         summary = run_rank(self.run_dir, log)
         if summary.get("completed"):
             return summary
         # stopped by a signal after checkpointing: the job must run again
         env = submitit.JobEnvironment()
         if self._requeue_wanted:
+            if not may_requeue(self.run_dir, max_requeues, env.global_rank, summary.get("step")):
+                return summary  # the job ends; status.json says why
             if env.global_rank == 0:
                 requeue(env.job_id)
             print(f"[distgan] checkpointed at step {summary.get('step')}; job {env.job_id} requeued", flush=True)
@@ -108,7 +117,7 @@ def make_executor(folder: str | Path, res: SlurmResources, job_name: str) -> sub
     return ex
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UserError, RuntimeError):
     """sbatch refused the job (the message has its stderr)."""
 
 
@@ -129,7 +138,7 @@ def with_retries(submit: Callable[[], T], attempts: int = 3, wait_s: float = 3.0
 def submit_run(run_dir: str | Path, res: SlurmResources, job_name: str) -> submitit.Job:
     """Submit one training run (its config.yaml already written) as one job."""
     ex = make_executor(Path(run_dir) / "logs" / "slurm", res, job_name)
-    return with_retries(lambda: ex.submit(TrainTask(str(Path(run_dir).resolve()))))
+    return with_retries(lambda: ex.submit(TrainTask(str(Path(run_dir).resolve()), res.max_requeues)))
 
 
 def describe_job(job: submitit.Job, run_dir: str | Path) -> str:

@@ -8,7 +8,8 @@ writes it before starting the ranks), then ``distgan.train.train`` runs.
 
 ``RUN_DIR/status.json`` says where the run stands, for people and for sweeps:
 ``{"state": "running"|"completed"|"stopped"|"failed", "step", "total_steps",
-"world_size", "job_id", "host", "error", "log", "time"}``. Rank 0 writes it;
+"world_size", "job_id", "host", "error", "log", "time"}`` (Slurm jobs add ``requeues`` and
+``max_requeues``: :mod:`distgan.launch.requeue`). Rank 0 writes it;
 a failing rank writes ``failed`` with the error. Exit codes: 0 completed,
 ``EXIT_STOPPED`` stopped by a signal after checkpointing (re-run to resume),
 1 failed.
@@ -24,6 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from distgan.errors import UserError
 from distgan.fsutil import atomic_write_text
 from distgan.launch.env import export_slurm_dist_env
 
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         from distgan.train.stages import EXIT_HUNG
 
         return EXIT_HUNG
+    except UserError as e:  # explained by its message (also recorded in status.json): no traceback
+        print(f"error: rank {os.environ.get('RANK', '0')}: {e}", file=sys.stderr, flush=True)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1

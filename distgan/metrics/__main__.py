@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _init_distributed()
     from distgan import dist
+    from distgan.errors import UserError
     from distgan.shards.manifest import ShardError
 
     try:
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.append:
                 append_records(args.run, records)
         return 0
-    except (ValueError, FileNotFoundError, ShardError) as e:
+    except (UserError, ValueError, FileNotFoundError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from distgan.errors import UserError
 from distgan.fsutil import sha256_file
 from distgan.metrics.inception_net import InceptionNet
 
@@ -44,7 +45,7 @@ RESIZE_POLICY = "uint8 -> rgb -> tf-bilinear 299x299 -> x/128-1"
 FEATURE_DIM = 2048
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """Inception weights are missing, unknown or not loadable; the message names the file."""
 
 

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from distgan.config import Config
 from distgan import dist
+from distgan.errors import describe_os_error
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
 from distgan.metrics.registry import lower_is_better, main_record
@@ -109,7 +110,11 @@ class TrainMetrics:
         """Evaluate ``G`` on every rank; rank 0 logs; returns True (on all ranks) for a new best."""
         records = self.evaluator.evaluate(G, step=step, ema=ema)
         if dist.rank_world()[0] == 0:
-            append_records(self.run_dir, records)
+            try:
+                append_records(self.run_dir, records)
+            except OSError as e:  # a lost record must not stop a healthy run: say so, keep training
+                log.warning(f"warning: step {step}: {Path(self.run_dir) / METRICS_FILE} not appended "
+                            f"({describe_os_error(e)}); training continues (values in TensorBoard and this log)")
             if self.writer is not None:
                 for r in records:
                     self.writer.add_scalar(f"metrics/{r['name']}", r["value"], step)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distgan.errors import UserError
 from distgan.shards.index import index_shards
 from distgan.shards.location import is_pipe
 from distgan.shards.manifest import ShardError, read_manifest, verify
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"all {len(m.shards)} shards present" + ("" if a.no_checksums else ", checksums ok"))
         return 0
-    except (ShardError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (UserError, ShardError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

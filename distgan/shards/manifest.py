@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distgan.errors import UserError
 from distgan.fsutil import atomic_write_text, sha256_file
 from distgan.shards.location import is_pipe, member_url, open_url
 
@@ -18,7 +19,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-class ShardError(RuntimeError):
+class ShardError(UserError, RuntimeError):
     """A shard set is missing, damaged or inconsistent; the message names the file."""
 
 

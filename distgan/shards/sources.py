@@ -19,8 +19,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from distgan.errors import UserError
 
-class SourceError(ValueError):
+
+class SourceError(UserError, ValueError):
     """Bad converter input; the message names the file and what was expected."""
 
 

@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from distgan.config import ConfigError
+from distgan.errors import UserError
 
 
 def _collect_main(argv: list[str]) -> int:
@@ -27,7 +28,7 @@ def _collect_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         summary = collect(args.sweep_dir)
-    except (FileNotFoundError, MissingExtra) as e:
+    except (UserError, FileNotFoundError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary)
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return 0
         cluster = choose_cluster(args.cluster, res.nodes)
-    except (SweepError, ConfigError, ProfileError, LaunchError) as e:
+    except (UserError, SweepError, ConfigError, ProfileError, LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from distgan.sweep.collect import collect

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from distgan.errors import UserError
 from distgan.config import Config, ConfigError, load_config, parse_override, set_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ TOP_KEYS = {"name", "description", "base", "overrides", "grid", "zip", "variants
             "lower_is_better", "out", "resources"}
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A bad sweep file (the message names the file and the key)."""
 
 

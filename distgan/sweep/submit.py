@@ -116,7 +116,7 @@ def submit_slurm(sweep: Sweep, todo: list[SweepRun], res: Any) -> list[Any]:
 
     def submit() -> list[Any]:
         with ex.batch():  # one sbatch --array for all tasks
-            return [ex.submit(TrainTask(d)) for d in run_dirs]
+            return [ex.submit(TrainTask(d, res.max_requeues)) for d in run_dirs]
 
     jobs = with_retries(submit)
     # the run -> job map (status.json belongs to the running task: no race with it)

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from distgan.config import Config, config_to_dict
+from distgan.errors import describe_os_error
 from distgan.train.samples import grid_tensor, save_grid
 from distgan.train.stats import JsonlSink
 from distgan.train.trackers import Trackers, check_available
@@ -85,7 +86,11 @@ class RunLogger:
                 self.tb.add_scalar(k, v, step)
         if self.trackers is not None:
             self.trackers.scalars(step, values)
-        self.jsonl.write({"step": step, "time": round(time.time() - self.t0, 3), **values})
+        try:
+            self.jsonl.write({"step": step, "time": round(time.time() - self.t0, 3), **values})
+        except OSError as e:  # losing a log line must not stop a healthy run: say so and go on
+            self.info(f"warning: step {step}: {self.jsonl.path} not appended ({describe_os_error(e)}); "
+                      "training continues (the scalars are in this log)")
         if self.bar is not None:
             self.bar.n = step
             self.bar.set_postfix({k: f"{values[k]:.3g}" for k in _BAR_KEYS if k in values}, refresh=False)
@@ -100,7 +105,10 @@ class RunLogger:
         images = G(z.to(device), None if y is None else y.to(device)).float().cpu()
         G.train(was_training)
         path = self.run_dir / "samples" / f"step_{step:08d}.png"
-        save_grid(images, per_row, path, self.pixels)
+        try:
+            save_grid(images, per_row, path, self.pixels)
+        except OSError as e:  # a lost picture must not stop a healthy run: say so and go on
+            self.info(f"warning: sample grid {path} not written ({describe_os_error(e)}); training continues")
         if self.tb is not None or self.trackers is not None:
             grid = grid_tensor(images, per_row, self.pixels)
             if self.tb is not None:

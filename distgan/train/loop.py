@@ -136,7 +136,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
 
     # ---- resume: the newest readable checkpoint, if any
     step = 0
-    state = load_latest(run_dir, map_location="cpu")  # load_state_dict copies onto the device
+    # (an unusable checkpoint set stops the run unless train.restart_if_unreadable says start over)
+    state = load_latest(run_dir, map_location="cpu", restart_if_unreadable=tc.restart_if_unreadable)
     if state is not None:
         if state["config_hash"] != config_hash(cfg):
             log.info("note: config differs from the checkpoint's; continuing with the new config")
@@ -221,6 +222,10 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             took = time.perf_counter() - t_phase
             stats.report(f"time_{phase.name.lower()}", took - (t_data if phase.new_batch else 0.0))
         stats.report("time_data", t_data)
+        if tc.check_replicas_every and (step + 1) % tc.check_replicas_every == 0:
+            # before the buffer broadcast below, which would hide a desync of buffers that must match
+            dist.check_replicas(G_raw, "G")
+            dist.check_replicas(D_raw, "D")
         if world > 1:  # plain BN keeps local running stats; make replicas equal at step boundaries
             dist.broadcast_buffers(G_raw)
             dist.broadcast_buffers(D_raw)
@@ -246,7 +251,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             t_last, n_last = now, 0
         if step % cfg.log.sample_every == 0 or step == tc.steps:
             g_eval = ema.model if ema is not None else G_raw
-            if rank == 0:
+            if rank == 0:  # a failed grid write (disk full) is logged; training goes on
                 log.sample_grid(step, g_eval, fixed_z, fixed_y, per_row)
             if not models.paired:  # mode collapse: diversity of G(z, y) vs the last real batch (eval mode)
                 real, y = micro[-1]["real"], micro[-1].get("label") if models.num_classes else None
@@ -256,11 +261,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             log.info(wn.message())
         health_stop = health.should_stop(warnings) is not None
         warnings = []
-        if tc.check_replicas_every and step % tc.check_replicas_every == 0:
-            dist.check_replicas(G_raw, "G")
-            dist.check_replicas(D_raw, "D")
-            if ema is not None:
-                dist.check_replicas(ema.model, "G_ema")
+        if tc.check_replicas_every and step % tc.check_replicas_every == 0 and ema is not None:
+            dist.check_replicas(ema.model, "G_ema")
         # one rank's signal or verdict stops all; sync-free runs agree only at log/checkpoint steps
         boundary = step % cfg.log.every == 0 or step % tc.ckpt_every == 0 or step == tc.steps
         stopping = dist.any_rank(stop.requested or health_stop) if boundary or not tc.sync_free else False

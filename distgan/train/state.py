@@ -2,9 +2,16 @@
 
 Files are ``step_00000100.pt`` plus a ``latest`` text file naming the newest
 one (and ``best`` when a metric picks one). Each file holds only tensors and
-plain Python data, loaded with ``weights_only=True``: no pickled code. A file
-whose load fails (truncated, corrupt) is skipped with a warning and the
-previous checkpoint is used.
+plain Python data, loaded with ``weights_only=True``: no pickled code.
+
+Resuming never loses a run's history silently. A file whose load fails
+(truncated, corrupt) is skipped with a warning and the previous checkpoint is
+used; but when checkpoints exist and none loads, or ``latest`` names a file
+that is gone, :func:`load_latest` raises :class:`CheckpointError` naming every
+file and its failure. Starting again from step 0 (or from the newest readable
+file when ``latest`` is dangling) is an explicit choice: ``train.restart_if_unreadable=true``.
+A failed checkpoint write (disk full, quota, I/O error) raises
+:class:`CheckpointError` naming the file, the cause and the newest intact step.
 """
 from __future__ import annotations
 
@@ -18,9 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from distgan.errors import UserError, describe_os_error, load_failure
 from distgan.fsutil import atomic_open, atomic_write_text
 
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+RESTART_KEY = "train.restart_if_unreadable"
+
+
+class CheckpointError(UserError):
+    """A run's checkpoints cannot be used or written; the message names the files and what to do."""
 
 
 def seed_all(seed: int) -> None:
@@ -73,17 +86,49 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
     """Write ``state`` as the step-``step`` checkpoint, point ``latest`` at it, prune old ones."""
     path = ckpt_path(run_dir, step)
+    _remove_stale_temps(ckpt_dir(run_dir))
     buf = io.BytesIO()
     torch.save(state, buf)
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getbuffer())
-    atomic_write_text(ckpt_dir(run_dir) / "latest", path.name + "\n")
+    _write_or_explain(run_dir, path, lambda: _write_bytes(path, buf))
+    _write_or_explain(run_dir, path, lambda: atomic_write_text(ckpt_dir(run_dir) / "latest", path.name + "\n"),
+                      target=ckpt_dir(run_dir) / "latest")
     protected = {_read_pointer(run_dir, "best")}
     for s, p in list_checkpoints(run_dir)[:-keep]:
         if p.name not in protected:
             p.unlink(missing_ok=True)
             _remove_shards(shard_dir(run_dir, s))
     return path
+
+
+def _remove_stale_temps(d: Path) -> None:
+    """Delete temp files that a killed write left behind (each as big as a checkpoint).
+
+    Only rank 0 writes into the checkpoint directory itself (ZeRO shards go to
+    subdirectories), one write at a time, so no temp file there is in use now.
+    """
+    for p in d.glob(".*.tmp") if d.is_dir() else []:
+        p.unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, buf: io.BytesIO) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getbuffer())
+
+
+def _write_or_explain(run_dir: str | Path, path: Path, write: Any, target: Path | None = None) -> None:
+    """Run ``write``; turn an OSError into a CheckpointError naming the file, the cause and the newest intact step."""
+    try:
+        write()
+    except OSError as e:
+        latest = _read_pointer(run_dir, "latest")
+        others = [p.name for _, p in list_checkpoints(run_dir) if p.name != path.name]
+        if latest in others:
+            intact = f"'latest' still names {latest}, the newest intact checkpoint"
+        else:
+            intact = f"the newest intact checkpoint is {others[-1]}" if others else "no earlier checkpoint exists"
+        raise CheckpointError(f"writing checkpoint file {target or path} failed: {describe_os_error(e)}; "
+                              f"nothing was replaced: {intact}. Free space (or fix the file system) and re-run "
+                              "the same command to resume from there") from e
 
 
 # ---- ZeRO optimizer shards: one file per rank beside the step checkpoint. They are
@@ -99,8 +144,7 @@ def save_shard(run_dir: str | Path, step: int, rank: int, state: dict[str, Any])
     path = shard_dir(run_dir, step) / f"rank{rank:05d}.pt"
     buf = io.BytesIO()
     torch.save(state, buf)
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getbuffer())
+    _write_or_explain(run_dir, path, lambda: _write_bytes(path, buf))
     return path
 
 
@@ -156,20 +200,50 @@ def resolve_checkpoint(run_dir: str | Path, which: str | int = "latest") -> Path
 
 
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load one checkpoint file with ``weights_only=True``."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load one checkpoint file with ``weights_only=True``; CheckpointError naming the file when it fails.
+
+    A file whose pickle would build anything but tensors and plain data (e.g.
+    call a function) is refused by the weights-only unpickler before anything runs.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, refused global, missing file, ...
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({load_failure(e)})") from e
 
 
-def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """Newest loadable checkpoint (falling back past corrupt ones, with a warning), or None."""
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu",
+                restart_if_unreadable: bool = False) -> dict[str, Any] | None:
+    """Newest loadable checkpoint (falling back past corrupt ones, with a warning), or None when there is none.
+
+    Raises :class:`CheckpointError` when checkpoints exist but none loads, or
+    when ``latest`` names a missing file, unless ``restart_if_unreadable``:
+    then the newest readable file is used, or None (start over) when none loads.
+    """
     candidates = [p for _, p in reversed(list_checkpoints(run_dir))]
     latest = _read_pointer(run_dir, "latest")
+    if latest and not (ckpt_dir(run_dir) / latest).is_file():
+        present = ", ".join(p.name for p in reversed(candidates)) or "no step files"
+        if not restart_if_unreadable:
+            raise CheckpointError(
+                f"{ckpt_dir(run_dir) / 'latest'} names {latest}, which does not exist (present: {present}). "
+                "Restore the file, or re-run with "
+                f"{RESTART_KEY}=true to resume from the newest readable checkpoint (or start over without one)")
+        warnings.warn(f"checkpoint {latest} named by 'latest' is missing; {RESTART_KEY}=true: "
+                      "using the newest readable checkpoint", stacklevel=2)
     if latest:  # the pointer wins when it names a file; the glob order is the fallback
         candidates.sort(key=lambda p: p.name != latest)
+    failures = []
     for p in candidates:
         try:
-            return load_file(p, map_location)
-        except Exception as e:  # truncated zip, bad pickle, ...: fall back to the previous one
-            warnings.warn(f"checkpoint {p} is unreadable ({type(e).__name__}: {e}); "
+            return torch.load(p, map_location=map_location, weights_only=True)
+        except Exception as e:  # truncated zip, refused pickle, ...: fall back to the previous one
+            failures.append(f"{p} ({load_failure(e)})")
+            warnings.warn(f"checkpoint {p} is unreadable ({load_failure(e)}); "
                           "falling back to the previous checkpoint", stacklevel=2)
+    if failures and not restart_if_unreadable:
+        raise CheckpointError(
+            f"none of the {len(failures)} checkpoint(s) in {ckpt_dir(run_dir)} can be loaded, so the run cannot "
+            "resume: " + "; ".join(failures) + ". Nothing was changed. Restore them (e.g. after a file-system "
+            f"fault), or re-run with {RESTART_KEY}=true to start again from step 0 (this overwrites and prunes "
+            "these files)")
     return None
