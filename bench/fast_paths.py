@@ -1,4 +1,4 @@
-"""Each speed switch of the trainer vs plain PyTorch, same run (issue 9).
+"""Each speed switch of the trainer vs plain PyTorch, same run.
 
     python -m bench --quick --only fast_paths
 

@@ -1,4 +1,4 @@
-"""Weak scaling on CPU: 1 vs 2 ranks at the same per-rank batch (issue 9).
+"""Weak scaling on CPU: 1 vs 2 ranks at the same per-rank batch.
 
     python -m bench --quick --only weak_scaling
 

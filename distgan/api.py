@@ -15,7 +15,7 @@ and loads the same way: ``distgan.load_generator("mnist_g.safetensors")``.
 
 Labels for :func:`generate`: ``None`` (every class in turn), a class index or
 name (all images of that class), a list of indices/names or an array of
-``(L, C)`` float label weights (weighted / multi-class conditioning, seed 000).
+``(L, C)`` float label weights (weighted / multi-class conditioning, De Matteis).
 The ``n`` images are split over the ``L`` labels in contiguous, equal blocks
 (the last may be shorter), in order. Attributes work the same way with dicts
 ``{"Male": 1, "Smiling": 0}`` (unnamed attributes are 0) or ``(L, A)`` arrays.

@@ -1,4 +1,4 @@
-"""Adversarial losses as pure functions of D's logits (seed 001 Algorithm 1 and friends).
+"""Adversarial losses as pure functions of D's logits (Viel's Algorithm 1 and friends).
 
 ``d_loss(name, real_logits, fake_logits)`` and ``g_loss(name, fake_logits)``:
 
@@ -10,8 +10,8 @@
 - ``lsgan``: least squares with targets 1 / 0; G: (D(G(z)) - 1)^2 / 2.
 
 Logits may be (B,) per image or (B, P) per patch (PatchGAN): every loss is a
-mean over all entries. Also: feature matching (seed 001), the AC-GAN class loss
-(seeds 001, 004) and pix2pix's L1 reconstruction term (seed 004).
+mean over all entries. Also: feature matching (Viel), the AC-GAN class loss
+(Viel; Lecture 9a) and pix2pix's L1 reconstruction term (Lecture 9a).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def g_loss(name: str, fake: torch.Tensor) -> torch.Tensor:
 
 
 def feature_matching(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> torch.Tensor:
-    """Seed 001: MSE between batch-mean D features of real and fake images."""
+    """Viel: MSE between batch-mean D features of real and fake images."""
     return F.mse_loss(fake_feats.mean(0), real_feats.detach().mean(0))
 
 

@@ -8,7 +8,7 @@
     python -m distgan.sample --run celeba_run --num 16 --attrs "Male=1,Smiling=0;Male=0,Smiling=1" --out a.png
 
 Label specs (comma-separated, one grid row each): a class name or index (``7``),
-or a weighted / multi-class mix ``3:0.5+8:0.5`` (seed 000's weighting and
+or a weighted / multi-class mix ``3:0.5+8:0.5`` (De Matteis's weighting and
 multi-class conditioning; a term without ``:w`` has weight 1). Attribute specs:
 ``Name=value`` pairs separated by commas, combinations separated by ``;``;
 attributes not named are 0. ``--num`` is the total image count, split evenly

@@ -72,7 +72,7 @@ def test_dcgan_at_28_pixels_grows_from_a_7x7_stem(cond):
         assert out.class_logits.shape == (2, 10)
 
 
-def test_upsample_family_is_the_seed_004_gan():
+def test_upsample_family_is_the_lecture_9a_gan():
     G, D = _build("upsample", "none", res=28, z_dim=100, width=64, norm="none")
     assert G.stem.out_features == 7 * 7 * 256  # FC 100 -> 7x7x256
     assert [c.out_channels for c in G.convs] == [128, 64] and G.convs[0].kernel_size == (5, 5)
@@ -82,7 +82,7 @@ def test_upsample_family_is_the_seed_004_gan():
     assert x.shape == (3, 1, 28, 28)
 
 
-def test_mlp_family_is_the_seed_002_cgan():
+def test_mlp_family_is_the_toutouh_cgan():
     G, D = _build("mlp", "embed_concat", res=28, z_dim=100, width=256, norm="none", dropout=0.3)
     assert [lin.in_features for lin in G.linears] == [110, 256, 512] and G.out.out_features == 784
     assert G.cond.embed.weight.shape == (10, 10) and D.cond.embed.weight.shape == (10, 10)

@@ -36,7 +36,7 @@ def test_presets_cover_every_seed_experiment():
         assert "shards/" in load_config(p).data.shards
 
 
-def test_dogs_dcgan_is_the_seed_001_best_setting():
+def test_dogs_dcgan_is_the_viel_best_setting():
     cfg = load_config(ROOT / "configs" / "dogs_dcgan.yaml")
     t, m = cfg.train, cfg.model
     assert (t.batch_size, m.z_dim, m.width, cfg.data.resolution) == (64, 100, 128, 64)
@@ -128,7 +128,7 @@ def test_preset_first_steps_through_the_trainer(preset, mnist_shards, tmp_path):
     res = ["data.resolution=16"] if load_config(preset).model.arch == "dcgan" else []
     _, stats = _run(preset.name, mnist_shards, tmp_path / "run", "model.width=4", *res)
     if preset.stem.startswith("dogs"):
-        assert stats[-1]["lr_d"] < 1e-3  # seed 001's cosine schedule is running
+        assert stats[-1]["lr_d"] < 1e-3  # Viel's cosine schedule is running
     if "acgan" in preset.stem:
         assert "loss_d_aux" in stats[-1] and "loss_g_aux" in stats[-1]
 

@@ -1,4 +1,4 @@
-"""python -m distgan.sample and the sampling helpers, on a short debug run (issue 10, issue 11 sampling)."""
+"""python -m distgan.sample and the sampling helpers, on a short debug run (labels, weighted and multi-class labels, attributes, sweeps)."""
 import numpy as np
 import pytest
 import torch

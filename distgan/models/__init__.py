@@ -36,7 +36,7 @@ class DataInfo:
     num_classes: int = 0
     classes: list[str] = field(default_factory=list)
     attributes: list[str] = field(default_factory=list)  # the attributes G and D condition on
-    attr_encoding: str = "onehot"  # "onehot" | "number" (seed 003 ablation)
+    attr_encoding: str = "onehot"  # "onehot" | "number" (Bordon et al. ablation)
     normalize: str = "minmax"  # pixel normalisation of the data; G's output is mapped to match
     mean: list[float] = field(default_factory=list)  # per-channel, [0, 1] units (zscore)
     std: list[float] = field(default_factory=list)

@@ -7,15 +7,15 @@ conditional norms, extra D heads. ``model.cond`` picks a (G side, D side) pair;
 
     cond          G side                         D side
     none          none                           none
-    channels      one-hot concat to z (seed 000) label maps concat to image
+    channels      one-hot concat to z (De Matteis) label maps concat to image
     embed_concat  embedding concat to z (002)    embedding maps / concat to flat image
-    embed_mul     z * embedding (seed 004)       embedding maps
-    projection    channels                       projection head (seed 001)
-    acgan         channels                       class head (seeds 001, 004)
+    embed_mul     z * embedding (Lecture 9a)       embedding maps
+    projection    channels                       projection head (Viel)
+    acgan         channels                       class head (Viel; Lecture 9a)
     cbn           categorical BN only (003)      label maps
     multilabel    label branch (003)             attribute maps (003)
 
-``model.cond_norm`` adds categorical BN to any G side (seed 003 final).
+``model.cond_norm`` adds categorical BN to any G side (Bordon et al. final).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class GCond(nn.Module):
             return z * embed(self.embed, self.space.categories(need(y))).to(z.dtype)
         return z
 
-    # ---- label branch (seed 003): label vector -> transposed convs -> maps merged with the noise branch
+    # ---- label branch (Bordon et al.): label vector -> transposed convs -> maps merged with the noise branch
     def branch_channels(self, ch: int) -> int:
         """Channels of the first feature map that the label branch supplies (half of them)."""
         return ch // 2 if self.mode == "branch" else 0
@@ -98,7 +98,7 @@ class GCond(nn.Module):
     def build_branch(self, out_ch: int, size: int, norm: str, depth: int, act: Callable[[], nn.Module]) -> None:
         layers: list[nn.Module] = [nn.ConvTranspose2d(self.space.vector_dim, out_ch, size, 1, 0, bias=False),
                                    make_norm(norm, out_ch), act()]
-        for _ in range(depth):  # seed 003: extra label deconvolutions learn the labels sooner
+        for _ in range(depth):  # Bordon et al.: extra label deconvolutions learn the labels sooner
             layers += [nn.ConvTranspose2d(out_ch, out_ch, 3, 1, 1, bias=False), make_norm(norm, out_ch), act()]
         self.branch = nn.Sequential(*layers)
 
@@ -119,7 +119,7 @@ class GCond(nn.Module):
 
 
 class MulEmbedding(nn.Embedding):
-    """Label embedding that multiplies the noise (seed 004 AC-GAN).
+    """Label embedding that multiplies the noise (Lecture 9a AC-GAN).
 
     Initialised N(0, 1) under every scheme: z * e(y) then keeps z's unit scale and
     each class starts as a distinct random re-weighting of z (an init near 1 would

@@ -1,4 +1,4 @@
-"""DCGAN generator and discriminator (Radford et al.; seeds 000, 001, 003).
+"""DCGAN generator and discriminator (Radford et al.; De Matteis; Viel; Bordon et al.).
 
 All-convolutional: strided transposed convs up from 4x4 (7x7 for 28-pixel data)
 in G, strided convs down to the same stem size in D, batch norm (or any named norm), ReLU + Tanh in G, LeakyReLU(0.2) in D,

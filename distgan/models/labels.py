@@ -1,18 +1,18 @@
 """What a condition ``y`` is and how it is encoded for G and D.
 
 A :class:`LabelSpace` is either ``classes`` (K class labels) or ``attrs`` (A
-binary attributes, seed 003). Every conditioning mode reads ``y`` through it:
+binary attributes, Bordon et al.). Every conditioning mode reads ``y`` through it:
 
 - ``vector(y)``: the float vector that label channels / the label branch see:
   one-hot (or weighted / multi-class) class vectors; for attributes either
-  ``onehot`` (two channels per attribute, [not a, a], seed 003's final choice)
+  ``onehot`` (two channels per attribute, [not a, a], Bordon et al.'s final choice)
   or ``number`` (one channel: the combination index (i+1)/2^A, the single-number
-  encoding seed 003 tried and found weaker).
+  encoding Bordon et al. tried and found weaker).
 - ``categories(y)``: what categorical layers (embeddings, conditional BN,
   projection, AC head) index: the class, or the combination of attributes.
   For attributes, combination i has attribute j set when bit (A-1-j) of i is 1,
   so with [Male, Black_Hair] the order is female/non-black, female/black,
-  male/non-black, male/black (seed 003's figure rows).
+  male/non-black, male/black (Bordon et al.'s figure rows).
 
 ``y`` forms: long (B,) category indices, float (B, K) class weights, or float
 (B, A) attribute values in [0, 1] (soft values mix the combinations).

@@ -1,4 +1,4 @@
-"""Fully connected conditional GAN (seed 002, FashionMNIST).
+"""Fully connected conditional GAN (Toutouh, FashionMNIST).
 
 G: [z, embed(y)] -> n -> 2n -> 4n -> C*R*R with LeakyReLU(0.2) and tanh
 (n = 256: 110 -> 256 -> 512 -> 1024 -> 784). D: [flat image, embed(y)] -> 4n ->

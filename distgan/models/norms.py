@@ -3,7 +3,7 @@
 ``make_norm("batch", 64)`` -> BatchNorm2d; ``"none"`` -> Identity. Other modules
 register more names with :func:`register_norm` (the distributed layer registers
 ``sync_batch``). :class:`CategoricalNorm` is the conditional (categorical) batch
-norm of seed 003: one normalisation without its own affine parameters, then a
+norm of Bordon et al.: one normalisation without its own affine parameters, then a
 scale and shift chosen by the category (class, or combination of attributes).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def make_norm(name: str, channels: int, affine: bool = True) -> nn.Module:
 
 
 class CategoricalNorm(nn.Module):
-    """Norm ``name`` without affine, then per-category gamma/beta (de Vries et al.; seed 003).
+    """Norm ``name`` without affine, then per-category gamma/beta (de Vries et al.; Bordon et al.).
 
     ``forward(h, cat)``: ``cat`` is a long (B,) category index or float (B, K)
     category weights (soft labels mix the categories' parameters linearly).

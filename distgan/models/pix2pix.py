@@ -1,4 +1,4 @@
-"""pix2pix (Isola et al.; seed 004): U-Net generator and PatchGAN discriminator.
+"""pix2pix (Isola et al.; Lecture 9a): U-Net generator and PatchGAN discriminator.
 
 G(src) -> image: an encoder of 4x4 stride-2 convs down to 1x1 (widths n, 2n, 4n,
 8n, 8n, ...; LeakyReLU(0.2); no norm on the first and innermost layer) and a

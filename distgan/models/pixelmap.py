@@ -1,7 +1,7 @@
 """G's output mapping, so generated images live where the real batch does.
 
 Every generator ends in tanh, i.e. [-1, 1] = ``data.normalize=minmax``. With
-``zscore`` data (seed 000) the real images are ``(x - mean) / std`` per channel,
+``zscore`` data (De Matteis) the real images are ``(x - mean) / std`` per channel,
 a range tanh cannot cover (MNIST: about [-0.42, 2.8]); :class:`ZScoreMap` maps
 tanh's [-1, 1] onto exactly that range: ``((t + 1) / 2 - mean) / std``. The
 statistics are non-persistent buffers: they come from the data description,

@@ -1,4 +1,4 @@
-"""Upsample + conv generator and conv + dropout discriminator (seed 004's MNIST GAN and AC-GAN).
+"""Upsample + conv generator and conv + dropout discriminator (Lecture 9a's MNIST GAN and AC-GAN).
 
 G: fully connected z -> s x s x 4n (7x7x256 for 28x28, n=64), then per stage a
 k x k conv halving the width, norm, activation and a x2 nearest upsample, and a

@@ -1,6 +1,6 @@
-"""Training-health monitors for the GAN pathologies the seeds describe.
+"""Training-health monitors for the GAN pathologies the write-ups describe.
 
-Seed 002 lists non-convergence, mode collapse and diminished gradients; seed 003
+Toutouh lists non-convergence, mode collapse and diminished gradients; Bordon et al.
 watched D's loss on fakes to catch failure early. The monitor looks at the
 logged scalars (and, for diversity, a batch of samples) over a window of steps
 and emits :class:`HealthWarning` records, which the loop logs, writes to
@@ -10,7 +10,7 @@ stay quiet on a healthy debug run.
 
 Signals:
 - ``d_win``: mean D(G(z)) over the window below ``health.d_fake_min`` (D wins;
-  seed 003: "if this number is close to 0 the generator will not improve").
+  Bordon et al.: "if this number is close to 0 the generator will not improve").
 - ``vanishing_grad``: G's gradient norm below ``health.grad_g_min``, or below
   ``health.grad_g_drop`` x its first-window level (collapsing).
 - ``mode_collapse``: mean pairwise distance of generated samples (per class for

@@ -81,13 +81,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     # ---- data: this rank's share of the shard stream
     manifest = read_manifest(cfg.data.shards)
     log.pixels = (cfg.data.normalize, manifest.mean, manifest.std)  # grids show pixels, also for zscore runs
-    info = data_info(cfg, manifest)  # [models hook, issue 5] resolves data.attributes (the chosen subset)
-    # [distgan.api hook, issue 10] record classes/attributes/geometry/normalisation in
+    info = data_info(cfg, manifest)  # resolves data.attributes (the chosen subset)
+    # record classes/attributes/geometry/normalisation in
     # RUN_DIR/data_info.json so a run dir alone can rebuild and sample G (no shards).
     if rank == 0:
         from distgan.api import write_data_info
         write_data_info(run_dir, info, cfg.data.normalize, manifest.mean, manifest.std)
-    # [data hook, issue 4] endless stream (epochs chained) with a resumable position, equal steps on all ranks
+    # endless stream (epochs chained) with a resumable position, equal steps on all ranks
     spec = DataSpec(resolution=cfg.data.resolution, batch_size=tc.batch_size,
                     shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled,
                     num_workers=cfg.data.num_workers, normalize=cfg.data.normalize,
@@ -116,7 +116,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     if tc.compile and not w.is_deepspeed:  # compile the wrapped modules (DDP hooks stay outside the graph)
         G_p, D_p = maybe_compile(G_p, True), maybe_compile(D_p, True)
     ema = EMA(G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
-    # [models hook, issue 5] label space, loss settings and batch preparation come from objectives.py
+    # label space, loss settings and batch preparation come from objectives.py
     models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
     settings = loss_settings(cfg)
     prep = BatchPrep.for_run(cfg, manifest, info)
@@ -157,7 +157,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
         step = int(state["step"])
-        if "data" in state:  # [data hook, issue 4] continue the same sample order mid-epoch
+        if "data" in state:  # continue the same sample order mid-epoch
             loader.load_state_dict(state["data"])
         if int(state.get("world_size", 0)) == world:
             set_rng_state(state["rng"][rank])
@@ -169,7 +169,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     else:
         seed_all(tc.seed * 7919 + rank)  # different noise per rank, reproducible per run
     fixed_z, fixed_y, per_row = fixed_inputs(cfg.log.num_samples, cfg.model.z_dim, models.num_classes, tc.seed)
-    if models.paired:  # [models hook, issue 5] pix2pix grids translate fixed source images
+    if models.paired:  # pix2pix grids translate fixed source images
         fixed_z = fixed_sources(cfg.data.shards, spec, cfg.log.num_samples, prep)
         fixed_y, per_row = None, max(1, int(len(fixed_z) ** 0.5))
 
@@ -190,7 +190,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
                 st[f"scaler_{key}"] = ph.scaler.state_dict()
             if ema is not None:
                 st["ema"] = ema.state_dict()
-            st["data"] = loader.state_dict()  # [data hook, issue 4] ranks run in lockstep: rank 0's position
+            st["data"] = loader.state_dict()  # ranks run in lockstep: rank 0's position
             save_checkpoint(run_dir, at, st, keep=tc.keep_ckpts)
         accelerator.wait_for_everyone()
 
@@ -213,7 +213,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             for _ in range(phase.repeats):
                 if phase.new_batch:  # the G phase reuses D's last real batches (feature matching)
                     t0 = time.perf_counter()
-                    # [models hook, issue 5] real, label, attrs, src
+                    # real, label, attrs, src
                     micro = [phase_batch(next(batches), device, prep) for _ in range(tc.grad_accum)]
                     if cfg.model.channels_last:
                         micro = [{k: format_input(v, True) for k, v in mb.items()} for mb in micro]
@@ -268,7 +268,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         stopping = dist.any_rank(stop.requested or health_stop) if boundary or not tc.sync_free else False
         if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
             save(step)
-        # ---- [metrics hook, issue 7] at metrics.every steps and at the end, on all ranks together:
+        # ---- at metrics.every steps and at the end, on all ranks together:
         # metrics.jsonl + TensorBoard; checkpoints/best by metrics.main (saving this step first if needed)
         if cfg.metrics.names:
             stages.enter(f"step {step} metrics", bounded=False)  # may legitimately run long; collectives bounded

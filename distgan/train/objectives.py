@@ -131,7 +131,7 @@ def sample_latent(n: int, m: GanModels, device: torch.device,
                   real_y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Noise z ~ N(0, I) and labels for G.
 
-    Classes: y ~ U{0..c-1} (seed 001 Algorithm 3). Attributes: the real batch's
+    Classes: y ~ U{0..c-1} (Viel's Algorithm 3). Attributes: the real batch's
     attribute vectors in a random order, so fake and real share the attribute
     distribution (an imbalanced attribute such as Black_Hair cannot mark fakes).
     """
@@ -168,7 +168,7 @@ def d_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
     out_real = m.D(real, y_real)
     out_fake = m.D(fake, y_fake)
     loss = losses.d_loss(s.loss, _adv(out_real), _adv(out_fake))
-    if s.acgan:  # seed 001 Algorithm 4: class loss on real and on fake
+    if s.acgan:  # Viel's Algorithm 4: class loss on real and on fake
         aux = losses.aux_class_loss(out_real.class_logits, y_real) + \
             losses.aux_class_loss(out_fake.class_logits, y_fake)
         stats.report("loss_d_aux", aux)
@@ -191,7 +191,7 @@ def g_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
         z, y_fake = sample_latent(real.shape[0], m, real.device, real_condition(m, batch))
         fake = m.G(z, y_fake)
     out_fake = m.D_raw(fake, y_fake)
-    if s.feature_matching:  # seed 001 Algorithm 2
+    if s.feature_matching:  # Viel's Algorithm 2
         with torch.no_grad():
             real_feats = m.D_raw(real, batch["src"] if m.paired else real_condition(m, batch)).features
         loss = losses.feature_matching(real_feats, out_fake.features)

@@ -2,7 +2,7 @@
 
 Why the D phase looks the way it does (DDP correctness): D sees the real batch
 and the fake batch in two forwards (so batch-norm statistics are per batch, as
-in seed 001 Algorithm 1), the two losses are summed, and there is ONE backward
+in Viel's Algorithm 1), the two losses are summed, and there is ONE backward
 per phase (per micro-step). DDP reduces gradients during backward, so one
 backward means one all-reduce of the summed gradient; two backwards per phase
 under DDP desynchronise replicas silently (measured; see the README). The

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: constant or cosine (seed 001: lr -> lr_min), with linear warm-up."""
+"""Learning-rate schedules: constant or cosine (Viel: lr -> lr_min), with linear warm-up."""
 from __future__ import annotations
 
 import math
