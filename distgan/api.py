@@ -34,8 +34,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from distgan.errors import UserError, load_failure
 from distgan.config import Config, ConfigError, config_from_dict
+from distgan.errors import UserError, load_failure
 from distgan.fsutil import atomic_write_text
 from distgan.weights import GeneratorFileError, read_generator_file
 
@@ -86,7 +86,8 @@ def read_data_info(run_dir: str | Path, cfg: Config | None = None) -> dict[str, 
                 "classes": list(m.classes), "attributes": list(m.attributes),
                 "normalize": cfg.data.normalize, "mean": list(m.mean), "std": list(m.std)}
     raise SampleError(f"{path} is missing (the run predates it) and the shards named in its config "
-                      f"({shards}/manifest.json, relative to the current directory) are not here either: nothing says which classes, "
+                      f"({shards}/manifest.json, relative to the current directory) are not here either: "
+                      "nothing says which classes, "
                       "channels and normalisation G was trained with")
 
 

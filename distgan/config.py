@@ -43,7 +43,8 @@ class DataConfig:
     channels: int = _f(0, "image channels; 0 = take from the shard manifest", min=0)
     num_workers: int = _f(0, "DataLoader worker processes per rank", min=0)
     shuffle_buffer: int = _f(1000, "sample shuffle buffer size (0 = no sample shuffle)", min=0)
-    normalize: Literal["minmax", "zscore"] = _f("minmax", "pixel normalisation: minmax -> [-1,1], zscore -> per-channel")
+    normalize: Literal["minmax", "zscore"] = _f("minmax",
+                                                "pixel normalisation: minmax -> [-1,1], zscore -> per-channel")
     epoch_samples: int = _f(0, "resampled mode: samples per epoch over all ranks; 0 = the manifest's count", min=0)
     resampled: bool = _f(True, "draw shards with replacement (true) or read each sample once per epoch (false); "
                          "both give every rank the same number of steps")
@@ -52,7 +53,8 @@ class DataConfig:
     device_cache: bool = _f(False, "decode the whole data set once into a device tensor (small data sets)")
     pin_memory: bool = _f(True, "pin host memory for faster host->device copies (GPU only)")
     attributes: list = _f([], "attribute names to condition on (multi-label data, e.g. [Male, Black_Hair])")
-    attr_encoding: Literal["onehot", "number"] = _f("onehot", "attribute label encoding: onehot channels or one combined number")
+    attr_encoding: Literal["onehot", "number"] = _f(
+        "onehot", "attribute label encoding: onehot channels or one combined number")
 
 
 @dataclass
@@ -65,7 +67,8 @@ class ModelConfig:
         "", "override of the G side of model.cond (empty = the mode's default, see distgan/models/cond.py)")
     cond_d: Literal["", "none", "channels", "embed_concat", "projection", "acgan"] = _f(
         "", "override of the D side of model.cond (empty = the mode's default)")
-    cond_norm: bool = _f(False, "categorical (conditional) BN in G over classes / attribute combinations (Bordon et al.)")
+    cond_norm: bool = _f(False, "categorical (conditional) BN in G over classes / attribute combinations "
+                                "(Bordon et al.)")
     norm: Literal["batch", "sync_batch", "none", "instance"] = _f("batch", "normalisation layer in G and D")
     norm_g: str = _f("", "override of model.norm for G only (empty = model.norm)")
     norm_d: str = _f("", "override of model.norm for D only (empty = model.norm)")
@@ -102,7 +105,8 @@ class TrainConfig:
     aux_weight: float = _f(1.0, "weight of the AC-GAN class loss", min=0.0)
     l1_weight: float = _f(100.0, "pix2pix L1 weight (lambda)", min=0.0)
     n_critic: int = _f(1, "D steps per G step", min=1)
-    grad_accum: int = _f(1, "micro-batches per optimizer step, both models (DDP skips the all-reduce on all but the last)",
+    grad_accum: int = _f(1, "micro-batches per optimizer step, both models "
+                            "(DDP skips the all-reduce on all but the last)",
                          min=1)
     ema: bool = _f(False, "keep an EMA copy of G for samples and metrics")
     ema_decay: float = _f(0.999, "EMA decay", min=0.0, max=1.0)
@@ -111,7 +115,8 @@ class TrainConfig:
     keep_ckpts: int = _f(3, "number of step checkpoints kept", min=1)
     restart_if_unreadable: bool = _f(False, "when no checkpoint of the run dir loads (or `latest` names a missing "
                                      "file), start over (or use the newest readable one) instead of stopping")
-    engine: Literal["accelerate", "deepspeed"] = _f("accelerate", "training engine: accelerate (DDP) or deepspeed (ZeRO)")
+    engine: Literal["accelerate", "deepspeed"] = _f(
+        "accelerate", "training engine: accelerate (DDP) or deepspeed (ZeRO)")
     zero_stage: int = _f(1, "DeepSpeed ZeRO stage with train.engine=deepspeed (1: optimizer states, 2: + gradients)",
                          min=1, max=2)
     compile: bool = _f(False, "torch.compile G and D")

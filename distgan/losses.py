@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
 LOSSES = ("bce", "nonsat", "hinge", "lsgan")
 
 

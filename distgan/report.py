@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distgan.extras import MissingExtra, pyplot
 from distgan.errors import UserError
+from distgan.extras import MissingExtra, pyplot
 from distgan.fsutil import atomic_open, atomic_write_text
 
 CURVES = [  # (file stem, title, keys, y label)
@@ -163,7 +163,8 @@ def _table(rows: list[list[str]], head: list[str]) -> str:
 
 
 def _img(src: str, alt: str) -> str:
-    return f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+            f'<figcaption>{html.escape(alt)}</figcaption></figure>')
 
 
 def build_report(run_dir: str | Path) -> Path:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
-import torch.nn.functional as F
 
 from distgan.models.norms import register_norm
 

@@ -27,6 +27,9 @@ if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt
     || echo "[test] warning: chromium could not be installed; the screenshot test will skip (a failure under CI=true)" >&2
 fi
 
+# lint and import order first (the configuration is in pyproject.toml): a style error fails fast
+.venv/bin/ruff check distgan tests bench
+
 set +e
 .venv/bin/python -m pytest "${@:-tests}"
 rc=$?

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT
 
 import distgan

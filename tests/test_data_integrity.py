@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -71,7 +70,8 @@ def test_pipe_source_streams_like_the_directory(mnist_shards, tmp_path):
     d = tmp_path / "partial"
     d.mkdir()
     shutil.copy(mnist_shards / "manifest.json", d)
-    with pytest.raises(ShardError, match=r"corrupt or unreadable shard 'pipe:cat .*shard-0000\d\d.tar'.*exited with status 1.*No such file"):
+    with pytest.raises(ShardError, match=r"corrupt or unreadable shard 'pipe:cat .*shard-0000\d\d.tar'"
+                                         r".*exited with status 1.*No such file"):
         all_keys(build_loader(f"pipe:cat {d}/{{name}}", DataSpec(**SPEC)))
     with pytest.raises(ValueError, match=r"needs a \{name\} placeholder"):
         read_manifest(f"pipe:cat {mnist_shards}/manifest.json")
@@ -111,7 +111,8 @@ def test_checkpoint_carries_stream_position_and_resume_matches_uninterrupted(deb
     torch.save(mid, tmp_path / "restarted" / "checkpoints" / "step_00000004.pt")
     train(debug_cfg("train.steps=8", *over), tmp_path / "resumed")
     train(debug_cfg("train.steps=8", *over), tmp_path / "restarted")
-    a, b, c = (load_file(tmp_path / r / "checkpoints" / "step_00000008.pt") for r in ("straight", "resumed", "restarted"))
+    a, b, c = (load_file(tmp_path / r / "checkpoints" / "step_00000008.pt")
+               for r in ("straight", "resumed", "restarted"))
     assert a["data"] == b["data"] and a["data"]["batches"] == 8
     # same batches after resume -> bitwise the same weights; replaying the epoch start -> different weights
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-
 from mp import run_trainer
+
 from distgan.train.state import list_checkpoints, load_file, shard_dir
 
 pytest.importorskip("deepspeed")

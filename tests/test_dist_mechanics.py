@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from mp import run_ranks
 
 pytestmark = pytest.mark.multiproc
@@ -78,7 +77,7 @@ def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3, b: int = 4) -> dic
     from distgan.config import ModelConfig
     from distgan.models import DataInfo, build_models
     from distgan.train import objectives
-    from distgan.train.objectives import d_loss_fn, g_loss_fn, gan_models, LossSettings
+    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn, gan_models
     from distgan.train.phases import Phase, run_phase
     from distgan.train.precision import Precision
     from distgan.train.schedule import make_scheduler

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from mp import ROOT, run_trainer, start_ranks, trainer_cmd, wait_ranks
 
-from mp import ROOT, start_ranks, trainer_cmd, run_trainer, wait_ranks
 from distgan.train.state import list_checkpoints, load_file
 
 pytestmark = pytest.mark.multiproc

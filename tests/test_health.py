@@ -99,7 +99,7 @@ def test_discriminator_win_is_reported(debug_cfg, tmp_path):
     # a huge D learning rate lets D reject every fake: D(G(z)) -> 0 (Bordon et al.'s failure sign)
     log = _run(debug_cfg, tmp_path, "train.lr_d=0.05", "train.lr_g=1e-6")
     assert "d_win" in log
-    line = next(l for l in log.splitlines() if "d_win" in l)
+    line = next(ln for ln in log.splitlines() if "d_win" in ln)
     assert "threshold 0.02" in line and "health warning at step" in line
 
 

@@ -35,8 +35,8 @@ def _features(index: np.ndarray) -> np.ndarray:
 
 def _work(shards: str, cache: str, out: str) -> dict:
     """What every rank runs: sufficient statistics of indexed features + a full evaluation."""
-    from distgan.config import MetricsConfig
     from distgan import dist
+    from distgan.config import MetricsConfig
     from distgan.metrics.evaluate import Evaluator
     from distgan.metrics.frechet import FeatureStats
     from distgan.metrics.generate import Conditioning

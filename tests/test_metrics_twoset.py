@@ -66,7 +66,7 @@ def test_folder_vs_npz_computes_every_name_from_one_extraction(tmp_path, stub, c
     assert sorted(stub) == [10, 12]  # one pass over each set, whatever the number of metrics
     by_name = {r["name"]: r for r in records}
     assert set(by_name) == {"fid", "kid", "precision", "recall"}
-    fa, fb = stub_features(torch.from_numpy(a).permute(0, 3, 1, 2)), stub_features(torch.from_numpy(b).permute(0, 3, 1, 2))
+    fa, fb = (stub_features(torch.from_numpy(x).permute(0, 3, 1, 2)) for x in (a, b))
     assert by_name["fid"]["value"] == pytest.approx(fid_from_features(fa.numpy(), fb.numpy()), rel=1e-6)
     p, r = precision_recall(fb.numpy(), fa.numpy())
     assert (by_name["precision"]["value"], by_name["recall"]["value"]) == pytest.approx((p, r))

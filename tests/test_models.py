@@ -1,14 +1,13 @@
 """The G/D families: shapes, parameter counts, conditioning modes, heads, norms, init."""
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from distgan.config import Config
-from distgan.models import DataInfo, build_models, select_attributes
+from distgan.models import DataInfo, build_models, dcgan, select_attributes
 from distgan.models.labels import LabelSpace
-from distgan.models import dcgan
 from distgan.models.norms import CategoricalNorm, make_norm
 from distgan.models.spectral import raw_weight
-from torch.nn.utils import parametrize
 
 
 def _build(arch="dcgan", cond="channels", res=16, channels=1, classes=10, attrs=(), **model):

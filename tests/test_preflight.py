@@ -102,7 +102,7 @@ def test_check_names_a_rank_that_never_arrives_within_the_bound(mnist_shards, tm
     assert out.returncode == 4, out.stdout + out.stderr
     host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     assert "preflight FAILED" in out.stderr
-    assert f"1 of 2 rank(s) never arrived at the rendezvous 127.0.0.1:" in out.stderr
+    assert "1 of 2 rank(s) never arrived at the rendezvous 127.0.0.1:" in out.stderr
     assert f"rank 1 (expected on {host})" in out.stderr and "dist.check_timeout_s" in out.stderr
     # the bound plus start-up of torch processes on two shared, busy cores; a hang would be torch's
     # default timeout (many minutes)

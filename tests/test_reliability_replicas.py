@@ -7,7 +7,6 @@ spectral-norm vectors over rank 1's and hide the desync.
 from __future__ import annotations
 
 import pytest
-
 from mp import ROOT, run_ranks
 
 pytestmark = pytest.mark.multiproc

@@ -7,9 +7,8 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 from distgan.report import build_report, main
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mp import run_ranks, run_trainer
 
 STEPS, B = 3, 4

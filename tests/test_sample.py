@@ -1,10 +1,10 @@
-"""python -m distgan.sample and the sampling helpers, on a short debug run (labels, weighted and multi-class labels, attributes, sweeps)."""
+"""python -m distgan.sample and the sampling helpers, on a short debug run (labels, weighted and
+multi-class labels, attributes, sweeps)."""
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 from distgan.api import SampleError, blocks, generate, lerp, load_generator, slerp
 from distgan.sample import main, parse_labels

@@ -32,7 +32,7 @@ def test_debug_run_writes_events_samples_checkpoints(debug_cfg, tmp_path):
     assert [s for s, _ in list_checkpoints(run)] == [10]
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000010.pt"
     assert (run / "config.yaml").is_file()
-    rows = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10]
 
 
@@ -48,7 +48,7 @@ def test_resume_continues_from_saved_step_with_optimizer_state(debug_cfg, tmp_pa
     assert all(int(s["step"]) == 20 for s in second["opt_g"]["state"].values())
     assert all(int(s["step"]) == 20 for s in second["opt_d"]["state"].values())
     assert "resumed from step 10" in (run / "logs" / "rank0.log").read_text()
-    rows = [json.loads(l)["step"] for l in (run / "stats.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln)["step"] for ln in (run / "stats.jsonl").read_text().splitlines()]
     assert rows == [5, 10, 15, 20]
 
 

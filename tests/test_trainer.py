@@ -155,7 +155,8 @@ def test_sync_free_steps_match_and_skip_nonfinite_updates_on_device(debug_cfg, t
     run = tmp_path / "free"
     blow = ("train.steps=12", "train.ckpt_every=100", "log.every=3", "train.fused_adam=true",
             "train.sync_free=true", "train.lr_d=1e38", "train.lr_g=1e38")
-    with pytest.raises(NonFiniteLoss, match=r"non-finite (D|G) loss in phase (D|G) of step (7|8|9) .*skipped on the device"):
+    with pytest.raises(NonFiniteLoss,
+                       match=r"non-finite (D|G) loss in phase (D|G) of step (7|8|9) .*skipped on the device"):
         train(debug_cfg(*blow), run)
     assert [s for s, _ in list_checkpoints(run)] == [6]
     out = train(debug_cfg(*blow, "train.skip_nonfinite=true"), run)

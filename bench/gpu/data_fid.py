@@ -85,7 +85,8 @@ def run_fid(plan: Plan, rep: Report, run: Path, shards: Path, cache: Path) -> No
     rep.figure(f"Inception images/s (64x64 -> 299, batch {plan.inception_batch})", rate, "img/s")
     t = time.perf_counter()
     rec = evaluate_run(run, ["fid"], num=plan.fid_num, real=str(shards), device=plan.device,
-                       overrides={"num_real": plan.fid_num if plan.dry else 0, "cache_dir": str(cache), "batch_size": plan.inception_batch})
+                       overrides={"num_real": plan.fid_num if plan.dry else 0, "cache_dir": str(cache),
+                                  "batch_size": plan.inception_batch})
     took = time.perf_counter() - t
     fid = float(rec[0]["value"])
     rep.check(f"FID of the fp32 debug run, {plan.fid_num} generated images", math.isfinite(fid) and fid >= 0, fid,

@@ -77,7 +77,8 @@ class StreamLoader:
         changed = [k for k in ("world", "batch_size", "num_workers", "resampled", "seed", "data")
                    if k in state and state[k] != mine[k]]
         if changed:
-            warn(f"data stream changed since the checkpoint ({', '.join(f'{k}: {state[k]} -> {mine[k]}' for k in changed)}); "
+            what = ", ".join(f"{k}: {state[k]} -> {mine[k]}" for k in changed)
+            warn(f"data stream changed since the checkpoint ({what}); "
                  f"restarting epoch {self.epoch} from its beginning")
             self.batches = 0
         self._start_epoch = self.epoch

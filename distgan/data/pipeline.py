@@ -244,7 +244,8 @@ class ShardStream(IterableDataset):
         rng = random.Random(stream_seed(self.seed, self.epoch, self.rank, worker, "samples"))
         live = [u for u in self.urls if u]
         if spec.resampled:
-            urls: Iterable[str] = resampled_shards(live, stream_seed(self.seed, self.epoch, self.rank, worker, "shards"))
+            shard_seed = stream_seed(self.seed, self.epoch, self.rank, worker, "shards")
+            urls: Iterable[str] = resampled_shards(live, shard_seed)
         else:
             urls = [self.urls[i] for i in layout.worker_shards(self.epoch, self.rank, worker) if self.urls[i]]
         samples: Iterator[dict[str, Any]] = tar_samples(urls, spec.skip_corrupt, self.expected,

@@ -17,7 +17,8 @@ MODES = ("minmax", "zscore")
 _MIN_STD = 1e-6  # a constant channel (std 0) must not divide by zero
 
 
-def _stats(mode: str, mean: Sequence[float], std: Sequence[float], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _stats(mode: str, mean: Sequence[float], std: Sequence[float],
+           x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if mode not in MODES:
         raise ValueError(f"normalize mode must be one of {MODES}, got {mode!r}")
     c = x.shape[1]

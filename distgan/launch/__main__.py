@@ -26,8 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distgan.errors import UserError
 from distgan.config import describe, load_config, save_config
+from distgan.errors import UserError
 
 
 class LaunchError(UserError, ValueError):

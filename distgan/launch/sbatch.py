@@ -40,14 +40,15 @@ def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, pytho
               "# every task derives the same rendezvous: first host of the job, a port from the job id",
               'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
               "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))",
-              f'echo "[sbatch] job $SLURM_JOB_ID: $SLURM_NNODES node(s), $SLURM_NTASKS rank(s), '
-              f'master $MASTER_ADDR:$MASTER_PORT, restart ${{SLURM_RESTART_COUNT:-0}}"',
+              'echo "[sbatch] job $SLURM_JOB_ID: $SLURM_NNODES node(s), $SLURM_NTASKS rank(s), '
+              'master $MASTER_ADDR:$MASTER_PORT, restart ${SLURM_RESTART_COUNT:-0}"',
               f"srun --kill-on-bad-exit=1 {shlex.quote(python)} -u -m distgan.launch.worker "
               f"{shlex.quote(str(run_dir))}",
               "rc=$?",
               f"if [ $rc -eq {EXIT_STOPPED} ]; then",
               f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -ge {res.max_requeues} ]; then',
-              f'    echo "[sbatch] requeue limit reached: ${{SLURM_RESTART_COUNT:-0}} of max_requeues={res.max_requeues} '
+              '    echo "[sbatch] requeue limit reached: ${SLURM_RESTART_COUNT:-0} of '
+              f'max_requeues={res.max_requeues} '
               'used; not requeueing (re-submit to continue from the checkpoint)"',
               "  else",
               '    echo "[sbatch] checkpointed before the time limit: requeue $(( ${SLURM_RESTART_COUNT:-0} + 1 )) '

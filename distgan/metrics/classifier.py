@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distgan.fsutil import atomic_write_bytes
 from distgan import dist
+from distgan.fsutil import atomic_write_bytes
 from distgan.metrics.refstats import default_cache_dir, read_real
 from distgan.shards.manifest import read_manifest
 

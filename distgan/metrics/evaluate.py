@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from distgan.config import MetricsConfig
 from distgan import dist
+from distgan.config import MetricsConfig
 from distgan.metrics.frechet import FeatureStats, frechet_distance, load_stats
 from distgan.metrics.generate import Conditioning, generate
 from distgan.metrics.kid import kid

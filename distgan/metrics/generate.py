@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from distgan.data.pipeline import shard_urls, tar_samples
 from distgan import dist
+from distgan.data.pipeline import shard_urls, tar_samples
 from distgan.shards.manifest import read_manifest
 from distgan.shards.members import Canonicalizer
 

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from distgan.data.pipeline import decode, shard_urls, tar_samples
 from distgan import dist
+from distgan.data.pipeline import decode, shard_urls, tar_samples
 from distgan.metrics.frechet import FeatureStats, load_stats, save_stats
 from distgan.shards.manifest import read_manifest
 from distgan.shards.members import Canonicalizer

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from distgan.config import Config
 from distgan import dist
+from distgan.config import Config
 from distgan.errors import describe_os_error
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
@@ -91,8 +91,8 @@ class TrainMetrics:
         _route_to_run_log(self)
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)
-        self.evaluator = Evaluator(cfg.metrics, cfg.data.shards, cfg.data.resolution,
-                                   conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes), cfg.model.z_dim,
+        cond = conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes)
+        self.evaluator = Evaluator(cfg.metrics, cfg.data.shards, cfg.data.resolution, cond, cfg.model.z_dim,
                                    device=device, seed=cfg.train.seed, **pixel_policy(cfg))
         past = [r["value"] for r in read_records(run_dir) if r.get("name") == self.main
                 and (start_step is None or r.get("step", 0) < start_step)]  # resumed: only the kept past

@@ -21,8 +21,8 @@ from distgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from distgan.models.init import init_weights
 from distgan.models.labels import MAX_ATTRIBUTES, LabelSpace
 from distgan.models.mlp import MLPDiscriminator, MLPGenerator
-from distgan.models.pixelmap import pixel_map
 from distgan.models.pix2pix import PatchDiscriminator, UNetGenerator
+from distgan.models.pixelmap import pixel_map
 from distgan.models.upsample import ConvDropoutDiscriminator, UpsampleGenerator
 
 ARCHS = ("dcgan", "upsample", "mlp", "pix2pix")

@@ -1,7 +1,8 @@
 """DCGAN generator and discriminator (Radford et al.; De Matteis; Viel; Bordon et al.).
 
 All-convolutional: strided transposed convs up from 4x4 (7x7 for 28-pixel data)
-in G, strided convs down to the same stem size in D, batch norm (or any named norm), ReLU + Tanh in G, LeakyReLU(0.2) in D,
+in G, strided convs down to the same stem size in D, batch norm (or any named norm),
+ReLU + Tanh in G, LeakyReLU(0.2) in D,
 no fully connected hidden layers. Width ``n`` is G's last / D's first feature
 width; each halving of resolution doubles it. With ``norm=batch`` and no
 conditioning the layers (and parameter counts) are those of the standard DCGAN:

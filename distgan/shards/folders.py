@@ -21,8 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.shards.sources import (IMAGE_EXTENSIONS, Sample, SourceData, SourceError, SourceOptions,
-                                    load_image, register, safe_key)
+from distgan.shards.sources import (
+    IMAGE_EXTENSIONS,
+    Sample,
+    SourceData,
+    SourceError,
+    SourceOptions,
+    load_image,
+    register,
+    safe_key,
+)
 
 
 @dataclass

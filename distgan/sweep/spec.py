@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from distgan.errors import UserError
 from distgan.config import Config, ConfigError, load_config, parse_override, set_key
+from distgan.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,6 @@ from distgan.fsutil import atomic_write_text
 from distgan.launch.worker import read_status
 from distgan.sweep.spec import Sweep, SweepRun, run_config
 
-
 JOBS_FILE = "jobs.json"
 
 

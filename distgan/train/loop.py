@@ -24,18 +24,33 @@ from distgan.models import build_models, data_info
 from distgan.shards import read_manifest
 from distgan.train import stages, stats
 from distgan.train.ema import EMA
-from distgan.train.health import HealthMonitor
+from distgan.train.engine import load_zero_shard, make_accelerator, wrap_models, zero_shard
 from distgan.train.fastpath import format_input, make_adam, maybe_compile, setup_backends, to_memory_format
+from distgan.train.health import HealthMonitor
 from distgan.train.logger import RunLogger
-from distgan.train.objectives import (BatchPrep, d_loss_fn, fixed_sources, g_loss_fn, gan_models, loss_settings,
-                                      phase_batch)
+from distgan.train.objectives import (
+    BatchPrep,
+    d_loss_fn,
+    fixed_sources,
+    g_loss_fn,
+    gan_models,
+    loss_settings,
+    phase_batch,
+)
 from distgan.train.phases import DeferredNonFinite, Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
 from distgan.train.schedule import make_scheduler
-from distgan.train.engine import load_zero_shard, make_accelerator, wrap_models, zero_shard
-from distgan.train.state import (load_latest, load_shard, rng_state, save_checkpoint, save_shard, seed_all,
-                                 set_rng_state, shard_dir)
+from distgan.train.state import (
+    load_latest,
+    load_shard,
+    rng_state,
+    save_checkpoint,
+    save_shard,
+    seed_all,
+    set_rng_state,
+    shard_dir,
+)
 
 
 class _StopFlag:
@@ -287,6 +302,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     log.close()
     stop.restore()
     summary = {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
-    del G_p, D_p, phases, models, w  # drop DDP wrappers before the process group goes away
+    # drop the DDP wrappers before the process group goes away (rebinding, not del: the
+    # save() closure shares these variables)
+    G_p = D_p = phases = w = None  # noqa: F841
+    del models
     accelerator.free_memory()
     return summary

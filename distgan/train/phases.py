@@ -79,7 +79,7 @@ class DeferredNonFinite:
         self.first: dict[str, torch.Tensor] = {}
 
     def flag(self, phase: "Phase", losses: list[torch.Tensor], step: int) -> torch.Tensor:
-        bad = torch.stack([(~torch.isfinite(l.detach().float())).any() for l in losses]).any().float()
+        bad = torch.stack([(~torch.isfinite(loss.detach().float())).any() for loss in losses]).any().float()
         bad = dist.max_over_ranks_(bad.reshape(1).to(dist.comm_device())).reshape(())
         dev = next(phase.model.parameters()).device
         bad = bad.to(dev, non_blocking=True)
