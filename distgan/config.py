@@ -70,8 +70,10 @@ class ModelConfig:
     cond_norm: bool = _f(False, "categorical (conditional) BN in G over classes / attribute combinations "
                                 "(Bordon et al.)")
     norm: Literal["batch", "sync_batch", "none", "instance"] = _f("batch", "normalisation layer in G and D")
-    norm_g: str = _f("", "override of model.norm for G only (empty = model.norm)")
-    norm_d: str = _f("", "override of model.norm for D only (empty = model.norm)")
+    norm_g: Literal["", "batch", "sync_batch", "none", "instance"] = _f(
+        "", "override of model.norm for G only (empty = model.norm)")
+    norm_d: Literal["", "batch", "sync_batch", "none", "instance"] = _f(
+        "", "override of model.norm for D only (empty = model.norm)")
     spectral_norm: bool = _f(False, "spectral normalisation on every D weight layer")
     z_dim: int = _f(64, "latent size d", min=1)
     width: int = _f(32, "base channel width n (G's last / D's first conv)", min=1)

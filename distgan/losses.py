@@ -33,7 +33,7 @@ def d_loss(name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
     if name == "lsgan":
         return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
-    raise ValueError(f"unknown train.loss '{name}'; available: bce, nonsat, hinge, lsgan")
+    raise ValueError(f"unknown train.loss '{name}'; available: {', '.join(LOSSES)}")
 
 
 def g_loss(name: str, fake: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def g_loss(name: str, fake: torch.Tensor) -> torch.Tensor:
         return -fake.mean()
     if name == "lsgan":
         return 0.5 * ((fake - 1.0) ** 2).mean()
-    raise ValueError(f"unknown train.loss '{name}'; available: bce, nonsat, hinge, lsgan")
+    raise ValueError(f"unknown train.loss '{name}'; available: {', '.join(LOSSES)}")
 
 
 def feature_matching(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> torch.Tensor:

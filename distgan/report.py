@@ -28,7 +28,7 @@ CURVES = [  # (file stem, title, keys, y label)
     ("d_outputs", "Discriminator outputs (mean sigmoid)", ["d_real", "d_fake", "d_fake_g"], "D(x)"),
     ("grad_norms", "Gradient norms", ["grad_norm_d", "grad_norm_g"], "norm"),
     ("lr", "Learning rates", ["lr_d", "lr_g"], "lr"),
-    ("throughput", "Throughput (per rank)", ["images_per_s"], "images / s"),
+    ("throughput", "Throughput (all ranks)", ["images_per_s"], "images / s"),
 ]
 MAX_GRIDS = 12
 
@@ -151,7 +151,7 @@ def timing_summary(rows: list[dict[str, Any]], batch_size: int) -> dict[str, str
     out = {"logged wall time": f"{wall:.1f} s"}
     if ips:
         med = statistics.median(ips)
-        out.update({"images/s per rank (median)": f"{med:.1f}", "images/s per rank (last)": f"{ips[-1]:.1f}",
+        out.update({"images/s, all ranks (median)": f"{med:.1f}", "images/s, all ranks (last)": f"{ips[-1]:.1f}",
                     "ms per step (median)": f"{1000 * batch_size / med:.1f}" if med > 0 else "n/a"})
     return out
 

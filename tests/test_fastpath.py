@@ -8,7 +8,7 @@ import torch
 from distgan.config import Config
 from distgan.data.device_cache import DeviceCache
 from distgan.models import DataInfo, build_models
-from distgan.train.fastpath import format_input, make_adam, maybe_compile, to_memory_format
+from distgan.train.fastpath import compiled, format_input, make_adam, to_memory_format
 
 
 def _models(seed=0):
@@ -55,7 +55,7 @@ def test_compiled_models_match_eager():
     z, y = torch.randn(4, 8), torch.arange(4)
     with torch.no_grad():
         ref = D(G(z, y), y).logits
-        out = maybe_compile(D, True)(maybe_compile(G, True)(z, y), y).logits
+        out = compiled(D)(compiled(G)(z, y), y).logits
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 

@@ -168,7 +168,9 @@ def _local(args: argparse.Namespace) -> int:
 
         summary = train(cfg, run_dir)
         print_summary(run_dir, summary)
-        return 0 if summary.get("completed") else 3
+        from distgan.launch.worker import EXIT_STOPPED
+
+        return 0 if summary.get("completed") else EXIT_STOPPED
     from distgan.launch.local import launch_local
 
     print(f"[launch] {procs} local ranks; rank 0 below, all ranks in {run_dir / 'logs'}/rank*.out", flush=True)

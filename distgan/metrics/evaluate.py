@@ -148,7 +148,6 @@ class Evaluator:
         return (images * s + m) * 2.0 - 1.0
 
     # ---- everything
-    @torch.no_grad()
     def _acc_names(self) -> list[str]:
         """Attribute names scored for conditional accuracy (the run's chosen subset)."""
         cols = self.cond.attr_columns

@@ -98,10 +98,6 @@ class TrainMetrics:
                 and (start_step is None or r.get("step", 0) < start_step)]  # resumed: only the kept past
         self.best = (min(past) if self.lower else max(past)) if past else None
 
-    @classmethod
-    def create(cls, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu") -> "TrainMetrics | None":
-        return cls(cfg, run_dir, writer, device) if cfg.metrics.names else None
-
     def due(self, step: int, total: int) -> bool:
         every = self.cfg.metrics.every
         return (every > 0 and step % every == 0) or step == total

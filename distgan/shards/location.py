@@ -98,7 +98,3 @@ def _finish(proc: subprocess.Popen, errfile: IO[bytes], kill: bool) -> tuple[int
 def _failed(cmd: str, rc: int, err: str) -> str:
     return f"command `{cmd}` exited with status {rc}" + (f": {err[-300:]}" if err else "")
 
-
-def read_bytes(url: str) -> bytes:
-    with open_url(url) as f:
-        return f.read()

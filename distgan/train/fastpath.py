@@ -58,7 +58,7 @@ def make_adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, flo
     return torch.optim.Adam(params, lr=lr, betas=betas, foreach=False)
 
 
-def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
-    """``torch.compile(model)`` when enabled (the module's state_dict keys are unchanged
-    on the original object, which is what checkpoints save)."""
-    return torch.compile(model, dynamic=False) if enabled else model
+def compiled(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)`` (the module's state_dict keys are unchanged on the
+    original object, which is what checkpoints save)."""
+    return torch.compile(model, dynamic=False)

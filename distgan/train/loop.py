@@ -25,7 +25,7 @@ from distgan.shards import read_manifest
 from distgan.train import stages, stats
 from distgan.train.ema import EMA
 from distgan.train.engine import load_zero_shard, make_accelerator, wrap_models, zero_shard
-from distgan.train.fastpath import format_input, make_adam, maybe_compile, setup_backends, to_memory_format
+from distgan.train.fastpath import compiled, format_input, make_adam, setup_backends, to_memory_format
 from distgan.train.health import HealthMonitor
 from distgan.train.logger import RunLogger
 from distgan.train.objectives import (
@@ -129,7 +129,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     w = wrap_models(accelerator, cfg, G, D, opt_g, opt_d)  # DDP (Accelerate) or DeepSpeed ZeRO engines
     G_p, D_p, G_raw, D_raw = w.G, w.D, w.G_raw, w.D_raw
     if tc.compile and not w.is_deepspeed:  # compile the wrapped modules (DDP hooks stay outside the graph)
-        G_p, D_p = maybe_compile(G_p, True), maybe_compile(D_p, True)
+        G_p, D_p = compiled(G_p), compiled(D_p)
     ema = EMA(G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
     # label space, loss settings and batch preparation come from objectives.py
     models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)

@@ -25,11 +25,6 @@ def fixed_inputs(num: int, z_dim: int, num_classes: int, seed: int) -> tuple[tor
     return torch.randn(num, z_dim, generator=gen), None, max(1, int(math.sqrt(num)))
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float NCHW -> uint8 NCHW."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def grid_tensor(images: torch.Tensor, nrow: int, pixels: tuple | None = None) -> torch.Tensor:
     """Generated images -> [0, 1] float CHW grid.
 

@@ -1,7 +1,7 @@
 """Report statistics from anywhere; collect them in one place.
 
 ``report("loss_d", tensor)`` keeps the detached value on its device (no host
-sync inside the step). ``Collector.collect()`` runs at log intervals: it moves
+sync inside the step). ``collect()`` runs at log intervals: it moves
 the means to the host once, averages them across ranks, and hands the result to
 the sinks (TensorBoard, ``stats.jsonl``, progress bar) on rank 0.
 """
@@ -31,13 +31,13 @@ def reset() -> None:
     _pending.clear()
 
 
-def collect(names_hint: list[str] | None = None) -> dict[str, float]:
+def collect() -> dict[str, float]:
     """Means of everything reported since the last call, averaged over ranks.
 
     Every rank must call this at the same step. Names are sorted so the
     all-reduce layout agrees on every rank (ranks report the same names).
     """
-    names = sorted(set(_pending) | set(names_hint or []))
+    names = sorted(_pending)
     if not names:
         return {}
     dev = next((v[0].device for v in _pending.values() if v), torch.device("cpu"))
