@@ -25,7 +25,8 @@ def desync_rank(shards: str, run_dir: str) -> str:
     def run_phase(phase, models, micro, settings, prec, step, *rest):
         out = real(phase, models, micro, settings, prec, step, *rest)
         if phase.name == "G" and step == 1 and tdist.get_rank() == 1:
-            u = next(b for k, b in models.D_raw.named_buffers() if k.endswith("weight_u"))
+            # spectral norm's power-iteration vector u (torch.nn.utils.parametrizations naming)
+            u = next(b for k, b in models.D_raw.named_buffers() if k.endswith("weight.0._u"))
             u.add_(1e-6)
         return out
 
@@ -46,4 +47,4 @@ def test_spectral_norm_desync_on_one_rank_is_caught_at_its_step(mnist_shards, tm
     errors = run_ranks(__file__, "desync_rank", world=2, args=[str(mnist_shards), str(tmp_path / "run")],
                        timeout=280)
     for err in errors:  # every rank stops, naming the buffer and the rank
-        assert "replicas differ: D." in err and "weight_u on rank 1 != rank 0" in err, err
+        assert "replicas differ: D." in err and "weight.0._u on rank 1 != rank 0" in err, err
