@@ -90,7 +90,7 @@ def test_cli_stats_and_fid_with_the_real_inception(trained_run, tmp_path, capsys
     assert main(["classifier", "--run", str(run_dir), "--num", "6", "--real", str(out)]) == 2
     assert "statistics come from 'inception_v3_tf2015_pool3'" in capsys.readouterr().err
     assert main(["kid", "--run", str(run_dir), "--num", "6", "--real", str(out)]) == 2
-    assert "KID needs real features" in capsys.readouterr().err
+    assert "the metrics kid need the real images' features" in capsys.readouterr().err
 
 
 def _shards(run_dir) -> str:

@@ -120,7 +120,8 @@ class Evaluator:
                                  f"'{ex.name}' features")
             if keep and "features" not in data:
                 need = ", ".join(n for n in self.names if n in FEATURE_METRICS)
-                raise ValueError(f"--real {self.real}: {need} need real features, but the file holds only "
+                raise ValueError(f"--real {self.real}: the metrics {need} need the real images' features, but "
+                                 "the file holds only "
                                  "mu/sigma; pass a shard directory instead")
             if "intra_fid" in self.names and "labels" not in data:
                 raise ValueError(f"--real {self.real}: intra_fid needs real class labels; pass a shard directory")
