@@ -96,8 +96,14 @@ def expected_hosts(world: int) -> list[str]:
 
 
 def _check_port(addr: str, port: int) -> None:
-    """Rank 0 must be able to listen on the rendezvous port (another job or a stale run may hold it)."""
+    """Rank 0 must be able to listen on the rendezvous port (another job or a stale run may hold it).
+
+    SO_REUSEADDR as torch's TCPStore sets it: connections of a previous attempt on the
+    same port (a requeued Slurm job keeps its job id, hence its port) linger in
+    TIME_WAIT and do not stop the store from listening; only a live listener does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("", port))
         except OSError as e:
