@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.data_pipeline import rate_shards
 from bench.gpu import Plan, Report, sync
 
 BATCH = 64
@@ -37,16 +38,6 @@ def write_jpeg_folder(root: Path, n: int, res: int = 64) -> None:
         Image.fromarray(img).save(d / f"img{i:05d}.jpg", quality=90)
 
 
-def pipeline_rate(shards: Path, workers: int) -> float:
-    from distgan.data import DataSpec, build_loader
-
-    spec = DataSpec(resolution=64, batch_size=BATCH, shuffle_buffer=1000, resampled=False, num_workers=workers)
-    t, n = time.perf_counter(), 0
-    for b in build_loader(shards, spec, epochs=1):
-        n += b["image"].shape[0]
-    return n / (time.perf_counter() - t)
-
-
 def run_data(plan: Plan, rep: Report, work: Path, step_rate: float) -> None:
     from distgan.shards import write_shards
     from distgan.shards.sources import SourceOptions
@@ -57,7 +48,7 @@ def run_data(plan: Plan, rep: Report, work: Path, step_rate: float) -> None:
                  progress=False)
     per_worker = []
     for w in plan.workers:
-        rate = pipeline_rate(work / "jpeg_shards", w)
+        rate = rate_shards(work / "jpeg_shards", w)
         rep.check(f"shard pipeline 64x64, {w} worker(s): batches arrive", rate > 0, rate, "img/s")
         per_worker.append(rate / w)
     best = max(per_worker)
