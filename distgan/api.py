@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,17 +36,28 @@ import torch
 from distgan.config import Config, ConfigError, config_from_dict
 from distgan.errors import UserError, load_failure
 from distgan.fsutil import atomic_write_text
+from distgan.pixels import to_uint8_nhwc
+from distgan.rundir import (
+    DATA_INFO,
+    CheckpointNotFound,
+    available_checkpoints,
+    config_path,
+    read_config,
+    resolve_checkpoint,
+)
 from distgan.weights import GeneratorFileError, read_generator_file
 
-DATA_INFO = "data_info.json"
 DATA_INFO_VERSION = 1
-_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 LabelSpec = Any  # None | int | str | Sequence[int | str] | array (L, C)
 AttrSpec = Any  # None | dict | Sequence[dict] | array (L, A)
 
 
 class SampleError(UserError, ValueError):
     """A label, attribute, checkpoint or run-dir problem; the message lists what is available."""
+
+
+class UnreadableCheckpoint(SampleError):
+    """A checkpoint file exists but does not load (truncated, corrupt, or refused by the weights-only loader)."""
 
 
 # ----------------------------------------------------------------------------- data_info.json
@@ -171,39 +181,6 @@ def _condition_kind(cfg: Config, data: dict[str, Any]) -> tuple[str, list[str]]:
     return "classes", attrs
 
 
-def available_checkpoints(run_dir: str | Path) -> list[str]:
-    """Names ``--checkpoint`` accepts for this run: latest, best (if marked) and step numbers."""
-    d = Path(run_dir) / "checkpoints"
-    steps = sorted(int(m.group(1)) for p in (d.glob("step_*.pt") if d.is_dir() else [])
-                   if (m := _STEP_RE.match(p.name)))
-    return (["latest"] + (["best"] if (d / "best").is_file() else []) if steps else []) + [str(s) for s in steps]
-
-
-def resolve_checkpoint(run_dir: str | Path, which: str | int = "latest") -> Path:
-    """Path of checkpoint ``latest``, ``best`` or a step number in ``RUN_DIR/checkpoints``.
-
-    Reads the run-dir contract (``step_XXXXXXXX.pt`` + ``latest``/``best`` pointer
-    files) directly rather than through distgan.train, so loading a generator
-    never imports the training stack.
-    """
-    d = Path(run_dir) / "checkpoints"
-    which = str(which).strip()
-    if which in ("latest", "best"):
-        pointer = d / which
-        path = d / pointer.read_text().strip() if pointer.is_file() else None
-        if path is None and which == "latest":  # no pointer: the highest step
-            steps = [s for s in available_checkpoints(run_dir) if s.isdigit()]
-            path = d / f"step_{int(steps[-1]):08d}.pt" if steps else None
-    elif which.isdigit():
-        path = d / f"step_{int(which):08d}.pt"
-    else:
-        raise SampleError(f"--checkpoint {which!r}: expected latest, best or a step number")
-    if path is None or not path.is_file():
-        avail = ", ".join(available_checkpoints(run_dir)) or "none"
-        raise SampleError(f"checkpoint '{which}' not found in {d}; available: {avail}")
-    return path
-
-
 def load_generator(source: str | Path, checkpoint: str | int = "latest", device: str | torch.device = "cpu",
                    ema: bool | None = None) -> tuple[torch.nn.Module, GeneratorInfo]:
     """Build G and load its weights, from a run directory or an exported ``.safetensors`` file.
@@ -217,8 +194,6 @@ def load_generator(source: str | Path, checkpoint: str | int = "latest", device:
     ``(G, info)`` with G in eval mode, no grads, and
     ``G.sample(n, labels=None, attrs=None, seed=None)`` bound to :func:`generate`.
     """
-    import yaml
-
     source = Path(source)
     if source.is_file():
         try:
@@ -232,20 +207,23 @@ def load_generator(source: str | Path, checkpoint: str | int = "latest", device:
         return _assemble(cfg, data, weights, source, device, int(meta.get("step", 0)), str(meta.get("checkpoint", "")),
                          bool(meta.get("ema")), str(meta.get("run_dir", "")), f"the config stored in {source}")
     run_dir = source
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = config_path(run_dir)
     if not cfg_path.is_file():
         raise SampleError(f"{cfg_path} not found: '{run_dir}' is not a distgan run directory "
                           "(nor an exported generator file)")
     try:
-        cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()) or {}, source=str(cfg_path))
-    except (ConfigError, yaml.YAMLError) as e:
+        cfg = read_config(run_dir)
+    except ConfigError as e:
         raise SampleError(f"cannot read {cfg_path}: {e}") from None
     data = read_data_info(run_dir, cfg)
-    path = resolve_checkpoint(run_dir, checkpoint)
+    try:
+        path = resolve_checkpoint(run_dir, checkpoint)
+    except CheckpointNotFound as e:
+        raise SampleError(str(e)) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated / corrupt file: name it, suggest another
-        raise SampleError(f"checkpoint {path} is unreadable ({load_failure(e)}); pick another "
+        raise UnreadableCheckpoint(f"checkpoint {path} is unreadable ({load_failure(e)}); pick another "
                           f"with --checkpoint (available: {', '.join(available_checkpoints(run_dir))})") from None
     use_ema = ("ema" in state) if ema is None else bool(ema)
     if use_ema and "ema" not in state:
@@ -368,14 +346,7 @@ def _float_rows(x: Any, width: int, what: str) -> np.ndarray:
 
 def to_uint8(images: torch.Tensor, info: GeneratorInfo) -> np.ndarray:
     """G's output (NCHW, in the run's normalisation) -> uint8 NHWC in 0-255."""
-    x = images.detach().float().cpu()
-    if info.normalize == "zscore":
-        m = torch.tensor(info.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        s = torch.tensor(info.std, dtype=x.dtype).view(1, -1, 1, 1)
-        x = x * s + m
-    else:  # minmax: [-1, 1] -> [0, 1]
-        x = (x + 1) / 2
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return to_uint8_nhwc(images, info.normalize, info.mean, info.std)
 
 
 @torch.no_grad()

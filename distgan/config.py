@@ -22,6 +22,9 @@ from typing import Any, Literal
 import yaml
 
 from distgan.errors import UserError
+from distgan.log import get_logger
+
+log = get_logger("config")
 
 
 class ConfigError(UserError, ValueError):
@@ -40,7 +43,6 @@ def _f(default: Any, doc: str, **checks: Any) -> Any:
 class DataConfig:
     shards: str = _f("shards/mnist", "directory with WebDataset shards and manifest.json")
     resolution: int = _f(32, "image side length fed to the models (images are resized)", min=4)
-    channels: int = _f(0, "image channels; 0 = take from the shard manifest", min=0)
     num_workers: int = _f(0, "DataLoader worker processes per rank", min=0)
     shuffle_buffer: int = _f(1000, "sample shuffle buffer size (0 = no sample shuffle)", min=0)
     normalize: Literal["minmax", "zscore"] = _f("minmax",
@@ -271,8 +273,17 @@ def _fields(obj: Any) -> dict[str, dataclasses.Field]:
     return out
 
 
+# Keys earlier versions wrote into config.yaml that no longer mean anything: accepted (so old run
+# directories still load) and ignored, with a note. Value: why the key is gone.
+RETIRED_KEYS = {"data.channels": "image channels always come from the shard manifest"}
+
+
 def set_key(cfg: Config, key: str, value: Any, source: str = "") -> None:
     """Set dotted ``key`` (e.g. ``train.lr_d``) on ``cfg``, converting and checking ``value``."""
+    if key in RETIRED_KEYS:
+        where = f" in {source}" if source else ""
+        log.warning(f"config key '{key}'{where} is no longer used ({RETIRED_KEYS[key]}); ignored")
+        return
     parts = key.split(".")
     node: Any = cfg
     for i, part in enumerate(parts):

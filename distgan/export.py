@@ -42,6 +42,7 @@ import torch.nn as nn
 from distgan.api import GeneratorInfo, SampleError, load_generator
 from distgan.errors import UserError
 from distgan.fsutil import atomic_write_bytes
+from distgan.pixels import unit_affine
 from distgan.weights import save_generator_file
 
 TOLERANCE = 1e-4
@@ -49,16 +50,17 @@ FORMATS = ("torchscript", "onnx", "safetensors")
 
 
 class Standalone(nn.Module):
-    """G plus the output mapping back to [0, 1] pixels; ``forward(z, y)`` with float label vectors."""
+    """G plus the output mapping back to [0, 1] pixels; ``forward(z, y)`` with float label vectors.
+
+    The mapping is :func:`distgan.pixels.unit_affine` held as buffers, so the
+    traced TorchScript / ONNX graph carries it and needs no distgan to run.
+    """
 
     def __init__(self, G: nn.Module, info: GeneratorInfo):
         super().__init__()
         self.G = G
         c = info.channels
-        if info.normalize == "zscore":
-            scale, shift = torch.tensor(info.std, dtype=torch.float32), torch.tensor(info.mean, dtype=torch.float32)
-        else:  # minmax: [-1, 1] -> [0, 1]
-            scale, shift = torch.full((c,), 0.5), torch.full((c,), 0.5)
+        scale, shift = unit_affine(info.normalize, info.mean, info.std, c)
         self.register_buffer("scale", scale.view(1, c, 1, 1))
         self.register_buffer("shift", shift.view(1, c, 1, 1))
 

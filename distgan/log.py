@@ -48,27 +48,36 @@ class _ConsoleFormatter(logging.Formatter):
 
 
 class _ConsoleHandler(logging.Handler):
-    """Info to stdout, warnings and errors to stderr, looked up at each record (so redirected
-    or captured streams are honoured)."""
+    """Info to stdout (or stderr with ``info_to_stderr``), warnings and errors to stderr, looked
+    up at each record (so redirected or captured streams are honoured)."""
+
+    def __init__(self, level: int, info_to_stderr: bool = False):
+        super().__init__(level)
+        self.info_to_stderr = info_to_stderr
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            to_stderr = self.info_to_stderr or record.levelno >= logging.WARNING
+            stream = sys.stderr if to_stderr else sys.stdout
             stream.write(self.format(record) + "\n")
             stream.flush()
         except Exception:  # noqa: BLE001 - logging must never end the program
             self.handleError(record)
 
 
-def setup_console(rank: int = 0, level: int = logging.INFO) -> logging.Logger:
-    """Give the ``distgan`` logger its console handler (rank 0 only); idempotent."""
+def setup_console(rank: int = 0, level: int = logging.INFO, info_to_stderr: bool = False) -> logging.Logger:
+    """Give the ``distgan`` logger its console handler (rank 0 only); idempotent.
+
+    ``info_to_stderr`` is for commands whose stdout is their machine-readable
+    result (JSON lines): progress lines then go to stderr with the warnings.
+    """
     root = get_logger()
     root.setLevel(min(level, root.level or level))
     for h in list(root.handlers):
         if getattr(h, _CONSOLE_TAG, False):
             root.removeHandler(h)
     if rank == 0:
-        handler = _ConsoleHandler(level)
+        handler = _ConsoleHandler(level, info_to_stderr)
         handler.setFormatter(_ConsoleFormatter())
         setattr(handler, _CONSOLE_TAG, True)
         root.addHandler(handler)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from distgan import rundir
 from distgan.errors import UserError
 from distgan.extras import MissingExtra, pyplot
 from distgan.fsutil import atomic_open, atomic_write_text
+from distgan.rundir import read_jsonl
 
 CURVES = [  # (file stem, title, keys, y label)
     ("losses", "Losses", ["loss_d", "loss_g"], "loss"),
@@ -33,26 +34,14 @@ CURVES = [  # (file stem, title, keys, y label)
 MAX_GRIDS = 12
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn last line (crash mid-write) is skipped."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
 def read_scalars(run_dir: Path) -> list[dict[str, Any]]:
     """Logged scalars as rows ``{"step": s, key: value, ...}``: stats.jsonl, else TensorBoard events."""
-    rows = read_jsonl(run_dir / "stats.jsonl")
-    if rows or not (run_dir / "tb").is_dir():
+    rows = read_jsonl(run_dir / rundir.STATS)
+    if rows or not (run_dir / rundir.TB).is_dir():
         return rows
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(run_dir / rundir.TB), size_guidance={"scalars": 0})
     acc.Reload()
     by_step: dict[int, dict[str, Any]] = {}
     for tag in acc.Tags().get("scalars", []):
@@ -127,12 +116,12 @@ def _save_fig(fig: Any, path: Path) -> None:
 
 def sample_grids(run_dir: Path) -> list[tuple[str, int]]:
     """(relative path, step) of up to MAX_GRIDS sample grids spread over the run, always the last."""
-    grids = sorted((int(p.stem.split("_")[1]), p) for p in (run_dir / "samples").glob("step_*.png")
+    grids = sorted((int(p.stem.split("_")[1]), p) for p in rundir.samples_dir(run_dir).glob("step_*.png")
                    if p.stem.split("_")[1].isdigit())
     if len(grids) > MAX_GRIDS:
         idx = sorted({round(i * (len(grids) - 1) / (MAX_GRIDS - 1)) for i in range(MAX_GRIDS)})
         grids = [grids[i] for i in idx]
-    return [(f"samples/{p.name}", s) for s, p in grids]
+    return [(f"{rundir.SAMPLES}/{p.name}", s) for s, p in grids]
 
 
 def timing_summary(rows: list[dict[str, Any]], batch_size: int) -> dict[str, str]:
@@ -172,21 +161,20 @@ def build_report(run_dir: str | Path) -> Path:
     import yaml
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = rundir.config_path(run_dir)
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found: '{run_dir}' is not a distgan run directory")
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     rows = read_scalars(run_dir)
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / rundir.METRICS)
     out_dir = run_dir / "report"
     curves = plot_curves(rows, out_dir)
     metric_plots = plot_metrics(metrics, out_dir) if metrics else []
     grids = sample_grids(run_dir)
-    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt")) \
-        if (run_dir / "checkpoints").is_dir() else []
+    ckpts = [p.name for _, p in rundir.list_checkpoints(run_dir)]
     last_step = max((int(r["step"]) for r in rows), default=0)
     total = cfg.get("train", {}).get("steps", "?")
-    log = run_dir / "logs" / "rank0.log"
+    log = rundir.rank_log(run_dir, 0)
     warnings_ = [line for line in (log.read_text().splitlines() if log.is_file() else [])
                  if "health" in line.lower() or "warning" in line.lower()][-50:]
 

@@ -24,20 +24,35 @@ The same ``--seed`` gives the same images.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
 
-from distgan.api import SampleError
+from distgan.api import (
+    SampleError,
+    blocks,
+    condition_vectors,
+    latent,
+    lerp,
+    load_generator,
+    new_seed,
+    run_generator,
+    slerp,
+)
 from distgan.errors import UserError
+from distgan.fsutil import atomic_open, atomic_write_bytes
 
 
 @dataclass
 class Plan:
     """What to generate: latents, per-image conditions, and the grid shape."""
-    z: "torch.Tensor"  # noqa: F821  (N, d)
+    z: torch.Tensor  # (N, d)
     y: np.ndarray | None  # (N, y_dim) float conditions
     cols: int  # images per grid row
 
@@ -85,8 +100,6 @@ def parse_attrs(text: str, info) -> list[dict[str, float]]:
 
 def plain_plan(info, vecs: np.ndarray | None, n: int, seed: int, shared_noise: bool) -> Plan:
     """``n`` images over the condition rows; with ``shared_noise`` column j uses one latent in every row."""
-    from distgan.api import blocks, latent
-
     if vecs is None:
         return Plan(latent(n, info.z_dim, seed), None, max(1, int(np.ceil(np.sqrt(n)))))
     which = blocks(n, len(vecs))
@@ -101,8 +114,6 @@ def plain_plan(info, vecs: np.ndarray | None, n: int, seed: int, shared_noise: b
 
 def sweep_plan(info, a: str, b: str, steps: int, rows: int, seed: int) -> Plan:
     """Rows of fixed latents; columns move the label weight from class ``a`` (left) to ``b`` (right)."""
-    from distgan.api import latent
-
     if steps < 2:
         raise SampleError(f"--steps must be >= 2 for a sweep, got {steps}")
     ea, eb = info.label_vector({a: 1.0}), info.label_vector({b: 1.0})
@@ -117,10 +128,6 @@ def interpolation_plan(info, vecs: np.ndarray | None, k: int, pairs: int, seed: 
 
     Every label row of a pair shares the same path, so rows differ only by the label.
     """
-    import torch
-
-    from distgan.api import latent, lerp, slerp
-
     if k < 2:
         raise SampleError(f"--interpolate needs at least 2 steps, got {k}")
     ends = latent(2 * pairs, info.z_dim, seed)
@@ -134,28 +141,23 @@ def interpolation_plan(info, vecs: np.ndarray | None, k: int, pairs: int, seed: 
 # ----------------------------------------------------------------------------- output
 
 def save_png_grid(images: np.ndarray, cols: int, path: str | Path, pad: int = 2) -> None:
-    """uint8 (N, H, W, C) -> one PNG, ``cols`` images per row, white padding; written atomically."""
-    import io
+    """uint8 (N, H, W, C) -> one PNG, ``cols`` images per row, white padding; written atomically.
 
-    from PIL import Image
-
-    from distgan.fsutil import atomic_write_bytes
-
+    Tiled by torchvision's ``make_grid`` (as the training grids are); grey
+    images stay a one-channel PNG.
+    """
     n, h, w, c = images.shape
     rows = int(np.ceil(n / cols))
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, cols)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = img
-    pil = Image.fromarray(grid[..., 0] if c == 1 else grid[..., :3])
+    blank = np.full((rows * cols - n, h, w, c), 255, np.uint8)  # white cells: every row is ``cols`` wide
+    tiles = torch.from_numpy(np.concatenate([images, blank])).permute(0, 3, 1, 2)
+    grid = make_grid(tiles, nrow=cols, padding=pad, pad_value=255).permute(1, 2, 0).numpy()
+    pil = Image.fromarray(grid[..., 0] if c == 1 else np.ascontiguousarray(grid[..., :3]))
     buf = io.BytesIO()
     pil.save(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
 
 
 def save_npz(path: str | Path, images: np.ndarray, plan: Plan, info, seed: int) -> None:
-    from distgan.fsutil import atomic_open
-
     out = {"images": images, "z": plan.z.numpy().astype(np.float32), "seed": np.int64(seed),
            "step": np.int64(info.step), "classes": np.array(info.classes, dtype=str),
            "attributes": np.array(info.attributes, dtype=str)}
@@ -193,8 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> str:
     """Do what the parsed command line asks; returns a one-line summary."""
-    from distgan.api import condition_vectors, load_generator, new_seed, run_generator
-
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise SampleError(f"--out {out}: the file name must end in .npz or .png")

@@ -1,9 +1,10 @@
+import logging
 from pathlib import Path
 
 import pytest
 import yaml
 
-from distgan.config import Config, ConfigError, config_hash, load_config, save_config
+from distgan.config import Config, ConfigError, config_hash, config_to_dict, load_config, save_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +63,15 @@ def test_every_field_has_a_doc():
     for section in dataclasses.fields(Config):
         for f in dataclasses.fields(section.default_factory()):
             assert f.metadata.get("doc"), f"{section.name}.{f.name} has no doc"
+
+
+def test_old_config_with_retired_data_channels_loads(tmp_path, caplog):
+    """A config.yaml written by a version that still had ``data.channels`` loads; the key is ignored."""
+    old = config_to_dict(Config())
+    old["data"]["channels"] = 3
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old, sort_keys=False))
+    with caplog.at_level(logging.WARNING, logger="distgan.config"):
+        cfg = load_config(path)
+    assert cfg == Config() and not hasattr(cfg.data, "channels")
+    assert "'data.channels'" in caplog.text and "no longer used" in caplog.text

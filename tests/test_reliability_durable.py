@@ -45,11 +45,11 @@ def test_checkpoint_and_pointers_are_fsynced_into_their_directory(tmp_path, dir_
 
 
 def test_manifest_and_status_are_fsynced_into_their_directory(tmp_path, dir_fsyncs):
-    from distgan.launch.worker import STATUS_FILE, write_status
+    from distgan.rundir import STATUS, write_status
     from distgan.shards.manifest import MANIFEST, Manifest, write_manifest
 
     write_status(tmp_path, "running", step=3)
-    assert _synced_after_rename(dir_fsyncs, tmp_path / STATUS_FILE)
+    assert _synced_after_rename(dir_fsyncs, tmp_path / STATUS)
     write_manifest(tmp_path / "shards", Manifest(source="test", num_samples=0, height=8, width=8, channels=1,
                                                  shards=[]))
     assert _synced_after_rename(dir_fsyncs, tmp_path / "shards" / MANIFEST)

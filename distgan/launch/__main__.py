@@ -28,6 +28,7 @@ from pathlib import Path
 
 from distgan.config import describe, load_config, save_config
 from distgan.errors import UserError
+from distgan.rundir import config_path
 
 
 class LaunchError(UserError, ValueError):
@@ -94,7 +95,7 @@ def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object
     cfg = load_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")  # what every rank (here or on a node) reads
+    save_config(cfg, config_path(run_dir))  # what every rank (here or on a node) reads
     return run_dir, cfg
 
 

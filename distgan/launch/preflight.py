@@ -107,11 +107,11 @@ def bandwidth(device: torch.device, world: int) -> list[dict[str, float]]:
 def gradient_volume(run_dir: Path) -> dict[str, Any]:
     """Parameters of the run's G and D and the fp32 gradient bytes each phase all-reduces per step."""
     try:
-        from distgan.config import load_config
         from distgan.models import build_models, data_info
+        from distgan.rundir import read_config
         from distgan.shards import read_manifest
 
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = read_config(run_dir)
         G, D = build_models(cfg.model, data_info(cfg, read_manifest(cfg.data.shards)))
         out: dict[str, Any] = {}
         for name, m in (("G", G), ("D", D)):

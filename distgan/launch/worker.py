@@ -16,9 +16,7 @@ a failing rank writes ``failed`` with the error. Exit codes: 0 completed,
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
 import time
 import traceback
@@ -26,32 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from distgan.errors import UserError
-from distgan.fsutil import atomic_write_text
 from distgan.launch.env import export_slurm_dist_env
+from distgan.rundir import config_path, rank_log, read_status, write_status
 
 EXIT_STOPPED = 3
-STATUS_FILE = "status.json"
-
-
-def read_status(run_dir: str | Path) -> dict[str, Any]:
-    """The run's status.json as a dict ({} when missing or unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def write_status(run_dir: str | Path, state: str, **fields: Any) -> None:
-    """Atomically (re)write RUN_DIR/status.json, keeping fields of the previous record."""
-    run_dir = Path(run_dir)
-    rec = {k: v for k, v in read_status(run_dir).items() if k not in ("error",)}
-    rec.update(state=state, host=socket.gethostname(), time=time.time(), **fields)
-    job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
-    if job:
-        rec["job_id"] = job
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / STATUS_FILE, json.dumps(rec, indent=1) + "\n")
 
 
 def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
@@ -65,8 +41,8 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
     export_slurm_dist_env()
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    log_path = log_path or str(run_dir / "logs" / f"rank{rank}.log")
-    cfg_path = run_dir / "config.yaml"
+    log_path = log_path or str(rank_log(run_dir, rank))
+    cfg_path = config_path(run_dir)
     cfg = None
     try:
         cfg = load_config(cfg_path)

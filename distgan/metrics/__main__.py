@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
+
+from distgan.log import setup_console
 
 
 def _init_distributed() -> None:
@@ -31,6 +32,10 @@ def _init_distributed() -> None:
         tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def _device() -> str:
@@ -94,7 +99,7 @@ def _is_two_set(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if _is_two_set(argv):
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        setup_console(_rank(), info_to_stderr=True)  # stdout carries the JSON records
         from distgan.shards.manifest import ShardError
 
         try:
@@ -124,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--weights", default="", help="Inception weights file (default: packaged)")
     s.add_argument("--weights-sha256", default="", help="sha256 pin for an unknown TorchScript weights file")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _init_distributed()
+    setup_console(_rank(), info_to_stderr=True)  # stdout carries the JSON records
     from distgan import dist
     from distgan.errors import UserError
     from distgan.shards.manifest import ShardError

@@ -14,7 +14,6 @@ into every record's provenance, so a weak classifier is visible.
 from __future__ import annotations
 
 import io
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,13 @@ import torch.nn.functional as F
 
 from distgan import dist
 from distgan.fsutil import atomic_write_bytes
+from distgan.log import get_logger
 from distgan.metrics.refstats import default_cache_dir, read_real
 from distgan.shards.manifest import read_manifest
 
 VERSION = 1  # bump when the architecture or training recipe changes (invalidates caches)
 FEATURE_DIM = 128
-log = logging.getLogger("distgan.metrics")
+log = get_logger("metrics")
 
 
 class SmallCNN(nn.Module):

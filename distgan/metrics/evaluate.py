@@ -11,7 +11,6 @@ ranks, so all ranks return the same records. Each record is one line of
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,17 @@ import torch.nn as nn
 
 from distgan import dist
 from distgan.config import MetricsConfig
+from distgan.log import get_logger
 from distgan.metrics.frechet import FeatureStats, frechet_distance, load_stats
 from distgan.metrics.generate import Conditioning, generate
 from distgan.metrics.kid import kid
 from distgan.metrics.refstats import reference_stats
 from distgan.metrics.registry import REGISTRY, check_names, lower_is_better
+from distgan.pixels import to_minmax
 
 FEATURE_METRICS = ("kid", "precision_recall", "intra_fid")  # need every feature, not only mu/sigma
 
-log = logging.getLogger("distgan.metrics")
+log = get_logger("metrics")
 
 
 class Extractor:
@@ -141,12 +142,7 @@ class Evaluator:
 
     def _to_minmax(self, images: torch.Tensor) -> torch.Tensor:
         """G's output -> [-1, 1] (z-score runs generate per-channel standardised pixels)."""
-        mode, mean, std = self.pixels
-        if mode != "zscore":
-            return images
-        m = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
-        s = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
-        return (images * s + m) * 2.0 - 1.0
+        return to_minmax(images, *self.pixels)
 
     # ---- everything
     def _acc_names(self) -> list[str]:

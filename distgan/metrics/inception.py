@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from distgan.errors import UserError
 from distgan.fsutil import sha256_file
 from distgan.metrics.inception_net import InceptionNet
+from distgan.pixels import pixel_values
 
 PACKAGED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 PYTORCH_FID_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
@@ -193,13 +194,6 @@ def tf_bilinear_resize(x: torch.Tensor, size: int = 299) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def to_uint8_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 or [-1, 1] float NCHW -> float NCHW of integer values in [0, 255]."""
-    if images.dtype == torch.uint8:
-        return images.float()
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round()
-
-
 class InceptionFeatures(nn.Module):
     """Images (uint8 or [-1, 1] float, 1 or 3 channels, any size) -> (B, 2048) pool features.
 
@@ -228,7 +222,7 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"Inception expects NCHW images with 1 or 3 channels, got {tuple(images.shape)}")
-        x = to_uint8_range(images)
+        x = pixel_values(images)
         if x.shape[2:] != (299, 299):
             x = tf_bilinear_resize(x, 299)
         x = x / 128.0 - 1.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,11 +20,12 @@ import torch
 
 from distgan import dist
 from distgan.data.pipeline import decode, shard_urls, tar_samples
+from distgan.log import get_logger
 from distgan.metrics.frechet import FeatureStats, load_stats, save_stats
 from distgan.shards.manifest import read_manifest
 from distgan.shards.members import Canonicalizer
 
-log = logging.getLogger("distgan.metrics")
+log = get_logger("metrics")
 
 
 def default_cache_dir(cache_dir: str = "") -> Path:

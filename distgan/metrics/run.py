@@ -12,35 +12,28 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from distgan.config import Config, load_config
+from distgan import api
+from distgan.config import Config
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
+from distgan.train.state import CheckpointError
 
 
 def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", ema: bool = True,
                    device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
     """(G with the checkpoint's weights, the run's config, {"step", "ema", "checkpoint"}).
 
-    ``ema=True`` takes the checkpoint's EMA weights when it has them (and says
-    so in the returned info); ``ema=False`` always takes the raw G.
+    The evaluation view of :func:`distgan.api.load_generator` (same files, same
+    checks): ``ema=True`` takes the checkpoint's EMA weights when it has them
+    (and says so in the returned info), ``ema=False`` always takes the raw G.
+    A checkpoint that does not load raises :class:`CheckpointError`, as the
+    trainer's own loader does.
     """
-    from distgan.models import build_models, data_info
-    from distgan.shards import read_manifest
-    from distgan.train.state import load_file, resolve_checkpoint
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"'{run_dir}' is not a run directory: {cfg_path} does not exist")
-    cfg = load_config(cfg_path)
-    manifest = read_manifest(cfg.data.shards)
-    info = data_info(cfg, manifest)  # the trainer's view: chosen attributes, pixel mapping
-    G, _ = build_models(cfg.model, info)
-    path = resolve_checkpoint(run_dir, checkpoint)
-    state = load_file(path)
-    use_ema = bool(ema and state.get("ema") is not None)
-    G.load_state_dict(state["ema"] if use_ema else state["G"])  # the EMA state is a G state dict
-    return G.to(device).eval(), cfg, {"step": int(state["step"]), "ema": use_ema, "checkpoint": str(path)}
+    try:
+        G, info = api.load_generator(run_dir, checkpoint, device, ema=None if ema else False)
+    except api.UnreadableCheckpoint as e:
+        raise CheckpointError(str(e)) from None
+    return G, info.config, {"step": info.step, "ema": info.ema, "checkpoint": info.checkpoint}
 
 
 def evaluate_run(run_dir: str | Path, names: list[str], checkpoint: str | int = "latest", num: int = 0,

@@ -27,6 +27,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from distgan.rundir import is_run_dir
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
@@ -63,7 +65,7 @@ def open_set(spec: str, num: int = 0, seed: int = 0, checkpoint: str | int = "la
         raise FileNotFoundError(f"'{spec}' does not exist (expected an image folder, .npz, shard "
                                 "directory or run directory)")
     if p.is_dir():
-        if (p / "config.yaml").is_file():
+        if is_run_dir(p):
             return _run_set(spec, p, num, seed, checkpoint, ema, device)
         if (p / "manifest.json").is_file():
             return _shard_set(spec, p)

@@ -13,7 +13,6 @@ from ``metrics.jsonl`` at start-up.
 """
 from __future__ import annotations
 
-import json
 import logging
 import weakref
 from pathlib import Path
@@ -27,33 +26,20 @@ from distgan.errors import describe_os_error
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
 from distgan.metrics.registry import lower_is_better, main_record
+from distgan.rundir import METRICS, append_jsonl, read_jsonl
 
 log = logging.getLogger("distgan.metrics")
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = METRICS  # the name callers of this module use
 
 
 def append_records(run_dir: str | Path, records: list[dict[str, Any]]) -> None:
     """Append records to ``RUN_DIR/metrics.jsonl`` (one JSON object per line, flushed and fsynced)."""
-    import os
-
-    path = Path(run_dir) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
+    append_jsonl(Path(run_dir) / METRICS_FILE, records)
 
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every record in ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
-    path = Path(run_dir) / METRICS_FILE
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
 
 
 class _ToRunLog(logging.Handler):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from distgan.log import get_logger
 from distgan.metrics.evaluate import Extractor
 from distgan.metrics.frechet import frechet_distance, load_stats, mean_cov, save_stats
 from distgan.metrics.sources import ImageSet, open_set
 
-log = logging.getLogger("distgan.metrics")
+log = get_logger("metrics")
 
 TWO_SET_METRICS = ("fid", "kid", "precision_recall", "intra_fid")
 NEEDS_FEATURES = ("kid", "precision_recall", "intra_fid")

@@ -3,8 +3,8 @@
 Every generator ends in tanh, i.e. [-1, 1] = ``data.normalize=minmax``. With
 ``zscore`` data (De Matteis) the real images are ``(x - mean) / std`` per channel,
 a range tanh cannot cover (MNIST: about [-0.42, 2.8]); :class:`ZScoreMap` maps
-tanh's [-1, 1] onto exactly that range: ``((t + 1) / 2 - mean) / std``. The
-statistics are non-persistent buffers: they come from the data description,
+tanh's [-1, 1] onto exactly that range with :func:`distgan.pixels.tanh_to_zscore`.
+The statistics are non-persistent buffers: they come from the data description,
 not from checkpoints (state dicts are the same for both modes).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-_MIN_STD = 1e-6  # as distgan.data.pixels: a constant channel must not divide by zero
+from distgan.pixels import channel_stats, tanh_to_zscore
 
 
 class ZScoreMap(nn.Module):
@@ -25,12 +25,12 @@ class ZScoreMap(nn.Module):
         if not mean or len(mean) != len(std):
             raise ValueError("data.normalize=zscore needs the shard manifest's per-channel mean and std "
                              f"(got mean={list(mean)}, std={list(std)}); re-write the shards to record them")
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1).clamp_min(_MIN_STD),
-                             persistent=False)
+        m, s = channel_stats(mean, std)
+        self.register_buffer("mean", m, persistent=False)
+        self.register_buffer("std", s, persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return (((t + 1.0) * 0.5 - self.mean.to(t.dtype)) / self.std.to(t.dtype)).to(t.dtype)
+        return tanh_to_zscore(t, self.mean, self.std)
 
 
 def pixel_map(normalize: str, mean: Sequence[float], std: Sequence[float]) -> nn.Module:

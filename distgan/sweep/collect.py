@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distgan import rundir
 from distgan.extras import pyplot
 from distgan.fsutil import atomic_write_bytes, atomic_write_text
-from distgan.launch.worker import read_status
+from distgan.rundir import read_jsonl, read_status
 
 
 @dataclass
@@ -44,13 +45,8 @@ class RunResult:
 
 def read_metric(run_dir: Path, metric: str) -> dict[str, Any] | None:
     """The run's last ``metric`` record (highest step; the later line wins a tie)."""
-    path = run_dir / "metrics.jsonl"
     best = None
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a torn last line from a crash
+    for rec in read_jsonl(run_dir / rundir.METRICS):
         if isinstance(rec, dict) and rec.get("name") == metric and isinstance(rec.get("value"), (int, float)):
             if best is None or int(rec.get("step", 0)) >= int(best.get("step", 0)):
                 best = rec
@@ -66,7 +62,7 @@ def run_result(sweep_dir: Path, run: dict[str, Any], metric: str, jobs: dict[str
     if state == "completed":
         rec = read_metric(run_dir, metric)
         if rec is None:
-            res.state, res.error = "no metric", f"no '{metric}' record in {run_dir / 'metrics.jsonl'}"
+            res.state, res.error = "no metric", f"no '{metric}' record in {run_dir / rundir.METRICS}"
         else:
             res.state, res.value, res.record = "ok", float(rec["value"]), rec
     elif state == "failed":
@@ -79,7 +75,7 @@ def run_result(sweep_dir: Path, run: dict[str, Any], metric: str, jobs: dict[str
         res.state, res.error = "pending", f"Slurm job {jobs[run['name']]} has not started it"
         res.log = res.log or str(sweep_dir / "slurm" / f"{jobs[run['name']]}_0_log.out")
     if res.state != "ok" and not res.log:
-        res.log = str(run_dir / "logs")
+        res.log = str(rundir.logs_dir(run_dir))
     if res.value is not None and not math.isfinite(res.value):
         res.state, res.error = "failed", f"metric {metric} is {res.value}"
     return res

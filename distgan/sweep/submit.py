@@ -23,7 +23,7 @@ from typing import Any
 
 from distgan.config import save_config
 from distgan.fsutil import atomic_write_text
-from distgan.launch.worker import read_status
+from distgan.rundir import config_path, read_status
 from distgan.sweep.spec import Sweep, SweepRun, run_config
 
 JOBS_FILE = "jobs.json"
@@ -76,7 +76,7 @@ def layout(sweep: Sweep, todo: list[SweepRun], world_size: int = 1) -> None:
         cfg = run_config(sweep, r)
         if world_size > 1 and not cfg.dist.expect_world_size:
             cfg.dist.expect_world_size = world_size
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, config_path(run_dir))
 
 
 def table(sweep: Sweep, runs: list[SweepRun], skipped: dict[str, str] | None = None) -> str:

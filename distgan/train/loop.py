@@ -21,6 +21,7 @@ from distgan.config import Config, config_hash, save_config
 from distgan.data import DataSpec, build_loader
 from distgan.data.device_cache import DeviceCache
 from distgan.models import build_models, data_info
+from distgan.rundir import config_path
 from distgan.shards import read_manifest
 from distgan.train import stages, stats
 from distgan.train.ema import EMA
@@ -87,7 +88,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     prec = Precision(tc.precision, device)  # fails fast on an impossible combination (fp16 on CPU)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, config_path(run_dir))
     accelerator.wait_for_everyone()
     log = RunLogger(run_dir, cfg, enabled=rank == 0, rank=rank)
     stages.enter("setup (data, models, resume)", bounded=False)  # its collectives are bounded by the group

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import random
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,9 @@ import torch
 
 from distgan.errors import UserError, describe_os_error, load_failure
 from distgan.fsutil import atomic_open, atomic_write_text
+from distgan.rundir import ckpt_dir, ckpt_path, list_checkpoints, mark_best, resolve_checkpoint  # noqa: F401
+from distgan.rundir import read_pointer as _read_pointer
 
-_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 RESTART_KEY = "train.restart_if_unreadable"
 
 
@@ -62,25 +62,6 @@ def set_rng_state(st: dict[str, Any]) -> None:
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state(st["cuda"])
-
-
-def ckpt_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def ckpt_path(run_dir: str | Path, step: int) -> Path:
-    return ckpt_dir(run_dir) / f"step_{step:08d}.pt"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of every step checkpoint, oldest first."""
-    d = ckpt_dir(run_dir)
-    found = []
-    for p in d.glob("step_*.pt") if d.is_dir() else []:
-        m = _STEP_RE.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
 
 
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
@@ -166,37 +147,6 @@ def _remove_shards(d: Path) -> None:
         for f in d.iterdir():
             f.unlink(missing_ok=True)
         d.rmdir()
-
-
-def mark_best(run_dir: str | Path, step: int) -> None:
-    """Point ``checkpoints/best`` at the step-``step`` checkpoint (kept from pruning)."""
-    atomic_write_text(ckpt_dir(run_dir) / "best", ckpt_path(run_dir, step).name + "\n")
-
-
-def _read_pointer(run_dir: str | Path, name: str) -> str | None:
-    p = ckpt_dir(run_dir) / name
-    return p.read_text().strip() if p.is_file() else None
-
-
-def resolve_checkpoint(run_dir: str | Path, which: str | int = "latest") -> Path:
-    """Path of checkpoint ``latest``, ``best`` or a step number; clear error listing what exists."""
-    available = list_checkpoints(run_dir)
-    names = ", ".join(["latest"] + (["best"] if _read_pointer(run_dir, "best") else [])
-                      + [str(s) for s, _ in available]) if available else "none"
-    if str(which) in ("latest", "best"):
-        name = _read_pointer(run_dir, str(which))
-        if name and (ckpt_dir(run_dir) / name).is_file():
-            return ckpt_dir(run_dir) / name
-        if which == "latest" and available:
-            return available[-1][1]
-    else:
-        try:
-            p = ckpt_path(run_dir, int(which))
-        except ValueError:
-            p = None
-        if p is not None and p.is_file():
-            return p
-    raise FileNotFoundError(f"checkpoint '{which}' not found in {ckpt_dir(run_dir)}; available: {names}")
 
 
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
