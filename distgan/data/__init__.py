@@ -6,6 +6,6 @@ model inputs and back.
 """
 from distgan.data.loader import StreamLoader, build_loader
 from distgan.data.pipeline import DataSpec, ShardStream
-from distgan.data.pixels import denormalize, normalize
+from distgan.pixels import denormalize, normalize
 
 __all__ = ["DataSpec", "ShardStream", "StreamLoader", "build_loader", "denormalize", "normalize"]

@@ -29,7 +29,6 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from distgan.data.pixels import denormalize, normalize  # noqa: F401  (re-exported)
 from distgan.data.plan import Layout, stream_seed
 from distgan.data.tarstream import iter_members
 from distgan.shards.location import member_url, open_url
