@@ -1,6 +1,7 @@
 """Synced batch norm that runs on CPU (gloo) and CUDA (NCCL), forward and backward.
 
-``model.norm=sync_batch`` (or ``norm_g`` / ``norm_d``) selects it. In training
+``model.norm=sync_batch`` (or ``norm_g`` / ``norm_d``) selects it (the norm table in
+:mod:`distgan.models.norms` lists it; this module imports nothing of distgan). In training
 mode each rank computes its per-channel ``[count, mean, var]``; ONE
 differentiable all-gather shares them and every rank combines them with the
 parallel-variance formula (Chan et al.), so the statistics are those of the
@@ -25,8 +26,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
-
-from distgan.models.norms import register_norm
 
 
 class _AllGather(torch.autograd.Function):
@@ -143,5 +142,3 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
 
-
-register_norm("sync_batch", lambda c: SyncBatchNorm2d(c))

@@ -65,7 +65,7 @@ def test_cpu_job_warning_names_partitions_that_have_gpus(debug_cfg):
     dogs = load_config(DOGS)
     found = GpuDiscovery(0, "cpu", {"gpu": 8})
     text = cpu_job_warning(dogs, resolve_resources({}, nodes=4), "dogs.yaml", found)
-    assert text.startswith("warning: dogs.yaml is shaped for GPUs (64x64 images, model width 128)")
+    assert text.startswith("dogs.yaml is shaped for GPUs (64x64 images, model width 128)")
     assert "Partitions with GPUs here: gpu (8 per node); pass --partition NAME." in text
     assert cpu_job_warning(dogs, resolve_resources({}, nodes=4, gpus_per_node=8), "dogs.yaml", found) == ""
     assert cpu_job_warning(debug_cfg(), resolve_resources({}, nodes=4), "debug.yaml", found) == ""

