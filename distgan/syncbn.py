@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
+from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN  # the autograd function behind nn.SyncBatchNorm
 
 
 class _AllGather(torch.autograd.Function):
@@ -95,8 +96,6 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
 
     def torch_kernels(self, x: torch.Tensor) -> torch.Tensor:
         """The training-mode forward through torch's fused CUDA kernels (NCCL group)."""
-        from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN
-
         m = self.momentum if self.momentum is not None else 0.0
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)

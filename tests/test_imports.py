@@ -91,3 +91,10 @@ def test_graph_counts_function_level_relative_and_submodule_imports(tmp_path):
 def test_the_package_import_graph_has_no_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_module_imports_a_command_module():
+    # a command's __main__ is its argument parsing and output: what other modules share lives in a library module
+    graph = import_graph()
+    bad = sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps if b.endswith(".__main__"))
+    assert not bad, "modules importing a __main__: " + ", ".join(bad)

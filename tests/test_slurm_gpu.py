@@ -159,7 +159,7 @@ def test_emitted_script_requests_the_gres_gpus_and_slurm_accepts_it(gpu_cluster,
     proc = _launch("--config", str(DOGS), "--nodes", "2", "--emit-sbatch", str(job), "--run-dir",
                    str(tmp_path / "run"), f"data.shards={mnist_shards}", env=gpu_cluster)
     assert proc.returncode == 0, proc.stderr
-    assert "partition debug has 4 GPU(s) per node (Slurm GRES): requesting them" in proc.stderr
+    assert "[launch] partition debug has 4 GPU(s) per node (Slurm GRES): requesting them" in proc.stdout
     assert "warning" not in proc.stderr
     script = job.read_text()
     assert "#SBATCH --gpus-per-node=4" in script and "#SBATCH --ntasks-per-node=4" in script

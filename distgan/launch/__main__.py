@@ -114,7 +114,7 @@ def _resources(args: argparse.Namespace):
         found = args.gpu_discovery = discover_gpus(res.partition)
         if found.gpus_per_node:
             res.gpus_per_node = found.gpus_per_node
-            log.warning("partition %s has %d GPU(s) per node (Slurm GRES): requesting them, one rank each "
+            log.info("partition %s has %d GPU(s) per node (Slurm GRES): requesting them, one rank each "
                         "(--gpus-per-node or --procs-per-node choose otherwise)", found.partition, found.gpus_per_node)
     return res
 

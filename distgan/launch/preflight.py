@@ -26,10 +26,13 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
+from distgan.config import load_config
 from distgan.fsutil import atomic_write_text
 from distgan.launch.env import export_slurm_dist_env
 from distgan.log import get_logger, setup_console
+from distgan.models import build_models, data_info
 from distgan.rendezvous import RendezvousError, check_world, choose_backend, host_name, leave, rendezvous
+from distgan.shards import read_manifest
 from distgan.train import stages
 
 PREFLIGHT_DIR = "preflight"
@@ -110,10 +113,6 @@ def bandwidth(device: torch.device, world: int) -> list[dict[str, float]]:
 def gradient_volume(run_dir: Path) -> dict[str, Any]:
     """Parameters of the run's G and D and the fp32 gradient bytes each phase all-reduces per step."""
     try:
-        from distgan.config import load_config
-        from distgan.models import build_models, data_info
-        from distgan.shards import read_manifest
-
         cfg = load_config(run_dir / "config.yaml")
         G, D = build_models(cfg.model, data_info(cfg, read_manifest(cfg.data.shards)))
         out: dict[str, Any] = {}

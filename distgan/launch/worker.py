@@ -77,8 +77,7 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
         if rank == 0:
             write_status(run_dir, "running", started=time.time(), step=None, total_steps=cfg.train.steps,
                          world_size=world, log=log_path)
-        # the trainer (and torch) load here, not when a launcher imports this module for its status helpers
-        from distgan.train import train  # noqa: PLC0415
+        from distgan.train import train  # noqa: PLC0415 - torch and the trainer: in the rank, not in launchers
 
         stages.set_reporter(lambda msg: _record_failure(run_dir, msg, log_path, world))
         if world > 1:  # a stage that runs far past dist.timeout_s (a stuck rank) ends this rank, naming it
