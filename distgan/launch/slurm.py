@@ -1,7 +1,7 @@
 """Training runs as Slurm jobs, through submitit.
 
     job = submit_run(run_dir, resources, job_name="debug")   # one task per rank
-    follow(job, run_dir)                                     # --wait: stream rank 0, final state
+    follow(job)                                              # --wait: stream rank 0, final state
 
 Each task of the job runs :class:`TrainTask`, which turns SLURM_* into the
 torch.distributed environment (:mod:`distgan.launch.env`) and trains its rank
