@@ -4,7 +4,8 @@ The graph is read from the source with ``ast``, not by importing: every ``import
 ``from ... import`` statement counts, at module level or inside a function (a
 function-level import runs later, but a cycle it closes is still a cycle between the
 two modules' responsibilities). ``from distgan.x import y`` is an edge to the module
-``distgan.x.y`` when that is a module, else to ``distgan.x``. Importing a submodule
+``distgan.x.y`` when that is a module, else to ``distgan.x``. Imports under
+``if TYPE_CHECKING:`` never run (annotations only) and are left out. Importing a submodule
 also runs its package's ``__init__``; that edge is left out, because the packages'
 ``__init__`` files here only re-export or import lazily on attribute access.
 """
@@ -25,11 +26,29 @@ def package_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _run_time_nodes(tree: ast.AST):
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks (their ``else`` runs)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
     """The distgan modules that ``path`` (module ``name``) imports anywhere in its body."""
     is_package = path.name == "__init__.py"
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _run_time_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -81,8 +100,9 @@ def test_cycle_finder_names_a_cycle_and_accepts_a_tree():
 
 def test_graph_counts_function_level_relative_and_submodule_imports(tmp_path):
     src = tmp_path / "mod.py"
-    src.write_text("from . import sib\nimport distgan.a\n\n\ndef f():\n    from distgan.pkg import b, VALUE\n")
-    known = {"distgan.a", "distgan.pkg", "distgan.pkg.b", "distgan.pkg.mod", "distgan.pkg.sib"}
+    src.write_text("from typing import TYPE_CHECKING\nfrom . import sib\nimport distgan.a\n\n"
+                   "if TYPE_CHECKING:\n    import distgan.c\n\n\ndef f():\n    from distgan.pkg import b, VALUE\n")
+    known = {"distgan.a", "distgan.c", "distgan.pkg", "distgan.pkg.b", "distgan.pkg.mod", "distgan.pkg.sib"}
     assert imported_modules(src, "distgan.pkg.mod", known) == {"distgan.a", "distgan.pkg", "distgan.pkg.b",
                                                                 "distgan.pkg.sib"}
     assert "distgan.train.loop" in import_graph()["distgan.train"]  # the lazy import in its __getattr__
