@@ -13,6 +13,8 @@ from __future__ import annotations
 import runpy
 import sys
 
+from distgan.errors import EXIT_USER_ERROR
+
 COMMANDS = {
     "launch": "train locally or on Slurm; re-running the same run dir resumes",
     "shards": "write shards from a source, index existing WebDataset shards, verify a shard set",
@@ -38,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
-        return 0 if args else 2
+        return 0 if args else EXIT_USER_ERROR
     cmd, rest = args[0], args[1:]
     if cmd not in COMMANDS:
         print(f"distgan: unknown command '{cmd}'; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     saved = sys.argv
     sys.argv = [f"distgan {cmd}", *rest]
     try:

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as tdist
 import torch.nn as nn
 
+from distgan.syncbn import SyncBatchNorm2d
+
 
 def is_distributed() -> bool:
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
@@ -146,7 +148,7 @@ def _digest(t: torch.Tensor) -> int:
 #     which each rank updates from its own batch (made equal by the broadcast).
 def local_buffers(model: nn.Module) -> set[str]:
     """State-dict keys of ``model`` that may differ between ranks (plain batch-norm running statistics)."""
-    synced = (_syncbn.SyncBatchNorm2d, nn.SyncBatchNorm)  # _syncbn: imported at the end of this module
+    synced = (SyncBatchNorm2d, nn.SyncBatchNorm)
     out = set()
     for prefix, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, synced):
@@ -179,6 +181,3 @@ def check_replicas(model: nn.Module, name: str = "model") -> None:
             raise RuntimeError(f"replicas differ: {name}.{key} on rank {r} != rank 0 "
                                f"({len(diff)} tensors differ)")
 
-
-# the synced batch norm registers itself as norm "sync_batch" (models look norms up by name)
-from distgan import syncbn as _syncbn  # noqa: E402,F401

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as tdist
 
+from distgan.hostlist import expand_hostlist
+
 _ARRIVED = "distgan/arrived/"
 _store: tdist.Store | None = None  # rank 0's TCP store, kept for the failure report of a timed-out collective
 
@@ -83,8 +85,6 @@ def expected_hosts(world: int) -> list[str]:
     """The host each rank is expected on: Slurm's node list and tasks per node, else this host."""
     nodelist, per_node = os.environ.get("SLURM_JOB_NODELIST", ""), os.environ.get("SLURM_TASKS_PER_NODE", "")
     if nodelist and per_node and "SLURM_PROCID" in os.environ:
-        from distgan.launch.env import expand_hostlist  # noqa: PLC0415 - only inside Slurm jobs
-
         counts: list[int] = []
         for part in per_node.split(","):  # "2(x3),1" = 2,2,2,1 (block distribution, Slurm's default)
             n, _, rep = part.partition("(x")

@@ -1,6 +1,7 @@
 """Synced batch norm that runs on CPU (gloo) and CUDA (NCCL), forward and backward.
 
-``model.norm=sync_batch`` (or ``norm_g`` / ``norm_d``) selects it. In training
+``model.norm=sync_batch`` (or ``norm_g`` / ``norm_d``) selects it (the norm table in
+:mod:`distgan.models.norms` lists it; this module imports nothing of distgan). In training
 mode each rank computes its per-channel ``[count, mean, var]``; ONE
 differentiable all-gather shares them and every rank combines them with the
 parallel-variance formula (Chan et al.), so the statistics are those of the
@@ -25,8 +26,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
-
-from distgan.models.norms import register_norm
+from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN  # the autograd function behind nn.SyncBatchNorm
 
 
 class _AllGather(torch.autograd.Function):
@@ -96,8 +96,6 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
 
     def torch_kernels(self, x: torch.Tensor) -> torch.Tensor:
         """The training-mode forward through torch's fused CUDA kernels (NCCL group)."""
-        from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN
-
         m = self.momentum if self.momentum is not None else 0.0
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
@@ -143,5 +141,3 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
 
-
-register_norm("sync_batch", lambda c: SyncBatchNorm2d(c))

@@ -2,19 +2,19 @@
 
     results = run_ranks(__file__, "my_rank_fn", world=2, args=[str(tmp_path)])
 
-starts ``world`` Python processes with the torchrun variables (RANK, WORLD_SIZE,
-LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT on a free port) and
-OMP_NUM_THREADS=1; each imports the file and calls ``fn(*args)``; whatever the
-function returns (JSON-able) comes back as ``results[rank]``. If any rank fails,
-the others are killed (they would otherwise hang in a collective) and the error
-carries every rank's stderr tail. ``start_ranks`` is the non-blocking form for
+starts ``world`` Python processes with the environment the local launcher gives
+its ranks (:func:`distgan.launch.local.rank_env`: RANK, WORLD_SIZE, LOCAL_RANK,
+LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT on a free port) and OMP_NUM_THREADS=1;
+each imports the file and calls ``fn(*args)``; whatever the function returns
+(JSON-able) comes back as ``results[rank]``. If any rank fails, the others are
+killed (they would otherwise hang in a collective) and the error carries every
+rank's stderr tail. ``start_ranks`` is the non-blocking form for
 tests that signal the processes.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,20 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distgan.launch.env import free_port
+from distgan.launch.local import rank_env as launcher_rank_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rank_env(rank: int, world: int, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])})
+    """The local launcher's rank environment, one thread per rank, this repository importable, then ``extra``."""
+    env = launcher_rank_env(rank, world, port)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env.update(extra or {})
     return env
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from distgan.config import load_config, save_config
-from distgan.launch.worker import read_status
+from distgan.rundir import read_status
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.multiproc
@@ -172,7 +172,7 @@ def test_a_collective_one_rank_never_enters_ends_the_run_naming_the_stage(mnist_
     ckpt = run / "checkpoints" / "step_00000002.pt"
     want = (f"rank 0 timed out after 5 s (dist.timeout_s) waiting in a collective at stage 'step 3 phase D'; "
             f"rank(s) 1 never reached it (stuck or gone: see their logs). Last checkpoint: step 2 ({ckpt})")
-    assert f"[launch] failed with exit code 4: {want}" in out.stderr, out.stdout + out.stderr
+    assert f"[launch] error: failed with exit code 4: {want}" in out.stderr, out.stdout + out.stderr
     assert f"[distgan] error: {want}" in (run / "logs" / "rank0.out").read_text()
     # the stuck rank is ended too (by its stage watch), naming the stage it never finished
     assert ("rank 1 spent more than 5 s (dist.timeout_s) in stage 'step 3 phase D'"

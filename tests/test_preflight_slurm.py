@@ -10,7 +10,7 @@ import time
 import pytest
 from test_slurm import _job_id, _launch_args, _py, cluster  # noqa: F401 - cluster is a fixture
 
-from distgan.launch.worker import read_status
+from distgan.rundir import read_status
 
 pytestmark = [pytest.mark.slurm, pytest.mark.multiproc]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distgan.launch.worker import read_status
+from distgan.rundir import read_status
 from distgan.train.state import load_file, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

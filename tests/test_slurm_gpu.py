@@ -65,7 +65,7 @@ def test_cpu_job_warning_names_partitions_that_have_gpus(debug_cfg):
     dogs = load_config(DOGS)
     found = GpuDiscovery(0, "cpu", {"gpu": 8})
     text = cpu_job_warning(dogs, resolve_resources({}, nodes=4), "dogs.yaml", found)
-    assert text.startswith("warning: dogs.yaml is shaped for GPUs (64x64 images, model width 128)")
+    assert text.startswith("dogs.yaml is shaped for GPUs (64x64 images, model width 128)")
     assert "Partitions with GPUs here: gpu (8 per node); pass --partition NAME." in text
     assert cpu_job_warning(dogs, resolve_resources({}, nodes=4, gpus_per_node=8), "dogs.yaml", found) == ""
     assert cpu_job_warning(debug_cfg(), resolve_resources({}, nodes=4), "debug.yaml", found) == ""
@@ -159,7 +159,7 @@ def test_emitted_script_requests_the_gres_gpus_and_slurm_accepts_it(gpu_cluster,
     proc = _launch("--config", str(DOGS), "--nodes", "2", "--emit-sbatch", str(job), "--run-dir",
                    str(tmp_path / "run"), f"data.shards={mnist_shards}", env=gpu_cluster)
     assert proc.returncode == 0, proc.stderr
-    assert "partition debug has 4 GPU(s) per node (Slurm GRES): requesting them" in proc.stderr
+    assert "[launch] partition debug has 4 GPU(s) per node (Slurm GRES): requesting them" in proc.stdout
     assert "warning" not in proc.stderr
     script = job.read_text()
     assert "#SBATCH --gpus-per-node=4" in script and "#SBATCH --ntasks-per-node=4" in script

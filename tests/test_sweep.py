@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distgan.launch.worker import write_status
+from distgan.rundir import write_status
 from distgan.sweep import SweepError, collect, load_sweep
 from distgan.sweep.__main__ import main
 from distgan.sweep.submit import layout, plan

@@ -20,19 +20,20 @@ separate steps: this module only does the first two (ranks run
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from distgan.config import describe, load_config, save_config
-from distgan.errors import UserError
-from distgan.rundir import config_path
+from distgan.errors import EXIT_USER_ERROR, UserError
+from distgan.launch.common import EXIT_FAILED, EXIT_STOPPED, LaunchError, choose_cluster, exit_code, print_summary
+from distgan.launch.local import launch_local
+from distgan.launch.profiles import load_profile, resolve_resources
+from distgan.launch.sbatch import write_sbatch
+from distgan.launch.site import cpu_job_warning, default_profile, discover_gpus
+from distgan.log import get_logger, setup_console
+from distgan.rundir import config_path, read_status
 
-
-class LaunchError(UserError, ValueError):
-    """A launch request that cannot be met (the message says why and what to do)."""
+log = get_logger("launch")
 
 
 def default_run_dir(config_path: str) -> Path:
@@ -63,30 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def slurm_available() -> bool:
-    """True when sbatch is on PATH and a Slurm controller answers ``scontrol ping``."""
-    if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
-        return False
-    try:
-        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out.returncode == 0 and "UP" in out.stdout
-
-
-def choose_cluster(requested: str, nodes: int) -> str:
-    """Resolve ``auto``; reject what this machine cannot do."""
-    if requested == "auto":
-        # inside an allocation (salloc, an sbatch script) we run on what we were given
-        inside_job = "SLURM_JOB_ID" in os.environ
-        requested = "slurm" if slurm_available() and not inside_job else "local"
-    if requested == "local" and nodes > 1:
-        raise LaunchError(f"--nodes {nodes} needs Slurm, but this is a local launch (no sbatch on PATH, no "
-                          "controller answering, or --cluster local); use --cluster slurm on a Slurm login "
-                          "node, or --emit-sbatch FILE to write a script for one")
-    return requested
-
-
 def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object]:
     """Resolve the config (with dist.expect_world_size = the world we launch) and write it."""
     overrides = list(args.overrides)
@@ -101,12 +78,13 @@ def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
+    setup_console()
     if args.help_config:
         print(describe())
         return 0
     if not args.config:
         print("error: --config FILE is required (e.g. configs/debug.yaml)", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     try:
         if args.emit_sbatch:
             return _emit(args)
@@ -118,15 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         return _local(args)
     except (UserError, ValueError) as e:  # config, launch, shard and checkpoint errors: one line
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
 def _resources(args: argparse.Namespace):
     """The job's resources: --profile, else the site's default profile, then the flags; with
     neither a GPU nor a CPU-task count chosen anywhere, the GPUs the cluster's nodes report."""
-    from distgan.launch.profiles import load_profile, resolve_resources
-    from distgan.launch.site import default_profile, discover_gpus
-
     name = args.profile or default_profile()
     profile = load_profile(name) if name else {}
     res = resolve_resources(profile, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
@@ -139,23 +114,20 @@ def _resources(args: argparse.Namespace):
         found = args.gpu_discovery = discover_gpus(res.partition)
         if found.gpus_per_node:
             res.gpus_per_node = found.gpus_per_node
-            print(f"[launch] partition {found.partition} has {found.gpus_per_node} GPU(s) per node (Slurm GRES): "
-                  f"requesting them, one rank each (--gpus-per-node or --procs-per-node choose otherwise)",
-                  file=sys.stderr)
+            log.info("partition %s has %d GPU(s) per node (Slurm GRES): requesting them, one rank each "
+                        "(--gpus-per-node or --procs-per-node choose otherwise)", found.partition, found.gpus_per_node)
     return res
 
 
 def _warn_cpu_job(args: argparse.Namespace, cfg, res) -> None:
-    from distgan.launch.site import cpu_job_warning
-
     warning = cpu_job_warning(cfg, res, args.config, getattr(args, "gpu_discovery", None))
     if warning:
-        print(warning, file=sys.stderr)
+        log.warning(warning)
 
 
 def _local(args: argparse.Namespace) -> int:
     if args.gpus_per_node:
-        import torch
+        import torch  # noqa: PLC0415 - torch: only to count this machine's GPUs
 
         have = torch.cuda.device_count()
         if args.gpus_per_node > have:
@@ -165,30 +137,23 @@ def _local(args: argparse.Namespace) -> int:
         raise LaunchError(f"--procs-per-node must be >= 1, got {procs}")
     run_dir, cfg = prepare_run(args, procs)
     if procs == 1:  # one process: train right here (no rendezvous to set up)
-        from distgan.train import train
+        from distgan.train import train  # noqa: PLC0415 - torch and the trainer: only when training here
 
         summary = train(cfg, run_dir)
         print_summary(run_dir, summary)
-        from distgan.launch.worker import EXIT_STOPPED
-
-        return 0 if summary.get("completed") else EXIT_STOPPED
-    from distgan.launch.local import launch_local
-
-    print(f"[launch] {procs} local ranks; rank 0 below, all ranks in {run_dir / 'logs'}/rank*.out", flush=True)
-    from distgan.launch.worker import EXIT_STOPPED, read_status
-
+        return exit_code(summary)
+    log.info("%d local ranks; rank 0 below, all ranks in %s/rank*.out", procs, run_dir / "logs")
     code = launch_local(run_dir, procs)
     if code == EXIT_STOPPED:
-        print(f"[launch] stopped after checkpointing; re-run the same command to resume ({run_dir})",
-              file=sys.stderr)
+        log.warning("stopped after checkpointing; re-run the same command to resume (%s)", run_dir)
     elif code:
         error = read_status(run_dir).get("error")  # the first failure the ranks recorded, named
-        print(f"[launch] failed with exit code {code}" + (f": {error}" if error else ""), file=sys.stderr)
+        log.error("failed with exit code %d%s", code, f": {error}" if error else "")
     return code
 
 
 def _slurm(args: argparse.Namespace) -> int:
-    from distgan.launch.slurm import SubmitError, describe_job, follow, submit_run
+    from distgan.launch.slurm import SubmitError, describe_job, follow, submit_run  # noqa: PLC0415 - submitit: Slurm only
 
     res = _resources(args)
     run_dir, cfg = prepare_run(args, res.world_size)
@@ -197,16 +162,16 @@ def _slurm(args: argparse.Namespace) -> int:
         job = submit_run(run_dir, res, job_name=f"distgan-{run_dir.name}")
     except SubmitError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"[launch] {res.nodes} node(s) x {res.tasks_per_node} rank(s) = world size {res.world_size}")
-    print(describe_job(job, run_dir), flush=True)
+        return EXIT_FAILED
+    log.info("%d node(s) x %d rank(s) = world size %d", res.nodes, res.tasks_per_node, res.world_size)
+    log.info(describe_job(job, run_dir))
     if not args.wait:
         return 0
     return follow(job)
 
 
 def _check(args: argparse.Namespace, cluster: str) -> int:
-    from distgan.launch import check
+    from distgan.launch import check  # noqa: PLC0415 - torch and the rendezvous: only for --check
 
     if cluster == "slurm":
         res = _resources(args)
@@ -218,24 +183,13 @@ def _check(args: argparse.Namespace, cluster: str) -> int:
 
 
 def _emit(args: argparse.Namespace) -> int:
-    from distgan.launch.sbatch import write_sbatch
-
     res = _resources(args)
     run_dir, cfg = prepare_run(args, res.world_size)
     _warn_cpu_job(args, cfg, res)
     path = write_sbatch(args.emit_sbatch, run_dir, res, job_name=f"distgan-{run_dir.name}")
-    print(f"[launch] wrote {path} ({res.nodes} node(s) x {res.tasks_per_node} rank(s)); submit it with: "
-          f"sbatch {path}")
+    log.info("wrote %s (%d node(s) x %d rank(s)); submit it with: sbatch %s", path, res.nodes, res.tasks_per_node,
+             path)
     return 0
-
-
-def print_summary(run_dir: Path, summary: dict) -> None:
-    state = "finished" if summary.get("completed") else "stopped"
-    print(f"\n{state} at step {summary['step']}. Run directory: {run_dir}")
-    print(f"  TensorBoard logs: {run_dir / 'tb'}")
-    print(f"  sample grids:     {run_dir / 'samples'}")
-    print(f"  checkpoints:      {run_dir / 'checkpoints'}")
-    print(f"  view with:        tensorboard --logdir {run_dir / 'tb'}")
 
 
 if __name__ == "__main__":

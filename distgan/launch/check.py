@@ -25,7 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from distgan.fsutil import atomic_write_text
-from distgan.launch.preflight import EXIT_FAILED, preflight_dir
+from distgan.launch.local import launch_local
+from distgan.launch.preflight import EXIT_FAILED, CheckTask, preflight_dir
+from distgan.log import get_logger
+
+log = get_logger("check")
 
 STAGES = ["start", "device", "resolve", "rendezvous", "process group", "all-reduce check", "bandwidth"]
 
@@ -45,11 +49,9 @@ def _prepare(run_dir: Path, cfg: Any, world: int, gpus_per_node: int) -> float:
 
 def check_local(run_dir: Path, cfg: Any, procs: int, gpus_per_node: int = 0) -> int:
     """Run the check with ``procs`` ranks here; print the report; 0 when every rank passed."""
-    from distgan.launch.local import launch_local
-
     bound = _prepare(run_dir, cfg, procs, gpus_per_node)
-    print(f"[check] {procs} local rank(s); waiting at most {cfg.dist.check_timeout_s:g} s "
-          f"(dist.check_timeout_s) for them to arrive", flush=True)
+    log.info("%d local rank(s); waiting at most %g s (dist.check_timeout_s) for them to arrive", procs,
+             cfg.dist.check_timeout_s)
     t0 = time.monotonic()
     code = launch_local(run_dir, procs, grace_s=2.0, stream=False, deadline_s=bound,
                         command=[sys.executable, "-m", "distgan.launch.preflight", str(run_dir)])
@@ -59,15 +61,14 @@ def check_local(run_dir: Path, cfg: Any, procs: int, gpus_per_node: int = 0) -> 
 
 def check_slurm(run_dir: Path, cfg: Any, res: Any, poll_s: float = 1.0) -> int:
     """Run the check as a short Slurm job with the launch's resources; print the report."""
-    from distgan.launch.preflight import CheckTask
-    from distgan.launch.slurm import make_executor, with_retries
+    from distgan.launch.slurm import make_executor, with_retries  # noqa: PLC0415 - submitit: Slurm only
 
     bound = _prepare(run_dir, cfg, res.world_size, res.gpus_per_node)
     short = dataclasses.replace(res, time_min=max(1, min(res.time_min, int(bound // 60) + 2)), max_requeues=0)
     ex = make_executor(run_dir / "logs" / "slurm-check", short, job_name=f"distgan-check-{run_dir.name}")
     job = with_retries(lambda: ex.submit(CheckTask(str(run_dir.resolve()))))
-    print(f"[check] Slurm job {job.job_id}: {res.nodes} node(s) x {res.tasks_per_node} rank(s); logs in "
-          f"{job.paths.folder}", flush=True)
+    log.info("Slurm job %s: %d node(s) x %d rank(s); logs in %s", job.job_id, res.nodes, res.tasks_per_node,
+             job.paths.folder)
     t0, started, cancelled = time.monotonic(), None, False
     while not job.done(force_check=True):
         now = time.monotonic()

@@ -15,9 +15,13 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 
-PORT_BASE, PORT_SPAN = 20000, 20000
+from distgan.hostlist import expand_hostlist
+
+__all__ = ["PORT_BASE", "PORT_SPAN", "expand_hostlist", "export_slurm_dist_env", "free_port", "job_port",
+           "slurm_dist_env"]
+
+PORT_BASE, PORT_SPAN = 20000, 20000  # job ports: PORT_BASE + job id % PORT_SPAN (sbatch scripts derive the same)
 
 
 def free_port() -> int:
@@ -31,35 +35,6 @@ def job_port(job_id: str) -> int:
     """A rendezvous port every task of one Slurm job agrees on (array tasks differ)."""
     digits = re.sub(r"\D", "", job_id) or "0"
     return PORT_BASE + int(digits) % PORT_SPAN
-
-
-def expand_hostlist(nodelist: str) -> list[str]:
-    """Expand a Slurm host list (``node[01-03,07],gpu5``) into host names.
-
-    Uses ``scontrol show hostnames`` when available (it knows every corner of
-    the syntax); falls back to a parser for the common ``prefix[a-b,c]`` form.
-    """
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                             text=True, timeout=30, check=True).stdout.split()
-        if out:
-            return out
-    except (OSError, subprocess.SubprocessError):
-        pass
-    hosts: list[str] = []
-    for m in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist):
-        prefix, ranges = m.group(1), m.group(2)
-        if not ranges:
-            hosts.append(prefix)
-            continue
-        for part in ranges.split(","):
-            lo, _, hi = part.partition("-")
-            if not hi:
-                hosts.append(prefix + lo)
-                continue
-            for i in range(int(lo), int(hi) + 1):
-                hosts.append(prefix + str(i).zfill(len(lo)))
-    return hosts
 
 
 def slurm_dist_env(environ: dict[str, str] | None = None) -> dict[str, str]:

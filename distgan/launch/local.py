@@ -24,8 +24,11 @@ import time
 from pathlib import Path
 from typing import IO
 
+from distgan.launch.common import EXIT_DEADLINE, EXIT_STOPPED
 from distgan.launch.env import free_port
-from distgan.launch.worker import EXIT_STOPPED
+from distgan.log import get_logger
+
+log = get_logger("launch")
 
 
 def rank_env(rank: int, world: int, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -58,7 +61,7 @@ def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, str
     death -N is reported as 128+N, like a shell). ``command`` replaces the
     per-rank command (default: the training worker), e.g. for other programs
     that need the same rendezvous. After ``deadline_s`` seconds (None: no limit)
-    every rank still running is stopped and the code is 124, like ``timeout``.
+    every rank still running is stopped and the code is ``EXIT_DEADLINE`` (124, like ``timeout``).
     """
     run_dir = Path(run_dir)
     logs = run_dir / "logs"
@@ -101,9 +104,8 @@ def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, str
         pending = set(range(procs))
         while pending:
             if end is not None and time.monotonic() > end and failed is None:
-                print(f"[launch] ranks still running after {deadline_s:g} s: stopping them", file=sys.stderr,
-                      flush=True)
-                failed = (min(pending), 124)
+                log.warning("ranks still running after %g s: stopping them", deadline_s)
+                failed = (min(pending), EXIT_DEADLINE)
                 stop_all(signal.SIGKILL)
             for r in sorted(pending):
                 code = procs_list[r].poll()
@@ -114,8 +116,7 @@ def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, str
                     failed = (r, code)
                     why = ("stopped after checkpointing (re-run the same command to resume)"
                            if code == EXIT_STOPPED else f"exited with code {code}")
-                    print(f"[launch] rank {r} {why}; stopping the other ranks "
-                          f"(its output: {logs / f'rank{r}.out'})", file=sys.stderr, flush=True)
+                    log.warning("rank %d %s; stopping the other ranks (its output: %s)", r, why, logs / f"rank{r}.out")
                     stop_all(signal.SIGTERM)
                     deadline = time.monotonic() + grace_s
                     threading.Thread(target=_kill_after, args=(procs_list, deadline), daemon=True).start()

@@ -14,6 +14,7 @@ and the gradient volume of the run's G and D. The launcher prints the table
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -27,7 +28,11 @@ import torch.distributed as tdist
 
 from distgan.fsutil import atomic_write_text
 from distgan.launch.env import export_slurm_dist_env
+from distgan.log import get_logger, setup_console
+from distgan.models import build_models, data_info
 from distgan.rendezvous import RendezvousError, check_world, choose_backend, host_name, leave, rendezvous
+from distgan.rundir import read_config
+from distgan.shards import read_manifest
 from distgan.train import stages
 
 PREFLIGHT_DIR = "preflight"
@@ -35,6 +40,7 @@ EXIT_FAILED = stages.EXIT_HUNG
 # message sizes (bytes of fp32) and repetitions: small, medium, gradient-sized
 SIZES = [(64 * 1024, 10), (1024 * 1024, 5), (16 * 1024 * 1024, 3)]
 GPU_SIZES = [(256 * 1024 * 1024, 5)]
+log = get_logger("preflight")
 
 
 def preflight_dir(run_dir: str | Path) -> Path:
@@ -107,10 +113,6 @@ def bandwidth(device: torch.device, world: int) -> list[dict[str, float]]:
 def gradient_volume(run_dir: Path) -> dict[str, Any]:
     """Parameters of the run's G and D and the fp32 gradient bytes each phase all-reduces per step."""
     try:
-        from distgan.models import build_models, data_info
-        from distgan.rundir import read_config
-        from distgan.shards import read_manifest
-
         cfg = read_config(run_dir)
         G, D = build_models(cfg.model, data_info(cfg, read_manifest(cfg.data.shards)))
         out: dict[str, Any] = {}
@@ -177,10 +179,9 @@ def run_check(run_dir: str | Path) -> dict[str, Any]:
         leave()
     _write(run_dir, f"rank{rank}.json", rec)
     if "error" in rec:
-        print(f"[preflight] rank {rank} on {host}: {rec['error']['kind']}: {rec['error']['message']}",
-              file=sys.stderr, flush=True)
+        log.error("rank %d on %s: %s: %s", rank, host, rec["error"]["kind"], rec["error"]["message"])
     else:
-        print(f"[preflight] rank {rank} on {host}: ok ({rec['device']})", flush=True)
+        log.info("rank %d on %s: ok (%s)", rank, host, rec["device"])
     return rec
 
 
@@ -191,6 +192,7 @@ class CheckTask:
         self.run_dir = str(run_dir)
 
     def __call__(self) -> dict[str, Any]:
+        setup_console()  # every rank's verdict belongs in its own log (see main)
         rec = run_check(self.run_dir)
         if "error" in rec:
             raise RuntimeError(f"preflight failed ({rec['error']['kind']}): {rec['error']['message']}")
@@ -198,11 +200,12 @@ class CheckTask:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m distgan.launch.preflight", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="run directory holding config.yaml and preflight/request.json")
+    # console on every rank, not only rank 0: each rank's output is its own file (a local check's
+    # rank{r}.out, a Slurm task's log) and its one-line verdict is what that file is read for
+    setup_console()
     rec = run_check(p.parse_args(argv).run_dir)
     return EXIT_FAILED if "error" in rec else 0
 

@@ -12,7 +12,7 @@ so the limit is enforced against that count on both paths:
   requeues have happened.
 
 The count is written into ``RUN_DIR/status.json`` (``requeues``, ``max_requeues``)
-and printed to the task's log. Re-running the launch command starts a new job with a
+and logged (the task's log). Re-running the launch command starts a new job with a
 fresh budget and resumes from the latest checkpoint.
 """
 from __future__ import annotations
@@ -21,7 +21,10 @@ import os
 from pathlib import Path
 
 from distgan.errors import UserError
-from distgan.launch.worker import write_status
+from distgan.log import get_logger
+from distgan.rundir import write_status
+
+log = get_logger("launch")
 
 
 class RequeueLimitError(UserError):
@@ -44,12 +47,12 @@ def check_at_start(run_dir: str | Path, max_requeues: int, rank: int) -> int:
                "Re-run the launch command to start a new job that resumes from the latest checkpoint")
         if rank == 0:
             write_status(run_dir, "failed", requeues=n, max_requeues=max_requeues, error=msg)
-        print(f"[distgan] {msg}", flush=True)
+        log.error(msg)
         raise RequeueLimitError(msg)
     if rank == 0:
         write_status(run_dir, "running", requeues=n, max_requeues=max_requeues)
     if n:
-        print(f"[distgan] attempt after requeue {n} of at most {max_requeues}", flush=True)
+        log.info("attempt after requeue %d of at most %d", n, max_requeues)
     return n
 
 
@@ -61,9 +64,9 @@ def may_requeue(run_dir: str | Path, max_requeues: int, rank: int, step: int | N
                f"step {step} and not requeued. Re-run the launch command to continue from there")
         if rank == 0:
             write_status(run_dir, "stopped", step=step, requeues=n, max_requeues=max_requeues, error=msg)
-        print(f"[distgan] {msg}", flush=True)
+        log.info(msg)
         return False
     if rank == 0:
         write_status(run_dir, "stopped", step=step, requeues=n + 1, max_requeues=max_requeues)
-    print(f"[distgan] requeue {n + 1} of at most {max_requeues}", flush=True)
+    log.info("requeue %d of at most %d", n + 1, max_requeues)
     return True

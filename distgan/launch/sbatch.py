@@ -8,7 +8,7 @@ The script runs one ``srun`` step with one task per rank; each task runs
 ``python -m distgan.launch.worker RUN_DIR``, which derives RANK/WORLD_SIZE/
 MASTER_ADDR/MASTER_PORT from SLURM_* the same way a submitit job does.
 ``--signal=USR1@S`` makes every rank checkpoint S seconds before the time limit
-and exit with code 3; the script then requeues the job (``--requeue``) and the
+and exit with ``EXIT_STOPPED``; the script then requeues the job (``--requeue``) and the
 next attempt resumes from the checkpoint. Preemption (SIGTERM) works the same
 way with Slurm doing the requeue.
 """
@@ -18,8 +18,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from distgan.fsutil import atomic_write_text
+from distgan.launch.common import EXIT_STOPPED
+from distgan.launch.env import PORT_BASE, PORT_SPAN
 from distgan.launch.profiles import SlurmResources, sbatch_options
-from distgan.launch.worker import EXIT_STOPPED
 
 
 def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, python: str = "") -> str:
@@ -39,7 +41,7 @@ def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, pytho
               "export PYTHONUNBUFFERED=1",
               "# every task derives the same rendezvous: first host of the job, a port from the job id",
               'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))",
+              f"export MASTER_PORT=$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))",  # as env.job_port
               'echo "[sbatch] job $SLURM_JOB_ID: $SLURM_NNODES node(s), $SLURM_NTASKS rank(s), '
               'master $MASTER_ADDR:$MASTER_PORT, restart ${SLURM_RESTART_COUNT:-0}"',
               f"srun --kill-on-bad-exit=1 {shlex.quote(python)} -u -m distgan.launch.worker "
@@ -62,8 +64,6 @@ def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, pytho
 
 def write_sbatch(path: str | Path, run_dir: str | Path, res: SlurmResources, job_name: str) -> Path:
     """Write the script to ``path`` (executable) and return the path."""
-    from distgan.fsutil import atomic_write_text
-
     path = Path(path)
     (Path(run_dir) / "logs" / "slurm").mkdir(parents=True, exist_ok=True)  # sbatch opens --output first
     atomic_write_text(path, sbatch_script(run_dir, res, job_name))

@@ -9,8 +9,8 @@ GPU cluster's login node, with no ``--profile``, must still ask for the GPUs:
 the site's default profile decides when there is one; otherwise the nodes'
 generic resources (``sinfo -o %G``, e.g. ``gpu:a100:8(S:0-1)``) of the chosen
 partition (or the cluster's default one) give the GPUs per node, one rank
-each. A preset shaped for GPUs that would still run as a CPU job is named on
-stderr before anything is submitted.
+each. A preset shaped for GPUs that would still run as a CPU job is named in a
+warning before anything is submitted.
 """
 from __future__ import annotations
 
@@ -102,6 +102,6 @@ def cpu_job_warning(cfg: Any, res: Any, config_name: str, found: GpuDiscovery | 
     if found is not None and found.others:
         hint = " Partitions with GPUs here: " + ", ".join(f"{p} ({n} per node)" for p, n in found.others.items()) \
             + "; pass --partition NAME."
-    return (f"warning: {config_name} is shaped for GPUs ({why}) but this job requests no GPUs: it would "
+    return (f"{config_name} is shaped for GPUs ({why}) but this job requests no GPUs: it would "
             f"train on {res.tasks_per_node} CPU task(s) per node. Pass --gpus-per-node G, a --profile with "
             f"gpus_per_node, or set {PROFILE_ENV} / slurm/profiles/default.yaml for this site.{hint}")

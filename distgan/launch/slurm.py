@@ -1,7 +1,7 @@
 """Training runs as Slurm jobs, through submitit.
 
     job = submit_run(run_dir, resources, job_name="debug")   # one task per rank
-    follow(job, run_dir)                                     # --wait: stream rank 0, final state
+    follow(job)                                              # --wait: stream rank 0, final state
 
 Each task of the job runs :class:`TrainTask`, which turns SLURM_* into the
 torch.distributed environment (:mod:`distgan.launch.env`) and trains its rank
@@ -32,9 +32,13 @@ from typing import Any, Callable, TypeVar
 import submitit
 
 from distgan.errors import UserError
+from distgan.launch.common import EXIT_FAILED, EXIT_STOPPED
 from distgan.launch.profiles import SlurmResources, resource_options
 from distgan.launch.requeue import check_at_start, may_requeue
-from distgan.launch.worker import EXIT_STOPPED, run_rank
+from distgan.launch.worker import run_rank
+from distgan.log import get_logger, setup_console
+
+log = get_logger("launch")
 
 T = TypeVar("T")
 
@@ -55,7 +59,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         if signal.getsignal(signal.SIGUSR1) is _placeholder:
             # training has not started: nothing to save, let submitit resubmit us now
             env = submitit.JobEnvironment()
-            print(f"[distgan] time limit before training started: requeueing {env.job_id}", flush=True)
+            log.info("time limit before training started: requeueing %s", env.job_id)
             if may_requeue(self.run_dir, getattr(self, "max_requeues", 3), env.global_rank, None):
                 if env.global_rank == 0:
                     requeue(env.job_id)
@@ -68,12 +72,13 @@ class TrainTask(submitit.helpers.Checkpointable):
         signal.signal(signal.SIGUSR1, _placeholder)
         signal.signal(signal.SIGUSR2, self._on_time_limit)
         try:  # this task's Slurm log (stdout + stderr): where a traceback ends up
-            log, rank = str(submitit.JobEnvironment().paths.stdout), submitit.JobEnvironment().global_rank
+            log_path, rank = str(submitit.JobEnvironment().paths.stdout), submitit.JobEnvironment().global_rank
         except Exception:  # noqa: BLE001 - not under submitit (e.g. called directly)
-            log, rank = "", int(os.environ.get("RANK", "0"))
+            log_path, rank = "", int(os.environ.get("RANK", "0"))
+        setup_console(rank)  # this task is a rank's entry point
         max_requeues = getattr(self, "max_requeues", 3)  # tasks pickled by an older distgan lack it
         check_at_start(self.run_dir, max_requeues, rank)
-        summary = run_rank(self.run_dir, log)
+        summary = run_rank(self.run_dir, log_path)
         if summary.get("completed"):
             return summary
         # stopped by a signal after checkpointing: the job must run again
@@ -83,10 +88,9 @@ class TrainTask(submitit.helpers.Checkpointable):
                 return summary  # the job ends; status.json says why
             if env.global_rank == 0:
                 requeue(env.job_id)
-            print(f"[distgan] checkpointed at step {summary.get('step')}; job {env.job_id} requeued", flush=True)
+            log.info("checkpointed at step %s; job %s requeued", summary.get("step"), env.job_id)
         else:
-            print(f"[distgan] checkpointed at step {summary.get('step')} after SIGTERM "
-                  "(preemption, requeue or cancel)", flush=True)
+            log.info("checkpointed at step %s after SIGTERM (preemption, requeue or cancel)", summary.get("step"))
         # no result file: the watcher must not see this attempt as the job's end
         _wait_for_requeue_kill()
         raise SystemExit(EXIT_STOPPED)
@@ -130,7 +134,7 @@ def with_retries(submit: Callable[[], T], attempts: int = 3, wait_s: float = 3.0
             msg = str(e).strip()
             if i == attempts - 1:
                 raise SubmitError(f"sbatch failed {attempts} times; last error: {msg}") from None
-            print(f"[launch] sbatch failed ({msg[:300]}); retrying in {wait_s:g} s", file=sys.stderr, flush=True)
+            log.warning("sbatch failed (%s); retrying in %g s", msg[:300], wait_s)
             time.sleep(wait_s)
     raise AssertionError("unreachable")
 
@@ -145,7 +149,7 @@ def describe_job(job: submitit.Job, run_dir: str | Path) -> str:
     """What to tell the user after submitting: id, logs, TensorBoard, how to follow."""
     run_dir = Path(run_dir)
     return "\n".join([
-        f"[launch] submitted Slurm job {job.job_id}",
+        f"submitted Slurm job {job.job_id}",
         f"  rank 0 output: {job.paths.stdout}",
         f"  all logs:      {job.paths.folder}  (training logs: {run_dir / 'logs'})",
         f"  TensorBoard:   tensorboard --logdir {run_dir / 'tb'}",
@@ -154,9 +158,10 @@ def describe_job(job: submitit.Job, run_dir: str | Path) -> str:
 
 
 def follow(job: submitit.Job, poll_s: float = 2.0, out: Any = None) -> int:
-    """Stream rank 0's output until the job ends; 0 when it succeeded.
+    """Stream rank 0's output to ``out`` until the job ends; 0 when it succeeded.
 
-    A requeued job keeps its id: following continues across requeues.
+    A requeued job keeps its id: following continues across requeues. The job's
+    state changes and its end are logged.
     """
     out = out or sys.stdout
     pos, last_state = 0, ""
@@ -165,7 +170,7 @@ def follow(job: submitit.Job, poll_s: float = 2.0, out: Any = None) -> int:
         done = job.done(force_check=True)
         state = job.state
         if state != last_state:
-            print(f"[launch] job {job.job_id}: {state}", file=out, flush=True)
+            log.info("job %s: %s", job.job_id, state)
             last_state = state
         if path.is_file():
             size = path.stat().st_size
@@ -184,8 +189,8 @@ def follow(job: submitit.Job, poll_s: float = 2.0, out: Any = None) -> int:
     try:
         results = job.results()
     except Exception as e:  # submitit re-raises the task's error (or a missing-result error)
-        print(f"[launch] job {job.job_id} failed ({job.state}):\n{e}", file=out, flush=True)
-        return 1
+        log.error("job %s failed (%s):\n%s", job.job_id, job.state, e)
+        return EXIT_FAILED
     completed = all(isinstance(r, dict) and r.get("completed") for r in results)
-    print(f"[launch] job {job.job_id} {'finished' if completed else 'stopped'}", file=out, flush=True)
-    return 0 if completed else 1
+    log.info("job %s %s", job.job_id, "finished" if completed else "stopped")
+    return 0 if completed else EXIT_FAILED

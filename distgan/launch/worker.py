@@ -10,12 +10,13 @@ writes it before starting the ranks), then ``distgan.train.train`` runs.
 ``{"state": "running"|"completed"|"stopped"|"failed", "step", "total_steps",
 "world_size", "job_id", "host", "error", "log", "time"}`` (Slurm jobs add ``requeues`` and
 ``max_requeues``: :mod:`distgan.launch.requeue`). Rank 0 writes it;
-a failing rank writes ``failed`` with the error. Exit codes: 0 completed,
-``EXIT_STOPPED`` stopped by a signal after checkpointing (re-run to resume),
-1 failed.
+a failing rank writes ``failed`` with the error. Exit codes (:mod:`distgan.launch.common`):
+0 completed, ``EXIT_STOPPED`` stopped by a signal after checkpointing (re-run to resume),
+``EXIT_HUNG`` a distributed wait ran out, ``EXIT_FAILED`` any other failure.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -23,11 +24,16 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from distgan.config import load_config
 from distgan.errors import UserError
+from distgan.launch.common import EXIT_FAILED, exit_code, print_summary
 from distgan.launch.env import export_slurm_dist_env
+from distgan.log import get_logger, setup_console
 from distgan.rundir import config_path, rank_log, read_status, write_status
+from distgan.train import stages
+from distgan.train.stages import EXIT_HUNG
 
-EXIT_STOPPED = 3
+log = get_logger()  # "[distgan] ...": the rank's own lines, beside the trainer's
 
 
 def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
@@ -35,8 +41,6 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
 
     Raises whatever training raised, after recording it in status.json.
     """
-    from distgan.config import load_config
-
     run_dir = Path(run_dir)
     export_slurm_dist_env()
     rank = int(os.environ.get("RANK", "0"))
@@ -49,11 +53,11 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
         if rank == 0:
             write_status(run_dir, "running", started=time.time(), step=None, total_steps=cfg.train.steps,
                          world_size=world, log=log_path)
-        from distgan.train import stages, train
+        from distgan.train import train  # noqa: PLC0415 - torch and the trainer: in the rank, not in launchers
 
         stages.set_reporter(lambda msg: _record_failure(run_dir, msg, log_path, world))
         if world > 1:  # a stage that runs far past dist.timeout_s (a stuck rank) ends this rank, naming it
-            import torch
+            import torch  # noqa: PLC0415 - loaded with the trainer above
 
             nccl = cfg.dist.backend == "nccl" or (cfg.dist.backend == "auto" and torch.cuda.is_available())
             stages.watch(cfg.dist.timeout_s, rank, run_dir, world, factor=1.0 if nccl else 1.5)
@@ -86,8 +90,7 @@ class DistFailure(RuntimeError):
 
 def _named_dist_failure(e: BaseException, rank: int, world: int, cfg: Any, run_dir: Path) -> BaseException:
     """A rendezvous error or a failed collective as a :class:`DistFailure` naming rank, stage and checkpoint."""
-    from distgan.rendezvous import RendezvousError
-    from distgan.train import stages
+    from distgan.rendezvous import RendezvousError  # noqa: PLC0415 - torch: only on the failure path
 
     stages.unwatch()
     if isinstance(e, RendezvousError):
@@ -96,36 +99,35 @@ def _named_dist_failure(e: BaseException, rank: int, world: int, cfg: Any, run_d
         failure = DistFailure(stages.explain(e, rank, world, cfg.dist.timeout_s, run_dir))
     else:
         return e
-    print(f"[distgan] error: {failure}", file=sys.stderr, flush=True)
+    log.error("%s", failure)
     failure.__cause__ = e
     return failure
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m distgan.launch.worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="run directory holding config.yaml")
     p.add_argument("--log", default="", help="this rank's stdout/stderr file (recorded in status.json)")
     args = p.parse_args(argv)
+    export_slurm_dist_env()  # an srun task learns its rank here
+    rank = int(os.environ.get("RANK", "0"))
+    setup_console(rank)
     try:
         summary = run_rank(args.run_dir, args.log)
-    except DistFailure:  # the diagnosis is printed; exit non-zero but not "stopped" (no requeue)
-        from distgan.train.stages import EXIT_HUNG
-
+    except DistFailure as e:  # exit non-zero but not "stopped" (no requeue)
+        if rank != 0:  # rank 0 logged the diagnosis; the others' consoles are quiet, but it belongs in their output
+            print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_HUNG
     except UserError as e:  # explained by its message (also recorded in status.json): no traceback
-        print(f"error: rank {os.environ.get('RANK', '0')}: {e}", file=sys.stderr, flush=True)
-        return 1
+        print(f"error: rank {rank}: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
     except Exception:
         traceback.print_exc()
-        return 1
-    if int(os.environ.get("RANK", "0")) == 0:
-        from distgan.launch.__main__ import print_summary
-
+        return EXIT_FAILED
+    if rank == 0:
         print_summary(Path(args.run_dir), summary)
-    return 0 if summary.get("completed") else EXIT_STOPPED
+    return exit_code(summary)
 
 
 if __name__ == "__main__":

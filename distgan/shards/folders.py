@@ -21,16 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.shards.sources import (
-    IMAGE_EXTENSIONS,
-    Sample,
-    SourceData,
-    SourceError,
-    SourceOptions,
-    load_image,
-    register,
-    safe_key,
-)
+from distgan.shards.images import IMAGE_EXTENSIONS, load_image
+from distgan.shards.records import Sample, SourceData, SourceError, SourceOptions, safe_key
 
 
 @dataclass
@@ -78,7 +70,6 @@ def _require_dir(path: str | None, kind: str) -> Path:
     return p
 
 
-@register("imagefolder")
 def imagefolder(path: str | None, opts: SourceOptions) -> SourceData:
     """One sub-folder per class; class names = sorted folder names."""
     root = _require_dir(path, "imagefolder")
@@ -106,7 +97,6 @@ def _paired_folders(root: Path, split: str) -> tuple[Path, Path] | None:
     return None
 
 
-@register("paired")
 def paired(path: str | None, opts: SourceOptions) -> SourceData:
     """pix2pix pairs: side-by-side A|B files or matching A/ and B/ folders."""
     root = _require_dir(path, "paired")

@@ -28,6 +28,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from distgan.shards.location import PIPE, is_pipe, member_url, open_url
 from distgan.shards.manifest import Manifest, ShardError, ShardInfo, write_manifest
@@ -213,8 +214,6 @@ def index_shards(spec: str, out: str | None = None, label: str = "auto", label_k
     scan, infos = _Scan(fmt), []
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(names), desc="index", unit="shard")
     for name in names:
         url = member_url(location, name)

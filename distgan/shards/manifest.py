@@ -6,6 +6,7 @@ z-score normalisation). Readers use :func:`read_manifest` and :func:`verify`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,8 +58,6 @@ class Manifest:
 
     def digest(self) -> str:
         """Stable identity of the shard set's content (for caches keyed by data)."""
-        import hashlib
-
         blob = json.dumps([s.sha256 for s in self.shards] + [self.height, self.width, self.channels])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -135,8 +134,6 @@ def damaged_shards(shard_dir: str | Path, manifest: Manifest | None = None,
 
 
 def _verify_stream(url: str, s: ShardInfo) -> str:
-    import hashlib
-
     h, size = hashlib.sha256(), 0
     try:
         with open_url(url) as f:

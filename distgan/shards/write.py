@@ -19,8 +19,10 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
+from distgan.shards.images import fit
 from distgan.shards.manifest import Manifest
-from distgan.shards.sources import Sample, SourceError, SourceOptions, fit, get_source
+from distgan.shards.records import Sample, SourceError, SourceOptions
+from distgan.shards.sources import get_source
 from distgan.shards.writer import ShardWriter, encode_png, pixel_stats
 
 

@@ -16,13 +16,19 @@ import argparse
 import sys
 
 from distgan.config import ConfigError
-from distgan.errors import UserError
+from distgan.errors import EXIT_USER_ERROR, UserError
+from distgan.extras import MissingExtra
+from distgan.launch.common import EXIT_FAILED, LaunchError, choose_cluster
+from distgan.launch.profiles import ProfileError, load_profile, resolve_resources
+from distgan.log import get_logger, setup_console
+from distgan.sweep.collect import collect
+from distgan.sweep.spec import SweepError, load_sweep
+from distgan.sweep.submit import layout, plan, print_plan, run_local, submit_slurm, wait_slurm
+
+log = get_logger("sweep")
 
 
 def _collect_main(argv: list[str]) -> int:
-    from distgan.extras import MissingExtra
-    from distgan.sweep.collect import collect
-
     p = argparse.ArgumentParser(prog="python -m distgan.sweep collect")
     p.add_argument("sweep_dir", help="the sweep directory (runs/sweeps/NAME)")
     args = p.parse_args(argv)
@@ -30,12 +36,13 @@ def _collect_main(argv: list[str]) -> int:
         summary = collect(args.sweep_dir)
     except (UserError, FileNotFoundError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     _print_summary(summary)
     return 0
 
 
 def _print_summary(summary: dict) -> None:
+    """The result of collecting: run states and the files written."""
     states = ", ".join(f"{v} {k}" for k, v in sorted(summary["states"].items()))
     print(f"[sweep] {summary['runs']} runs: {states}")
     print(f"[sweep] table: {summary['md']}  (per run: {summary['csv']})")
@@ -60,14 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    setup_console()
     if argv[:1] == ["collect"]:
         return _collect_main(argv[1:])
     args = build_parser().parse_intermixed_args(argv)
-    from distgan.launch.__main__ import LaunchError, choose_cluster
-    from distgan.launch.profiles import ProfileError, load_profile, resolve_resources
-    from distgan.sweep.spec import SweepError, load_sweep
-    from distgan.sweep.submit import layout, plan, print_plan, run_local, submit_slurm, wait_slurm
-
     try:
         sweep = load_sweep(args.file, args.out, args.overrides)
         resources = dict(sweep.resources)
@@ -86,36 +89,34 @@ def main(argv: list[str] | None = None) -> int:
         cluster = choose_cluster(args.cluster, res.nodes)
     except (UserError, SweepError, ConfigError, ProfileError, LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    from distgan.sweep.collect import collect
-
+        return EXIT_USER_ERROR
     layout(sweep, todo, res.world_size)
     if not todo:
-        print("[sweep] nothing to run: every run is completed or still queued")
+        log.info("nothing to run: every run is completed or still queued")
     elif cluster == "slurm":
-        from distgan.launch.slurm import SubmitError
+        from distgan.launch.slurm import SubmitError  # noqa: PLC0415 - submitit: Slurm only
 
         try:
             jobs = submit_slurm(sweep, todo, res)
         except SubmitError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
         array_id = str(jobs[0].job_id).split("_")[0]
-        print(f"[sweep] submitted job array {array_id}: {len(jobs)} tasks, at most "
-              f"{res.array_parallelism} at once; logs in {sweep.out / 'slurm'}")
-        print(f"[sweep] follow: squeue -r -j {array_id}; results: python -m distgan.sweep collect {sweep.out}")
-        print(f"[sweep] TensorBoard over all runs: tensorboard --logdir {sweep.out / 'runs'}", flush=True)
+        log.info("submitted job array %s: %d tasks, at most %d at once; logs in %s", array_id, len(jobs),
+                 res.array_parallelism, sweep.out / "slurm")
+        log.info("follow: squeue -r -j %s; results: python -m distgan.sweep collect %s", array_id, sweep.out)
+        log.info("TensorBoard over all runs: tensorboard --logdir %s", sweep.out / "runs")
         if not args.wait:
             return 0
         wait_slurm(jobs)
     else:
         k = args.max_parallel or 1  # a workstation: one run at a time unless asked
-        print(f"[sweep] running {len(todo)} runs here, {k} at a time", flush=True)
+        log.info("running %d runs here, %d at a time", len(todo), k)
         run_local(sweep, todo, k, procs=res.tasks_per_node)
     summary = collect(sweep.out)
     _print_summary(summary)
     failed = sum(v for k, v in summary["states"].items() if k != "ok")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else 0
 
 
 if __name__ == "__main__":

@@ -23,10 +23,13 @@ from typing import Any
 
 from distgan.config import save_config
 from distgan.fsutil import atomic_write_text
+from distgan.launch.local import launch_local
+from distgan.log import get_logger
 from distgan.rundir import config_path, read_status
 from distgan.sweep.spec import Sweep, SweepRun, run_config
 
 JOBS_FILE = "jobs.json"
+log = get_logger("sweep")
 
 
 def active_slurm_jobs(job_ids: list[str]) -> set[str]:
@@ -93,13 +96,13 @@ def table(sweep: Sweep, runs: list[SweepRun], skipped: dict[str, str] | None = N
 
 def run_local(sweep: Sweep, todo: list[SweepRun], max_parallel: int, procs: int = 1) -> dict[str, int]:
     """Run ``todo`` here, at most ``max_parallel`` at a time; {run name: exit code}."""
-    from distgan.launch.local import launch_local
-
     def one(r: SweepRun) -> tuple[str, int]:
         run_dir = sweep.out / "runs" / r.name
         code = launch_local(run_dir, procs, stream=False)
-        print(f"[sweep] {r.name}: {'ok' if code == 0 else f'failed (exit {code}), see {run_dir}/logs'}",
-              flush=True)
+        if code == 0:
+            log.info("%s: ok", r.name)
+        else:
+            log.warning("%s: failed (exit %d), see %s/logs", r.name, code, run_dir)
         return r.name, code
 
     with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
@@ -108,7 +111,7 @@ def run_local(sweep: Sweep, todo: list[SweepRun], max_parallel: int, procs: int 
 
 def submit_slurm(sweep: Sweep, todo: list[SweepRun], res: Any) -> list[Any]:
     """Submit ``todo`` as ONE job array (at most res.array_parallelism tasks at once)."""
-    from distgan.launch.slurm import TrainTask, make_executor, with_retries
+    from distgan.launch.slurm import TrainTask, make_executor, with_retries  # noqa: PLC0415 - submitit: Slurm only
 
     ex = make_executor(sweep.out / "slurm", res, job_name=f"sweep-{sweep.name}")
     run_dirs = [str((sweep.out / "runs" / r.name).resolve()) for r in todo]
@@ -143,7 +146,7 @@ def wait_slurm(jobs: list[Any], poll_s: float = 5.0) -> None:
             counts[j.state] = counts.get(j.state, 0) + 1
         text = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
         if text != last:
-            print(f"[sweep] {sum(done)}/{len(jobs)} tasks ended ({text})", flush=True)
+            log.info("%d/%d tasks ended (%s)", sum(done), len(jobs), text)
             last = text
         if all(done):
             return

@@ -1,0 +1,68 @@
+"""What the launch commands, the per-rank worker and the sweep runner share.
+
+    code = EXIT_STOPPED                       # a rank checkpointed on a signal: re-run (or requeue) to resume
+    cluster = choose_cluster("auto", nodes=2) # "slurm" or "local", or a LaunchError saying why neither
+    print_summary(run_dir, summary)           # where a finished or stopped run's outputs are
+
+Exit codes of a training rank and of the launchers: 0 completed, ``EXIT_FAILED``
+failed, :data:`distgan.errors.EXIT_USER_ERROR` a request or input the message
+explains, ``EXIT_STOPPED`` stopped after checkpointing (the sbatch script and the
+Slurm task requeue on it), :data:`distgan.train.stages.EXIT_HUNG` a distributed
+wait that ran out (never requeued), ``EXIT_DEADLINE`` a local launch past its
+deadline (as ``timeout`` reports it).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from distgan.errors import UserError
+
+EXIT_FAILED = 1
+EXIT_STOPPED = 3
+EXIT_DEADLINE = 124
+
+
+class LaunchError(UserError, ValueError):
+    """A launch request that cannot be met (the message says why and what to do)."""
+
+
+def slurm_available() -> bool:
+    """True when sbatch is on PATH and a Slurm controller answers ``scontrol ping``."""
+    if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
+        return False
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "UP" in out.stdout
+
+
+def choose_cluster(requested: str, nodes: int) -> str:
+    """Resolve ``auto``; reject what this machine cannot do."""
+    if requested == "auto":
+        # inside an allocation (salloc, an sbatch script) we run on what we were given
+        inside_job = "SLURM_JOB_ID" in os.environ
+        requested = "slurm" if slurm_available() and not inside_job else "local"
+    if requested == "local" and nodes > 1:
+        raise LaunchError(f"--nodes {nodes} needs Slurm, but this is a local launch (no sbatch on PATH, no "
+                          "controller answering, or --cluster local); use --cluster slurm on a Slurm login "
+                          "node, or --emit-sbatch FILE to write a script for one")
+    return requested
+
+
+def exit_code(summary: dict) -> int:
+    """A training summary as an exit code: 0 completed, ``EXIT_STOPPED`` stopped after checkpointing."""
+    return 0 if summary.get("completed") else EXIT_STOPPED
+
+
+def print_summary(run_dir: Path, summary: dict) -> None:
+    """The command's result: how the run ended and where its outputs are."""
+    state = "finished" if summary.get("completed") else "stopped"
+    print(f"\n{state} at step {summary['step']}. Run directory: {run_dir}")
+    print(f"  TensorBoard logs: {run_dir / 'tb'}")
+    print(f"  sample grids:     {run_dir / 'samples'}")
+    print(f"  checkpoints:      {run_dir / 'checkpoints'}")
+    print(f"  view with:        tensorboard --logdir {run_dir / 'tb'}")

@@ -1,0 +1,120 @@
+"""distgan's modules import each other one way: the import graph has no cycle.
+
+The graph is read from the source with ``ast``, not by importing: every ``import`` and
+``from ... import`` statement counts, at module level or inside a function (a
+function-level import runs later, but a cycle it closes is still a cycle between the
+two modules' responsibilities). ``from distgan.x import y`` is an edge to the module
+``distgan.x.y`` when that is a module, else to ``distgan.x``. Imports under
+``if TYPE_CHECKING:`` never run (annotations only) and are left out. Importing a submodule
+also runs its package's ``__init__``; that edge is left out, because the packages'
+``__init__`` files here only re-export or import lazily on attribute access.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "distgan"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _run_time_nodes(tree: ast.AST):
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks (their ``else`` runs)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
+    """The distgan modules that ``path`` (module ``name``) imports anywhere in its body."""
+    is_package = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in _run_time_nodes(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                pkg = name.split(".")
+                pkg = pkg if is_package else pkg[:-1]
+                pkg = pkg[:len(pkg) - (node.level - 1)]
+                base = ".".join(pkg + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        out.update(t for t in targets if t in known and t != name)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = package_modules()
+    known = set(modules)
+    return {name: imported_modules(path, name, known) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as ``[a, b, ..., a]``, or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    for start in sorted(graph):
+        if state.get(start):
+            continue
+        path, stack = [start], [iter(sorted(graph[start]))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph[nxt])))
+    return None
+
+
+def test_cycle_finder_names_a_cycle_and_accepts_a_tree():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_graph_counts_function_level_relative_and_submodule_imports(tmp_path):
+    src = tmp_path / "mod.py"
+    src.write_text("from typing import TYPE_CHECKING\nfrom . import sib\nimport distgan.a\n\n"
+                   "if TYPE_CHECKING:\n    import distgan.c\n\n\ndef f():\n    from distgan.pkg import b, VALUE\n")
+    known = {"distgan.a", "distgan.c", "distgan.pkg", "distgan.pkg.b", "distgan.pkg.mod", "distgan.pkg.sib"}
+    assert imported_modules(src, "distgan.pkg.mod", known) == {"distgan.a", "distgan.pkg", "distgan.pkg.b",
+                                                                "distgan.pkg.sib"}
+    assert "distgan.train.loop" in import_graph()["distgan.train"]  # the lazy import in its __getattr__
+
+
+def test_the_package_import_graph_has_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_module_imports_a_command_module():
+    # a command's __main__ is its argument parsing and output: what other modules share lives in a library module
+    graph = import_graph()
+    bad = sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps if b.endswith(".__main__"))
+    assert not bad, "modules importing a __main__: " + ", ".join(bad)
