@@ -132,8 +132,8 @@ def test_unwritable_sample_grid_and_stats_warn_and_training_continues(debug_cfg,
     out = train(debug_cfg("train.steps=10", "train.ckpt_every=10", "log.sample_every=5"), run)
     assert out["completed"] and out["step"] == 10
     log = (run / "logs" / "rank0.log").read_text()
-    assert f"warning: sample grid {run / 'samples' / 'step_00000005.png'} not written" in log
-    assert f"warning: step 5: {run / 'stats.jsonl'} not appended" in log
+    assert f"WARNING sample grid {run / 'samples' / 'step_00000005.png'} not written" in log
+    assert f"WARNING step 5: {run / 'stats.jsonl'} not appended" in log
     assert "training continues" in log
     assert load_file(resolve_checkpoint(run, "latest"))["step"] == 10
 

@@ -1,5 +1,13 @@
-"""Where a run's output goes: TensorBoard (and W&B / MLflow, ``log.trackers``), stats.jsonl, progress bar,
-per-rank log, sample PNGs."""
+"""Where a run's records go: TensorBoard (and W&B / MLflow, ``log.trackers``), stats.jsonl, progress bar,
+sample PNGs, and the per-rank log file.
+
+Text lines go through :mod:`distgan.log` (the ``distgan.train`` logger). A
+:class:`RunLogger` adds the rank's file ``RUN_DIR/logs/rankR.log`` to that
+channel for the run's lifetime: it receives every ``distgan`` line of the rank
+(metrics, checkpoints, health) plus the logged scalars (at DEBUG level, so they
+stay off the console, where the progress bar shows them). While the bar is open,
+console lines are written around it (bar cleared, line written, bar redrawn).
+"""
 from __future__ import annotations
 
 import json
@@ -13,6 +21,7 @@ import yaml
 
 from distgan.config import Config, config_to_dict
 from distgan.errors import describe_os_error
+from distgan.log import add_file, get_logger, remove_file
 from distgan.train.samples import grid_tensor, save_grid
 from distgan.train.stats import JsonlSink
 from distgan.train.trackers import Trackers, check_available
@@ -21,20 +30,34 @@ METRICS_FILE = "metrics.jsonl"  # written by distgan.metrics.training; forwarded
 
 _BAR_KEYS = ("loss_d", "loss_g", "d_real", "d_fake", "images_per_s")
 
+log = get_logger("train")
+_open_files: list[logging.Handler] = []  # rank files of RunLoggers in this process not closed yet
+
+
+class _AroundBar(logging.Filter):
+    """Emits a console record with the progress bar cleared and redrawn around it (then drops
+    it from the normal path), so log lines never garble the bar."""
+
+    def __init__(self, handler: logging.Handler, bar: object):
+        super().__init__()
+        self.handler, self.bar = handler, bar
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self.bar.external_write_mode():
+            self.handler.emit(record)
+        return False
+
 
 class RunLogger:
     """Rank 0 writes everything; other ranks only keep their own log file."""
 
     def __init__(self, run_dir: Path, cfg: Config, enabled: bool, rank: int = 0):
         self.run_dir, self.cfg, self.enabled = Path(run_dir), cfg, enabled
-        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.log = logging.getLogger(f"distgan.run.{rank}")
-        self.log.setLevel(logging.INFO)
-        self.log.handlers.clear()
-        fh = logging.FileHandler(self.run_dir / "logs" / f"rank{rank}.log")
-        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        self.log.addHandler(fh)
-        self.log.propagate = False
+        while _open_files:  # a train() that raised in this process left its file attached
+            remove_file(_open_files.pop())
+        self._file = add_file(self.run_dir / "logs" / f"rank{rank}.log", level=logging.DEBUG)
+        _open_files.append(self._file)
+        self._around_bar: list[tuple[logging.Handler, logging.Filter]] = []
         self.tb = None
         self.bar = None
         self.pixels: tuple | None = None  # (normalize mode, mean, std): how G's output maps to pixels
@@ -53,11 +76,6 @@ class RunLogger:
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
             self.tb.add_text("config", "```\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False) + "\n```", 0)
 
-    def info(self, msg: str) -> None:
-        self.log.info(msg)
-        if self.enabled:
-            (self.bar.write if self.bar is not None else print)(msg)
-
     def start(self, step: int, total: int) -> None:
         self.t0 = time.time()
         if self.enabled and self.cfg.log.progress:
@@ -65,6 +83,11 @@ class RunLogger:
 
             self.bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True,
                             file=sys.stderr, mininterval=1.0)
+            for h in get_logger().handlers:  # the console (the rank files do not share the terminal)
+                if not isinstance(h, logging.FileHandler):
+                    f = _AroundBar(h, self.bar)
+                    h.addFilter(f)
+                    self._around_bar.append((h, f))
 
     def hparams(self, cfg: Config, world_size: int) -> None:
         """Hyper-parameters into TensorBoard's HPARAMS tab and the trackers' configs (scalars, strings and
@@ -78,7 +101,7 @@ class RunLogger:
             self.tb.add_hparams(flat, {"hparams/world_size": float(world_size)}, run_name=".")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        self.log.info(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())))
+        log.debug(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())))
         if not self.enabled:
             return
         if self.tb is not None:
@@ -89,7 +112,7 @@ class RunLogger:
         try:
             self.jsonl.write({"step": step, "time": round(time.time() - self.t0, 3), **values})
         except OSError as e:  # losing a log line must not stop a healthy run: say so and go on
-            self.info(f"warning: step {step}: {self.jsonl.path} not appended ({describe_os_error(e)}); "
+            log.warning(f"step {step}: {self.jsonl.path} not appended ({describe_os_error(e)}); "
                       "training continues (the scalars are in this log)")
         if self.bar is not None:
             self.bar.n = step
@@ -108,7 +131,7 @@ class RunLogger:
         try:
             save_grid(images, per_row, path, self.pixels)
         except OSError as e:  # a lost picture must not stop a healthy run: say so and go on
-            self.info(f"warning: sample grid {path} not written ({describe_os_error(e)}); training continues")
+            log.warning(f"sample grid {path} not written ({describe_os_error(e)}); training continues")
         if self.tb is not None or self.trackers is not None:
             grid = grid_tensor(images, per_row, self.pixels)
             if self.tb is not None:
@@ -137,6 +160,9 @@ class RunLogger:
         self.trackers.records(records)
 
     def close(self) -> None:
+        for h, f in self._around_bar:
+            h.removeFilter(f)
+        self._around_bar = []
         if self.bar is not None:
             self.bar.n = self.bar.total if self.bar.n >= self.bar.total else self.bar.n
             self.bar.close()
@@ -146,3 +172,6 @@ class RunLogger:
         if self.trackers is not None:
             self.trackers.close()
             self.trackers = None
+        if self._file in _open_files:
+            _open_files.remove(self._file)
+            remove_file(self._file)

@@ -32,8 +32,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from distgan.log import get_logger
+
 EXIT_HUNG = 4  # a rank ended because a distributed wait ran out (never requeued: 3 means "resume me")
 _FAILED = "distgan/failed/"
+log = get_logger("train")
 
 _lock = threading.Lock()
 _stage, _since, _bounded = "start", time.monotonic(), False
@@ -54,8 +57,7 @@ def enter(name: str, bounded: bool = True) -> None:
         _stage, _since, _bounded = name, time.monotonic(), bounded
     hook = _hang_hook()
     if hook is not None and hook == (int(os.environ.get("RANK", "0")), name):
-        print(f"[distgan] test hook DISTGAN_TEST_HANG_AT: rank {hook[0]} blocks in {name!r}", file=sys.stderr,
-              flush=True)
+        log.warning(f"test hook DISTGAN_TEST_HANG_AT: rank {hook[0]} blocks in {name!r}")
         while True:
             time.sleep(3600)
 
@@ -108,6 +110,8 @@ def watch(timeout_s: float, rank: int, run_dir: str | Path | None = None, world:
                 if others:
                     msg += "; " + ", ".join(f"rank {r} at '{s}'" for r, s in sorted(others.items()) if r != rank)
                 msg = f"{msg.rstrip('; ')}. Last checkpoint: {last_checkpoint(run_dir)}"
+                # printed, not only logged: every rank's last words must reach its own stderr (the
+                # .out file its launcher keeps), console handler or not, before the hard exit below
                 print(f"[distgan] error: {msg}", file=sys.stderr, flush=True)
                 if _reporter is not None:
                     try:
