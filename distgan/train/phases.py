@@ -17,6 +17,10 @@ each loss divided by k, the first k-1 backwards inside the engine's no-sync
 context (DDP skips the all-reduce), the last one synchronises, then one
 optimizer step. A non-finite loss is detected on any rank and decided on all
 ranks together (a rank raising alone would leave the others hanging).
+
+A :class:`Phase` names its engine (``TorchEngine`` for plain/DDP modules,
+``DeepSpeedPhaseEngine``; both in :mod:`distgan.train.engine`), which does the
+backward, the no-sync context and the optimizer step.
 """
 from __future__ import annotations
 
@@ -96,7 +100,7 @@ class Phase:
     repeats: int = 1
     others: list[nn.Module] = field(default_factory=list)  # frozen during this phase
     new_batch: bool = True  # draw fresh real batches before each repeat
-    engine: Any = field(default_factory=TorchEngine)
+    engine: TorchEngine = field(default_factory=TorchEngine)
 
 
 def run_phase(phase: Phase, m: GanModules, batch: dict | list[dict], s: LossSettings, prec: Precision,
