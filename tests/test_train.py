@@ -88,3 +88,12 @@ def test_zscore_run_grids_show_pixels_not_zscores(debug_cfg, tmp_path):
     run = tmp_path / "run"
     train(cfg, run)
     assert (run / "samples" / "step_00000004.png").is_file()
+
+
+def test_seed_offsets_keep_the_values_saved_runs_were_trained_with():
+    from distgan.train.state import diversity_seed, rank_seed, reseed
+
+    # resumed runs continue bitwise only while these derivations stay the same
+    assert rank_seed(3, 2) == 3 * 7919 + 2
+    assert reseed(3, 2, 40) == (3 * 7919 + 2) * 1_000_003 + 40
+    assert diversity_seed(3) == 3 + 4242
