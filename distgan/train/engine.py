@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as tdist
 import torch.nn as nn
 
 from distgan.config import Config
+from distgan.models import label_space
 from distgan.models.labels import LabelSpace
 from distgan.rendezvous import rendezvous
 from distgan.train import stages
@@ -38,8 +40,9 @@ if TYPE_CHECKING:  # phases.py imports this module: the Phase type is for annota
 
 def make_accelerator(cfg: Config):
     """The per-rank Accelerator (process group joined), with the world size checked."""
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
+    # accelerate only in training processes: checkpoint readers import this module through train.state
+    from accelerate import Accelerator  # noqa: PLC0415
+    from accelerate.utils import InitProcessGroupKwargs  # noqa: PLC0415
 
     handlers = []
     if cfg.dist.backend not in ("auto", "gloo", "nccl"):
@@ -135,8 +138,6 @@ class GanModules:
 def gan_models(G: nn.Module, D: nn.Module, G_raw: nn.Module, D_raw: nn.Module, mc: Any, info: Any,
                engine: TorchEngine | None = None) -> GanModules:
     """GanModules for the model config ``mc`` and DataInfo ``info`` (label space, pairing)."""
-    from distgan.models import label_space  # noqa: PLC0415 - distgan.models imports the whole model zoo
-
     space = label_space(mc, info)
     return GanModules(G, D, G_raw, D_raw, mc.z_dim, space.num_categories, space, mc.arch == "pix2pix",
                       engine or TorchEngine())
@@ -204,8 +205,6 @@ def zero_shard(engine: Any) -> dict[str, Any]:
 
 def load_zero_shard(engine: Any, shard: dict[str, Any]) -> None:
     """Restore this rank's partition written by :func:`zero_shard` (same world size and model)."""
-    import torch.distributed as tdist
-
     sd = engine.optimizer.state_dict()
     sd.update(shard)
     slots: list[Any] = [None] * tdist.get_world_size()

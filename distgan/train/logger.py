@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from tqdm import tqdm
 
 from distgan.config import Config, config_to_dict
 from distgan.errors import describe_os_error
@@ -71,7 +72,8 @@ class RunLogger:
         if enabled and any(t != "tensorboard" for t in names):
             self.trackers = Trackers(self.run_dir, names, cfg.log.project, self.run_dir.resolve().name)
         if enabled and "tensorboard" in names:
-            from torch.utils.tensorboard import SummaryWriter
+            # tensorboard is slow to import and only rank 0 of a run that keeps it needs it
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
 
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
             self.tb.add_text("config", "```\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False) + "\n```", 0)
@@ -79,8 +81,6 @@ class RunLogger:
     def start(self, step: int, total: int) -> None:
         self.t0 = time.time()
         if self.enabled and self.cfg.log.progress:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True,
                             file=sys.stderr, mininterval=1.0)
             for h in get_logger().handlers:  # the console (the rank files do not share the terminal)

@@ -22,12 +22,14 @@ modules); the loop builds the rest with helpers of this module:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
 
 from distgan import losses
+from distgan.data import build_loader, normalize
+from distgan.models import select_attributes
 from distgan.train import stats
 from distgan.train.engine import GanModules
 
@@ -68,8 +70,6 @@ class BatchPrep:
 
     @classmethod
     def for_run(cls, cfg: Any, manifest: Any, info: Any) -> "BatchPrep":
-        from distgan.models import select_attributes
-
         idx = None
         if cfg.model.cond == "multilabel":
             idx = select_attributes(list(info.attributes), list(manifest.attributes))
@@ -78,8 +78,6 @@ class BatchPrep:
 
 def phase_batch(raw: dict, device: torch.device, prep: BatchPrep) -> dict:
     """``{"real", "label"?, "attrs"?, "src"?}`` on ``device``, images normalised like the data."""
-    from distgan.data import normalize
-
     def img(x: torch.Tensor) -> torch.Tensor:
         return normalize(x.to(device, non_blocking=True), prep.normalize, prep.mean, prep.std)
 
@@ -196,10 +194,6 @@ def g_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
 def fixed_sources(shards: str, spec: Any, num: int, prep: BatchPrep) -> torch.Tensor:
     """The first ``num`` source images of the shard set (rank-independent), normalised:
     the fixed inputs of a pix2pix run's sample grids."""
-    from dataclasses import replace
-
-    from distgan.data import build_loader
-
     loader = build_loader(shards, replace(spec, shuffle_buffer=0, num_workers=0, resampled=False,
                                                shuffle_shards=False, drop_last=False), 0, 1, seed=0, epochs=1)
     out = []
