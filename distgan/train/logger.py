@@ -39,7 +39,7 @@ class _AroundBar(logging.Filter):
     """Emits a console record with the progress bar cleared and redrawn around it (then drops
     it from the normal path), so log lines never garble the bar."""
 
-    def __init__(self, handler: logging.Handler, bar: object):
+    def __init__(self, handler: logging.Handler, bar: tqdm):
         super().__init__()
         self.handler, self.bar = handler, bar
 

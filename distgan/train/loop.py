@@ -39,7 +39,15 @@ from distgan.train.engine import GanModules, make_accelerator, wrap_models
 from distgan.train.fastpath import format_input, make_adam, setup_backends, to_memory_format
 from distgan.train.health import HealthMonitor, HealthWarning
 from distgan.train.logger import RunLogger
-from distgan.train.objectives import BatchPrep, d_loss_fn, fixed_sources, g_loss_fn, loss_settings, phase_batch
+from distgan.train.objectives import (
+    BatchPrep,
+    LossSettings,
+    d_loss_fn,
+    fixed_sources,
+    g_loss_fn,
+    loss_settings,
+    phase_batch,
+)
 from distgan.train.phases import DeferredNonFinite, Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
@@ -229,7 +237,7 @@ class _Steps:
     """One training step: the phases over fresh micro-batches, replica checks, EMA; timings reported."""
 
     def __init__(self, cfg: Config, models: GanModules, phases: list[Phase], ema: EMA | None, batches: Any,
-                 settings: Any, prep: BatchPrep, prec: Precision, deferred: DeferredNonFinite | None,
+                 settings: LossSettings, prep: BatchPrep, prec: Precision, deferred: DeferredNonFinite | None,
                  device: torch.device, world: int):
         self.cfg, self.models, self.phases, self.ema, self.batches = cfg, models, phases, ema, batches
         self.settings, self.prep, self.prec, self.deferred = settings, prep, prec, deferred

@@ -6,8 +6,8 @@
 
 :class:`Checkpointer` is the one owner of what a checkpoint holds: G and D,
 both optimizers (or their ZeRO shards), schedules, loss scalers, EMA, the data
-position and every rank's RNG state. The functions below it write and read
-the files.
+position and every rank's RNG state (it is at the end of this module); the
+functions before it write and read the files.
 
 Files are ``step_00000100.pt`` plus a ``latest`` text file naming the newest
 one (and ``best`` when a metric picks one). Each file holds only tensors and
