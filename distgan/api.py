@@ -8,7 +8,7 @@
 
 Loading needs nothing but the run directory: ``config.yaml`` (how G was built),
 ``data_info.json`` (classes, attributes, image geometry, pixel normalisation;
-written by the trainer through :func:`write_data_info`) and a checkpoint.
+written by the trainer through :func:`distgan.rundir.write_data_info`) and a checkpoint.
 No shards, no training code. A single ``.safetensors`` file written by
 ``python -m distgan.export --format safetensors`` holds the same three things
 and loads the same way: ``distgan.load_generator("mnist_g.safetensors")``.
@@ -28,14 +28,13 @@ import math
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from distgan.config import Config, ConfigError, config_from_dict
 from distgan.errors import UserError, load_failure
-from distgan.fsutil import atomic_write_text
 from distgan.pixels import to_uint8_nhwc
 from distgan.rundir import (
     DATA_INFO,
@@ -47,7 +46,6 @@ from distgan.rundir import (
 )
 from distgan.weights import GeneratorFileError, read_generator_file
 
-DATA_INFO_VERSION = 1
 LabelSpec = Any  # None | int | str | Sequence[int | str] | array (L, C)
 AttrSpec = Any  # None | dict | Sequence[dict] | array (L, A)
 
@@ -61,22 +59,6 @@ class UnreadableCheckpoint(SampleError):
 
 
 # ----------------------------------------------------------------------------- data_info.json
-
-def write_data_info(run_dir: str | Path, info: Any, normalize: str, mean: Sequence[float],
-                    std: Sequence[float]) -> Path:
-    """Record what G needs to know about the data in ``RUN_DIR/data_info.json`` (atomic).
-
-    ``info`` is the :class:`distgan.models.DataInfo` the trainer built the models
-    with; every field of it is stored (so new fields survive), plus the pixel
-    normalisation needed to turn G's output back into 0-255 images.
-    """
-    record = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(info)
-    record.update(normalize=normalize, mean=[float(m) for m in mean], std=[float(s) for s in std],
-                  format_version=DATA_INFO_VERSION)
-    path = Path(run_dir) / DATA_INFO
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    return path
-
 
 def read_data_info(run_dir: str | Path, cfg: Config | None = None) -> dict[str, Any]:
     """``data_info.json`` of a run; for runs trained before it existed, the shard manifest."""

@@ -19,13 +19,14 @@ still tear the last line, which :func:`read_jsonl` skips.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from distgan.config import Config, load_config
 from distgan.errors import UserError
@@ -40,6 +41,7 @@ TB = "tb"
 STATS = "stats.jsonl"
 METRICS = "metrics.jsonl"
 STATUS = "status.json"
+DATA_INFO_VERSION = 1  # format of data_info.json
 POINTERS = ("latest", "best")  # text files in checkpoints/ naming a step file
 
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
@@ -71,6 +73,22 @@ def samples_dir(run_dir: str | Path) -> Path:
 def is_run_dir(path: str | Path) -> bool:
     """True when ``path`` holds a run's ``config.yaml``."""
     return config_path(path).is_file()
+
+
+def write_data_info(run_dir: str | Path, info: Any, normalize: str, mean: Sequence[float],
+                    std: Sequence[float]) -> Path:
+    """Record what G needs to know about the data in ``RUN_DIR/data_info.json`` (atomic).
+
+    ``info`` is the :class:`distgan.models.DataInfo` the trainer built the models
+    with; every field of it is stored (so new fields survive), plus the pixel
+    normalisation needed to turn G's output back into 0-255 images.
+    """
+    record = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(info)
+    record.update(normalize=normalize, mean=[float(m) for m in mean], std=[float(s) for s in std],
+                  format_version=DATA_INFO_VERSION)
+    path = Path(run_dir) / DATA_INFO
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return path
 
 
 def read_config(run_dir: str | Path) -> Config:
@@ -160,6 +178,29 @@ def read_jsonl(path: str | Path) -> list[Any]:
         except ValueError:
             continue
     return out
+
+
+def read_jsonl_since(path: str | Path, offset: int = 0) -> tuple[list[Any], int]:
+    """Records of the complete lines after byte ``offset`` and the offset to continue from.
+
+    For a reader that follows a file another process appends to: a last line
+    without its newline is still being written and waits for the next call; a
+    complete line that does not parse (torn by a crash) is skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    out = []
+    for line in data[:end].splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out, offset + end
 
 
 def append_jsonl(path: str | Path, records: Iterable[Any]) -> None:

@@ -77,7 +77,8 @@ def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3, b: int = 4) -> dic
     from distgan.config import ModelConfig
     from distgan.models import DataInfo, build_models
     from distgan.train import objectives
-    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn, gan_models
+    from distgan.train.engine import gan_models
+    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn
     from distgan.train.phases import Phase, run_phase
     from distgan.train.precision import Precision
     from distgan.train.schedule import make_scheduler
@@ -106,10 +107,10 @@ def _ddp_vs_big_batch(group, pair: list[int], steps: int = 3, b: int = 4) -> dic
         G_p, D_p = (wrap(G), wrap(D))
         opt_g = torch.optim.Adam(G.parameters(), lr=1e-2, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=1e-2, betas=(0.5, 0.999))
-        phases = [Phase("D", D_p, opt_d, make_scheduler(opt_d, steps, "constant", 1e-2, 0), prec.make_scaler(),
-                        d_loss_fn, 1, [G_p]),
-                  Phase("G", G_p, opt_g, make_scheduler(opt_g, steps, "constant", 1e-2, 0), prec.make_scaler(),
-                        g_loss_fn, 1, [D_p], new_batch=False)]
+        phases = [Phase(name="D", model=D_p, opt=opt_d, sched=make_scheduler(opt_d, steps, "constant", 1e-2, 0),
+                        scaler=prec.make_scaler(), loss_fn=d_loss_fn, others=[G_p]),
+                  Phase(name="G", model=G_p, opt=opt_g, sched=make_scheduler(opt_g, steps, "constant", 1e-2, 0),
+                        scaler=prec.make_scaler(), loss_fn=g_loss_fn, others=[D_p], new_batch=False)]
         m = gan_models(G_p, D_p, G, D, mc, info)
         for s in range(steps):
             for pi, ph in enumerate(phases):
@@ -153,8 +154,8 @@ def _nonfinite_on_one_rank() -> dict:
         loss = model(batch["real"]).pow(2).mean()
         return loss * float("nan") if poison["on"] and tdist.get_rank() == 3 else loss
 
-    ph = Phase("D", model, opt, make_scheduler(opt, 5, "constant", 0.1, 0), torch.amp.GradScaler("cpu", enabled=False),
-               loss_fn)
+    ph = Phase(name="D", model=model, opt=opt, sched=make_scheduler(opt, 5, "constant", 0.1, 0),
+               scaler=torch.amp.GradScaler("cpu", enabled=False), loss_fn=loss_fn)
     prec, batch = Precision("fp32", torch.device("cpu")), {"real": torch.ones(2, 3)}
     res = {}
     try:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from distgan.launch.local import launch_local
-from distgan.rundir import read_status
-from distgan.train.state import load_file, resolve_checkpoint
+from distgan.rundir import read_status, resolve_checkpoint
+from distgan.train.state import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.multiproc

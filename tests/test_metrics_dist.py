@@ -127,7 +127,7 @@ def test_training_hook_on_two_ranks(mnist_shards, tmp_path_factory, tmp_path):
 
     from distgan.metrics.classifier import classifier_for
     from distgan.metrics.training import read_records
-    from distgan.train.state import resolve_checkpoint
+    from distgan.rundir import resolve_checkpoint
 
     root = Path(__file__).resolve().parents[1]
     cache = tmp_path_factory.getbasetemp() / "metrics_cache"

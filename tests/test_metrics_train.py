@@ -30,7 +30,7 @@ def trained_run(tmp_path_factory, mnist_shards):
 
 @pytest.mark.timeout(300)
 def test_loop_writes_records_tensorboard_and_best(trained_run):
-    from distgan.train.state import resolve_checkpoint
+    from distgan.rundir import resolve_checkpoint
 
     run_dir, _ = trained_run
     recs = read_records(run_dir)

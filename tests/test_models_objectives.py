@@ -6,11 +6,11 @@ from distgan import losses
 from distgan.config import Config
 from distgan.models import DataInfo, build_models
 from distgan.train import stats
+from distgan.train.engine import gan_models
 from distgan.train.objectives import (
     BatchPrep,
     d_loss_fn,
     g_loss_fn,
-    gan_models,
     loss_settings,
     phase_batch,
     sample_latent,

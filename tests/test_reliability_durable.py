@@ -36,7 +36,8 @@ def _synced_after_rename(seen, path: Path) -> bool:
 
 
 def test_checkpoint_and_pointers_are_fsynced_into_their_directory(tmp_path, dir_fsyncs):
-    from distgan.train.state import ckpt_dir, mark_best, save_checkpoint
+    from distgan.rundir import ckpt_dir, mark_best
+    from distgan.train.state import save_checkpoint
 
     path = save_checkpoint(tmp_path, 5, {"step": 5, "w": torch.zeros(3)})
     mark_best(tmp_path, 5)

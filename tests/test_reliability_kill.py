@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distgan.train.state import list_checkpoints, load_file, resolve_checkpoint
+from distgan.rundir import list_checkpoints, resolve_checkpoint
+from distgan.train.state import load_file
 
 pytestmark = pytest.mark.multiproc
 ROOT = Path(__file__).resolve().parents[1]

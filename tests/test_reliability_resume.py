@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from distgan.rundir import METRICS, list_checkpoints, resolve_checkpoint
 from distgan.train import train
-from distgan.train.state import CheckpointError, list_checkpoints, load_file, resolve_checkpoint
+from distgan.train.state import CheckpointError, load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,8 +133,8 @@ def test_unwritable_sample_grid_and_stats_warn_and_training_continues(debug_cfg,
     out = train(debug_cfg("train.steps=10", "train.ckpt_every=10", "log.sample_every=5"), run)
     assert out["completed"] and out["step"] == 10
     log = (run / "logs" / "rank0.log").read_text()
-    assert f"warning: sample grid {run / 'samples' / 'step_00000005.png'} not written" in log
-    assert f"warning: step 5: {run / 'stats.jsonl'} not appended" in log
+    assert f"WARNING sample grid {run / 'samples' / 'step_00000005.png'} not written" in log
+    assert f"WARNING step 5: {run / 'stats.jsonl'} not appended" in log
     assert "training continues" in log
     assert load_file(resolve_checkpoint(run, "latest"))["step"] == 10
 
@@ -147,8 +148,8 @@ def test_unwritable_metrics_record_warns_and_evaluation_result_still_counts(tmp_
     hook.cfg = Config()
     record = {"name": "fid", "value": 3.0, "provenance": {}}
     hook.evaluator = type("E", (), {"evaluate": lambda self, G, step, ema: [record]})()
-    (tmp_path / mt.METRICS_FILE).mkdir()  # the append fails with IsADirectoryError
+    (tmp_path / METRICS).mkdir()  # the append fails with IsADirectoryError
     with caplog.at_level("WARNING", logger="distgan.metrics"):
         assert hook(7, None) is True  # the value still counts for `best`
-    assert f"step 7: {tmp_path / mt.METRICS_FILE} not appended" in caplog.text
+    assert f"step 7: {tmp_path / METRICS} not appended" in caplog.text
     assert "training continues" in caplog.text

@@ -24,7 +24,8 @@ def _train(wrap, chunk: slice, reuse: bool, same_noise: bool):
     from distgan.config import ModelConfig
     from distgan.models import DataInfo, build_models
     from distgan.train import objectives
-    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn, gan_models
+    from distgan.train.engine import gan_models
+    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn
     from distgan.train.phases import Phase, run_phase
     from distgan.train.precision import Precision
     from distgan.train.schedule import make_scheduler
@@ -41,10 +42,10 @@ def _train(wrap, chunk: slice, reuse: bool, same_noise: bool):
     G_p, D_p = wrap(G), wrap(D)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-2, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-2, betas=(0.5, 0.999))
-    phases = [Phase("D", D_p, opt_d, make_scheduler(opt_d, STEPS, "constant", 1e-2, 0), prec.make_scaler(),
-                    d_loss_fn, 1, [] if reuse else [G_p]),
-              Phase("G", G_p, opt_g, make_scheduler(opt_g, STEPS, "constant", 1e-2, 0), prec.make_scaler(),
-                    g_loss_fn, 1, [D_p], new_batch=False)]
+    phases = [Phase(name="D", model=D_p, opt=opt_d, sched=make_scheduler(opt_d, STEPS, "constant", 1e-2, 0),
+                    scaler=prec.make_scaler(), loss_fn=d_loss_fn, others=[] if reuse else [G_p]),
+              Phase(name="G", model=G_p, opt=opt_g, sched=make_scheduler(opt_g, STEPS, "constant", 1e-2, 0),
+                    scaler=prec.make_scaler(), loss_fn=g_loss_fn, others=[D_p], new_batch=False)]
     m = gan_models(G_p, D_p, G, D, mc, info)
     settings = LossSettings(reuse_fakes=reuse)
     for s in range(STEPS):

@@ -168,9 +168,9 @@ def attr_run(tmp_path_factory):
 
     import yaml
 
-    from distgan.api import write_data_info
     from distgan.config import config_to_dict, load_config
     from distgan.models import DataInfo, build_models
+    from distgan.rundir import write_data_info
 
     run_dir = tmp_path_factory.mktemp("attrs") / "run"
     cfg = load_config(ROOT / "configs" / "debug.yaml")

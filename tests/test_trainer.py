@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from distgan.rundir import list_checkpoints
 from distgan.train import train
 from distgan.train.phases import NonFiniteLoss
-from distgan.train.state import list_checkpoints, load_file
+from distgan.train.state import load_file
 
 
 @pytest.mark.timeout(120)
@@ -109,7 +110,8 @@ def test_one_loss_scaler_per_optimizer_each_stepped_once_and_backing_off_alone()
     """The fp16 mechanics (GradScaler per phase), exercised with CPU scalers on fp32 compute."""
     from distgan.config import ModelConfig
     from distgan.models import DataInfo, build_models
-    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn, gan_models
+    from distgan.train.engine import gan_models
+    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn
     from distgan.train.phases import Phase, run_phase
     from distgan.train.precision import Precision
     from distgan.train.schedule import make_scheduler
@@ -120,9 +122,10 @@ def test_one_loss_scaler_per_optimizer_each_stepped_once_and_backing_off_alone()
     G, D = build_models(mc, info)
     opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
     scaler = lambda: torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)  # noqa: E731
-    d = Phase("D", D, opt_d, make_scheduler(opt_d, 10, "constant", 1e-3, 0), scaler(), d_loss_fn, 1, [G])
-    g = Phase("G", G, opt_g, make_scheduler(opt_g, 10, "constant", 1e-3, 0), scaler(), g_loss_fn, 1, [D],
-              new_batch=False)
+    d = Phase(name="D", model=D, opt=opt_d, sched=make_scheduler(opt_d, 10, "constant", 1e-3, 0), scaler=scaler(),
+              loss_fn=d_loss_fn, others=[G])
+    g = Phase(name="G", model=G, opt=opt_g, sched=make_scheduler(opt_g, 10, "constant", 1e-3, 0), scaler=scaler(),
+              loss_fn=g_loss_fn, others=[D], new_batch=False)
     m, prec = gan_models(G, D, G, D, mc, info), Precision("fp32", torch.device("cpu"))
     batch = {"real": torch.rand(4, 1, 8, 8) * 2 - 1}
     for ph in (d, g):

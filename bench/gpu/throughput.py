@@ -85,8 +85,9 @@ def profile_step(plan: Plan, rep: Report, sw: Switches) -> None:
 
     from distgan.config import ModelConfig
     from distgan.models import DataInfo, build_models
+    from distgan.train.engine import gan_models
     from distgan.train.fastpath import make_adam, to_memory_format
-    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn, gan_models
+    from distgan.train.objectives import LossSettings, d_loss_fn, g_loss_fn
     from distgan.train.phases import Phase, run_phase
     from distgan.train.precision import Precision
     from distgan.train.schedule import make_scheduler
@@ -99,8 +100,8 @@ def profile_step(plan: Plan, rep: Report, sw: Switches) -> None:
     phases = []
     for name, model, other, fn in (("D", D, G, d_loss_fn), ("G", G, D, g_loss_fn)):
         opt = make_adam(model.parameters(), 2e-4, (0.5, 0.999), sw.fused, dev)
-        phases.append(Phase(name, model, opt, make_scheduler(opt, 100, "constant", 2e-4, 0.0), prec.make_scaler(),
-                            fn, 1, [other], name == "D"))
+        phases.append(Phase(name=name, model=model, opt=opt, sched=make_scheduler(opt, 100, "constant", 2e-4, 0.0),
+                            scaler=prec.make_scaler(), loss_fn=fn, others=[other], new_batch=name == "D"))
     m = gan_models(G, D, G, D, mc, info)
     real = (torch.rand(plan.batch, 3, plan.res, plan.res, device=dev) * 2 - 1)
     batch = [{"real": real.contiguous(memory_format=torch.channels_last) if sw.channels_last else real}]

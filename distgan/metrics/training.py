@@ -1,80 +1,64 @@
 """Metrics during training: the small object the training loop calls.
 
+    # before the loop, on every rank (after resuming: only the kept past counts for the best)
+    metrics = TrainMetrics(cfg, run_dir, out.tb, device, start_step=step + 1, checkpointer=ckpt) \
+        if cfg.metrics.names else None
     # in the loop, once per step on every rank, after that step's checkpoint:
-    if cfg.metrics.names:
-        loop_step(cfg, run_dir, step, g_eval, ema is not None, log.tb, device, save)
+    metrics.after_step(step, g_eval, ema=ema is not None)
 
 :class:`TrainMetrics` does the work: ``due(step)``, ``__call__`` (evaluate; True
-for a new best of ``metrics.main``), ``mark_best``.
+for a new best of ``metrics.main``), ``mark_best``; :meth:`TrainMetrics.after_step`
+puts them together and keeps ``checkpoints/best``.
 
 Records go to ``RUN_DIR/metrics.jsonl`` and TensorBoard (``metrics/<name>``) from
-rank 0. The best value of the main metric survives resumption: it is read back
-from ``metrics.jsonl`` at start-up.
+rank 0; the lines logged here go through ``distgan.log`` (the rank's log file,
+and rank 0's console). The best value of the main metric survives resumption:
+it is read back from ``metrics.jsonl`` at start-up.
 """
 from __future__ import annotations
 
-import logging
-import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch.nn as nn
 
 from distgan import dist
 from distgan.config import Config
 from distgan.errors import describe_os_error
+from distgan.log import get_logger
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
 from distgan.metrics.registry import lower_is_better, main_record
-from distgan.rundir import METRICS, append_jsonl, read_jsonl
+from distgan.rundir import METRICS, append_jsonl, ckpt_path, mark_best, read_jsonl
 
-log = logging.getLogger("distgan.metrics")
-METRICS_FILE = METRICS  # the name callers of this module use
+if TYPE_CHECKING:  # annotations only: the checkpointer is handed in by the training loop
+    from distgan.train.state import Checkpointer
+
+log = get_logger("metrics")
 
 
 def append_records(run_dir: str | Path, records: list[dict[str, Any]]) -> None:
     """Append records to ``RUN_DIR/metrics.jsonl`` (one JSON object per line, flushed and fsynced)."""
-    append_jsonl(Path(run_dir) / METRICS_FILE, records)
+    append_jsonl(Path(run_dir) / METRICS, records)
 
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every record in ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
-    return read_jsonl(Path(run_dir) / METRICS_FILE)
-
-
-class _ToRunLog(logging.Handler):
-    """Forward ``distgan.metrics`` messages (cache hits, classifier training, results) to the run's
-    per-rank log file (the trainer's ``distgan.run.<rank>`` logger) and, on rank 0, to stdout,
-    while its training hook is alive (after ``train()`` returns it goes quiet)."""
-
-    def __init__(self, rank: int, owner: "TrainMetrics"):
-        super().__init__(logging.INFO)
-        self.rank, self.owner = rank, weakref.ref(owner)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.owner() is None:
-            return
-        msg = record.getMessage()
-        logging.getLogger(f"distgan.run.{self.rank}").info(msg)
-        if self.rank == 0:
-            print(msg, flush=True)
-
-
-def _route_to_run_log(owner: "TrainMetrics") -> None:
-    mlog = logging.getLogger("distgan.metrics")
-    for h in [h for h in mlog.handlers if isinstance(h, _ToRunLog)]:
-        mlog.removeHandler(h)  # from an earlier train() in this process
-    mlog.addHandler(_ToRunLog(dist.rank_world()[0], owner))
-    mlog.setLevel(logging.INFO)
+    return read_jsonl(Path(run_dir) / METRICS)
 
 
 class TrainMetrics:
-    """Evaluate at ``metrics.every`` steps and at the end; track the best main-metric value."""
+    """Evaluate at ``metrics.every`` steps and at the end; track the best main-metric value.
+
+    ``start_step``: the first step this process trains; records of later steps
+    (a previous attempt that got further than its last checkpoint) do not count
+    for the best. ``checkpointer`` saves a new best's step when it has no
+    checkpoint yet (:meth:`after_step`).
+    """
 
     def __init__(self, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu",
-                 start_step: int | None = None):
-        self.cfg, self.run_dir, self.writer = cfg, Path(run_dir), writer
-        _route_to_run_log(self)
+                 start_step: int | None = None, checkpointer: Checkpointer | None = None):
+        self.cfg, self.run_dir, self.writer, self.checkpointer = cfg, Path(run_dir), writer, checkpointer
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)
         cond = conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes)
@@ -95,7 +79,7 @@ class TrainMetrics:
             try:
                 append_records(self.run_dir, records)
             except OSError as e:  # a lost record must not stop a healthy run: say so, keep training
-                log.warning(f"warning: step {step}: {Path(self.run_dir) / METRICS_FILE} not appended "
+                log.warning(f"step {step}: {Path(self.run_dir) / METRICS} not appended "
                             f"({describe_os_error(e)}); training continues (values in TensorBoard and this log)")
             if self.writer is not None:
                 for r in records:
@@ -110,36 +94,24 @@ class TrainMetrics:
 
     def mark_best(self, step: int) -> None:
         """Point ``checkpoints/best`` at step ``step`` (rank 0; the checkpoint must exist)."""
-        from distgan.train.state import ckpt_path, mark_best
-
         if dist.rank_world()[0] == 0:
             if not ckpt_path(self.run_dir, step).is_file():
                 raise FileNotFoundError(f"cannot mark step {step} as best: {ckpt_path(self.run_dir, step)} "
                                         "does not exist (save the checkpoint first)")
             mark_best(self.run_dir, step)
 
+    def after_step(self, step: int, G: nn.Module, ema: bool = False) -> None:
+        """The training loop's metrics block: evaluate when due, keep ``checkpoints/best``.
 
-_HOOKS: "weakref.WeakKeyDictionary[Any, TrainMetrics]" = weakref.WeakKeyDictionary()
-
-
-def loop_step(cfg: Config, run_dir: str | Path, step: int, G: nn.Module, ema: bool, writer: Any,
-              device: Any, save: Callable[[int], None]) -> None:
-    """The training loop's metrics block: evaluate when due, keep ``checkpoints/best``.
-
-    Call on every rank at the end of each step (after that step's checkpoint, if
-    any). ``save(step)`` is the loop's own (collective) checkpoint function: a new
-    best at a step without a checkpoint is saved first, so ``best`` always points
-    at a file. The hook object lives as long as ``save`` (one ``train()`` call).
-    """
-    from distgan.train.state import ckpt_path
-
-    hook = _HOOKS.get(save)
-    if hook is None:
-        hook = _HOOKS[save] = TrainMetrics(cfg, run_dir, writer, device, start_step=step)
-    if not hook.due(step, cfg.train.steps):
-        return
-    if hook(step, G, ema=ema):
-        exists = ckpt_path(run_dir, step).is_file() if dist.rank_world()[0] == 0 else None
-        if not dist.broadcast_object(exists):  # rank 0 decides: every rank must join save()
-            save(step)
-        hook.mark_best(step)
+        Call on every rank at the end of each step (after that step's checkpoint,
+        if any). A new best at a step without a checkpoint is saved first through
+        the (collective) checkpointer, so ``best`` always points at a file.
+        """
+        if not self.due(step, self.cfg.train.steps):
+            return
+        if self(step, G, ema=ema):
+            if self.checkpointer is None:
+                raise RuntimeError("TrainMetrics.after_step needs the run's checkpointer to keep checkpoints/best")
+            if not self.checkpointer.has(step):  # rank 0 decides: every rank must join the save
+                self.checkpointer.save(step)
+            self.mark_best(step)

@@ -1,9 +1,13 @@
-"""Processes, devices and model wrapping: Accelerate (DDP) or DeepSpeed ZeRO 1/2.
+"""Processes, devices, model wrapping and the two training engines: Accelerate (DDP) or DeepSpeed ZeRO 1/2.
 
     accelerator = make_accelerator(cfg)            # joins the process group; asserts the world size
-    w = wrap_models(accelerator, cfg, G, D, opt_g, opt_d)
-    w.G, w.D          # what phases optimise (DDP modules / DeepSpeed engines)
-    w.G_raw, w.D_raw  # the plain modules (samples, EMA, checkpoints, frozen use)
+    models = wrap_models(accelerator, cfg, G, D, opt_g, opt_d, info)
+    models.G, models.D          # what phases optimise (DDP modules / DeepSpeed engines, maybe compiled)
+    models.G_raw, models.D_raw  # the plain modules (samples, EMA, checkpoints, frozen use)
+    models.engine               # TorchEngine or DeepSpeedPhaseEngine: backward / no-sync / step
+
+:class:`GanModules` is the one holder of the four modules; the phase losses in
+:mod:`distgan.train.objectives` read the label space and pairing from it too.
 
 The environment comes from torchrun / ``accelerate launch`` / the distgan
 launchers (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; under Slurm
@@ -17,21 +21,28 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as tdist
 import torch.nn as nn
 
 from distgan.config import Config
+from distgan.models import label_space
+from distgan.models.labels import LabelSpace
 from distgan.rendezvous import rendezvous
 from distgan.train import stages
-from distgan.train.phases import TorchEngine
+from distgan.train.fastpath import compiled
+
+if TYPE_CHECKING:  # phases.py imports this module: the Phase type is for annotations only
+    from distgan.train.phases import Phase
 
 
 def make_accelerator(cfg: Config):
     """The per-rank Accelerator (process group joined), with the world size checked."""
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
+    # accelerate only in training processes: checkpoint readers import this module through train.state
+    from accelerate import Accelerator  # noqa: PLC0415
+    from accelerate.utils import InitProcessGroupKwargs  # noqa: PLC0415
 
     handlers = []
     if cfg.dist.backend not in ("auto", "gloo", "nccl"):
@@ -55,6 +66,32 @@ def make_accelerator(cfg: Config):
     return acc
 
 
+class TorchEngine:
+    """Backward / no-sync / optimizer step for plain or DDP-wrapped modules (the Accelerate path)."""
+
+    name = "accelerate"
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        model = getattr(model, "_orig_mod", model)  # torch.compile'd DDP: the wrapper owns no_sync
+        return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
+
+    def backward(self, phase: Phase, loss: torch.Tensor) -> None:
+        phase.scaler.scale(loss).backward()
+
+    def step(self, phase: Phase) -> torch.Tensor:
+        """Unscale, measure the gradient norm, step optimizer + scaler + schedule; returns the norm."""
+        phase.scaler.unscale_(phase.opt)
+        grads = [p.grad for p in phase.model.parameters() if p.grad is not None]
+        gn = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())  # foreach kernels
+        phase.scaler.step(phase.opt)  # skipped by the scaler (fp16) when grads are inf/nan
+        phase.scaler.update()
+        phase.sched.step()
+        return gn
+
+    def zero_grad(self, phase: Phase) -> None:
+        phase.opt.zero_grad(set_to_none=True)
+
+
 class DeepSpeedPhaseEngine(TorchEngine):
     """Backward / step through a DeepSpeed engine (it owns gradient reduction and ZeRO partitions)."""
 
@@ -65,31 +102,45 @@ class DeepSpeedPhaseEngine(TorchEngine):
         # in its config); its own no_sync() refuses ZeRO stage 2
         return contextlib.nullcontext()
 
-    def backward(self, phase: Any, loss: torch.Tensor) -> None:
+    def backward(self, phase: Phase, loss: torch.Tensor) -> None:
         # run_phase already divided by grad_accum; DeepSpeed must not divide again
         phase.model.backward(loss, scale_wrt_gas=False)
         phase.model.step()  # a no-op between accumulation boundaries; the optimizer step at one
 
-    def step(self, phase: Any) -> torch.Tensor:
+    def step(self, phase: Phase) -> torch.Tensor:
         phase.sched.step()  # the schedule drives the base optimizer's param_groups
         gn = phase.model.get_global_grad_norm()
         return torch.tensor(float("nan") if gn is None else float(gn))
 
-    def zero_grad(self, phase: Any) -> None:
+    def zero_grad(self, phase: Phase) -> None:
         phase.model.zero_grad()
 
 
 @dataclass
-class Wrapped:
-    G: nn.Module
+class GanModules:
+    """G and D as the phases optimise them and as plain modules, with what the objectives need to know."""
+
+    G: nn.Module  # as prepared: DDP-wrapped or a DeepSpeed engine when distributed, maybe compiled
     D: nn.Module
-    G_raw: nn.Module
+    G_raw: nn.Module  # the plain modules behind the wrappers (samples, EMA, checkpoints, frozen use)
     D_raw: nn.Module
-    engine: Any = field(default_factory=TorchEngine)
+    z_dim: int
+    num_classes: int  # categories for sampling and grids: classes, or 2^A attribute combinations
+    space: LabelSpace = field(default_factory=lambda: LabelSpace("none"))
+    paired: bool = False  # pix2pix: G translates batch["src"]
+    engine: TorchEngine = field(default_factory=TorchEngine)
 
     @property
     def is_deepspeed(self) -> bool:
         return isinstance(self.engine, DeepSpeedPhaseEngine)
+
+
+def gan_models(G: nn.Module, D: nn.Module, G_raw: nn.Module, D_raw: nn.Module, mc: Any, info: Any,
+               engine: TorchEngine | None = None) -> GanModules:
+    """GanModules for the model config ``mc`` and DataInfo ``info`` (label space, pairing)."""
+    space = label_space(mc, info)
+    return GanModules(G, D, G_raw, D_raw, mc.z_dim, space.num_categories, space, mc.arch == "pix2pix",
+                      engine or TorchEngine())
 
 
 def deepspeed_config(cfg: Config) -> dict[str, Any]:
@@ -116,22 +167,27 @@ def ensure_extension_cache() -> str:
 
 
 def wrap_models(acc: Any, cfg: Config, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
-                opt_d: torch.optim.Optimizer) -> Wrapped:
-    """DDP-wrap (Accelerate) or DeepSpeed-initialise G and D with their optimizers.
+                opt_d: torch.optim.Optimizer, info: Any) -> GanModules:
+    """DDP-wrap (Accelerate) or DeepSpeed-initialise G and D with their optimizers; compile when asked.
 
     The optimizers must already be built on the models' parameters (on
     ``acc.device``); the learning-rate schedules stay attached to them.
+    ``train.compile`` compiles the DDP-wrapped modules (the DDP hooks stay
+    outside the graph); DeepSpeed engines are not compiled.
     """
     if cfg.train.engine == "deepspeed":
         ensure_extension_cache()
-        import deepspeed
+        import deepspeed  # noqa: PLC0415 - optional dependency, only for train.engine=deepspeed
 
         ds_cfg = deepspeed_config(cfg)
         eg, _, _, _ = deepspeed.initialize(model=G, optimizer=opt_g, config=dict(ds_cfg))
         ed, _, _, _ = deepspeed.initialize(model=D, optimizer=opt_d, config=dict(ds_cfg))
-        return Wrapped(eg, ed, eg.module, ed.module, DeepSpeedPhaseEngine())
+        return gan_models(eg, ed, eg.module, ed.module, cfg.model, info, DeepSpeedPhaseEngine())
     G_p, D_p = acc.prepare(G, D)
-    return Wrapped(G_p, D_p, acc.unwrap_model(G_p), acc.unwrap_model(D_p), TorchEngine())
+    G_raw, D_raw = acc.unwrap_model(G_p), acc.unwrap_model(D_p)
+    if cfg.train.compile:
+        G_p, D_p = compiled(G_p), compiled(D_p)
+    return gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info, TorchEngine())
 
 
 # ZeRO optimizer states are partitioned: each rank checkpoints its own shard. Only the
@@ -149,8 +205,6 @@ def zero_shard(engine: Any) -> dict[str, Any]:
 
 def load_zero_shard(engine: Any, shard: dict[str, Any]) -> None:
     """Restore this rank's partition written by :func:`zero_shard` (same world size and model)."""
-    import torch.distributed as tdist
-
     sd = engine.optimizer.state_dict()
     sd.update(shard)
     slots: list[Any] = [None] * tdist.get_world_size()

@@ -1,11 +1,19 @@
-"""The training loop: one function, its stages marked by block comments.
+"""The training loop: ``train(cfg, run_dir)``, on every rank.
 
     from distgan.config import load_config
     from distgan.train import train
     train(load_config("configs/debug.yaml"), "runs/debug")   # re-running resumes
 
-Per rank: build data, models, optimizers -> resume from the latest checkpoint
--> loop of phases (D then G) -> stats, samples, checkpoints -> run directory.
+Per rank, in order (each stage delegates to the module that owns it):
+
+1. processes and devices    engine.make_accelerator: one Accelerator per rank, world size asserted
+2. data                     data.build_loader / DeviceCache: this rank's share, resumable position
+3. models and optimizers    engine.wrap_models -> GanModules (DDP or DeepSpeed, maybe compiled), the phases
+4. resume                   state.Checkpointer.resume: newest readable checkpoint, every rank's RNG
+5. the loop                 _Steps.run (D phase(s), G phase, replica checks, EMA), then at their
+                            intervals: stats and health (RunLogger, HealthMonitor), sample grids,
+                            the stop agreement, Checkpointer.save, TrainMetrics.after_step
+6. finish                   close the run's records; the summary dict
 """
 from __future__ import annotations
 
@@ -17,24 +25,26 @@ from typing import Any
 import torch
 
 from distgan import dist
-from distgan.config import Config, config_hash, save_config
+from distgan.config import Config, save_config
 from distgan.data import DataSpec, build_loader
 from distgan.data.device_cache import DeviceCache
+from distgan.log import get_logger
+from distgan.metrics.training import TrainMetrics
 from distgan.models import build_models, data_info
-from distgan.rundir import config_path
+from distgan.rundir import config_path, write_data_info
 from distgan.shards import read_manifest
 from distgan.train import stages, stats
 from distgan.train.ema import EMA
-from distgan.train.engine import load_zero_shard, make_accelerator, wrap_models, zero_shard
-from distgan.train.fastpath import compiled, format_input, make_adam, setup_backends, to_memory_format
-from distgan.train.health import HealthMonitor
+from distgan.train.engine import GanModules, make_accelerator, wrap_models
+from distgan.train.fastpath import format_input, make_adam, setup_backends, to_memory_format
+from distgan.train.health import HealthMonitor, HealthWarning
 from distgan.train.logger import RunLogger
 from distgan.train.objectives import (
     BatchPrep,
+    LossSettings,
     d_loss_fn,
     fixed_sources,
     g_loss_fn,
-    gan_models,
     loss_settings,
     phase_batch,
 )
@@ -42,16 +52,104 @@ from distgan.train.phases import DeferredNonFinite, Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
 from distgan.train.schedule import make_scheduler
-from distgan.train.state import (
-    load_latest,
-    load_shard,
-    rng_state,
-    save_checkpoint,
-    save_shard,
-    seed_all,
-    set_rng_state,
-    shard_dir,
-)
+from distgan.train.state import Checkpointer, diversity_seed, seed_all
+
+log = get_logger("train")
+
+
+def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir``; returns a summary dict on every rank."""
+    run_dir = Path(run_dir)
+    tc = cfg.train
+
+    # ---- processes and devices: one Accelerator per rank; assert the world size we expect
+    accelerator = make_accelerator(cfg)
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if device.type == "cpu":  # Accelerate's MULTI_CPU says "cpu:0": checkpoints would be tagged with it
+        device = torch.device("cpu")
+    prec = Precision(tc.precision, device)  # fails fast on an impossible combination (fp16 on CPU)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, config_path(run_dir))
+    accelerator.wait_for_everyone()
+    out = RunLogger(run_dir, cfg, enabled=rank == 0, rank=rank)
+    stages.enter("setup (data, models, resume)", bounded=False)  # its collectives are bounded by the group
+    stop = _StopFlag()
+
+    # ---- data, models, optimizers, phases; then resume from the newest readable checkpoint
+    manifest = read_manifest(cfg.data.shards)
+    out.pixels = (cfg.data.normalize, manifest.mean, manifest.std)  # grids show pixels, also for zscore runs
+    info = data_info(cfg, manifest)  # resolves data.attributes (the chosen subset)
+    if rank == 0:  # RUN_DIR/data_info.json: a run dir alone can rebuild and sample G (no shards)
+        write_data_info(run_dir, info, cfg.data.normalize, manifest.mean, manifest.std)
+    spec, loader = _data(cfg, manifest, rank, world, device)
+    models, ema, phases = _models(cfg, accelerator, info, device, prec)
+    settings, prep = loss_settings(cfg), BatchPrep.for_run(cfg, manifest, info)
+    deferred = DeferredNonFinite() if tc.sync_free else None
+    ckpt = Checkpointer(run_dir, cfg, models, phases, ema, loader, rank=rank, world=world,
+                        barrier=accelerator.wait_for_everyone)
+    step = ckpt.resume()
+    grid = _grid_inputs(cfg, models, spec, prep)
+    metrics = TrainMetrics(cfg, run_dir, out.tb, device, start_step=step + 1, checkpointer=ckpt) \
+        if cfg.metrics.names else None
+
+    # ---- the loop: D phase(s), G phase, EMA, then logging / samples / checkpoints / metrics
+    steps = _Steps(cfg, models, phases, ema, iter(loader), settings, prep, prec, deferred, device, world)
+    out.start(step, tc.steps)
+    out.hparams(cfg, world)
+    health = HealthMonitor(cfg.health, tc.stop_on)  # warnings logged, train.stop_on ones stop the run cleanly
+    health_gen = torch.Generator().manual_seed(diversity_seed(tc.seed))
+    interval = _Throughput(world)
+    first_step = step  # this attempt's first step may compile/autotune for long: not bounded by the watch
+    while step < tc.steps:
+        steps.run(step, bounded=step > first_step)
+        step += 1
+        interval.add(tc.batch_size * tc.grad_accum * world)
+        stages.enter(f"step {step} logging and stop agreement")
+        boundary = step % cfg.log.every == 0 or step % tc.ckpt_every == 0 or step == tc.steps
+        if deferred is not None and boundary:
+            deferred.check(step, tc.skip_nonfinite)  # before anything is logged or saved from these steps
+        warnings: list[HealthWarning] = []
+        if step % cfg.log.every == 0 or step == tc.steps:
+            values = _interval_stats(interval, phases, world)
+            warnings += health.observe(step, values)  # same averaged values on every rank
+            values.update({f"health/{k}": v for k, v in health.values.items()})
+            out.scalars(step, values)
+        g_eval = ema.model if ema is not None else models.G_raw
+        if step % cfg.log.sample_every == 0 or step == tc.steps:
+            if rank == 0:  # a failed grid write (disk full) is logged; training goes on
+                out.sample_grid(step, g_eval, *grid)
+            if not models.paired:  # mode collapse: diversity of G(z, y) vs the last real batch (eval mode)
+                real, y = steps.micro[-1]["real"], steps.micro[-1].get("label") if models.num_classes else None
+                z = torch.randn(len(real), cfg.model.z_dim, generator=health_gen).to(device)
+                warnings += health.check_diversity(step, g_eval, real, y, z)
+        for wn in warnings:
+            log.warning(wn.message())
+        health_stop = health.should_stop(warnings) is not None
+        if tc.check_replicas_every and step % tc.check_replicas_every == 0 and ema is not None:
+            dist.check_replicas(ema.model, "G_ema")
+        # one rank's signal or verdict stops all; sync-free runs agree only at log/checkpoint steps
+        stopping = dist.any_rank(stop.requested or health_stop) if boundary or not tc.sync_free else False
+        if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
+            ckpt.save(step)
+        if metrics is not None:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
+            stages.enter(f"step {step} metrics", bounded=False)  # may legitimately run long; collectives bounded
+            metrics.after_step(step, g_eval, ema=ema is not None)
+            out.metric_records()  # the new records to W&B / MLflow (log.trackers)
+        if stopping:
+            why = "health signal in train.stop_on" if health_stop else "stop requested"
+            log.info(f"{why}: checkpointed at step {step}, exiting")
+            break
+
+    # ---- finish: drop the DDP wrappers (held by the phases, checkpointer and metrics) before
+    # the process group goes away
+    stages.unwatch()
+    stages.enter("done", bounded=False)
+    out.close()
+    stop.restore()
+    del steps, metrics, ckpt, phases, models
+    accelerator.free_memory()
+    return {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
 
 
 class _StopFlag:
@@ -75,48 +173,25 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume) the run in ``run_dir``; returns a summary dict on every rank."""
-    run_dir = Path(run_dir)
+def _data(cfg: Config, manifest: Any, rank: int, world: int, device: torch.device) -> tuple[DataSpec, Any]:
+    """This rank's share of the shard stream: endless (epochs chained), resumable, equal steps on all ranks."""
     tc = cfg.train
-
-    # ---- processes and devices: one Accelerator per rank; assert the world size we expect
-    accelerator = make_accelerator(cfg)
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    if device.type == "cpu":  # Accelerate's MULTI_CPU says "cpu:0": checkpoints would be tagged with it
-        device = torch.device("cpu")
-    prec = Precision(tc.precision, device)  # fails fast on an impossible combination (fp16 on CPU)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, config_path(run_dir))
-    accelerator.wait_for_everyone()
-    log = RunLogger(run_dir, cfg, enabled=rank == 0, rank=rank)
-    stages.enter("setup (data, models, resume)", bounded=False)  # its collectives are bounded by the group
-    stop = _StopFlag()
-
-    # ---- data: this rank's share of the shard stream
-    manifest = read_manifest(cfg.data.shards)
-    log.pixels = (cfg.data.normalize, manifest.mean, manifest.std)  # grids show pixels, also for zscore runs
-    info = data_info(cfg, manifest)  # resolves data.attributes (the chosen subset)
-    # record classes/attributes/geometry/normalisation in
-    # RUN_DIR/data_info.json so a run dir alone can rebuild and sample G (no shards).
-    if rank == 0:
-        from distgan.api import write_data_info
-        write_data_info(run_dir, info, cfg.data.normalize, manifest.mean, manifest.std)
-    # endless stream (epochs chained) with a resumable position, equal steps on all ranks
     spec = DataSpec(resolution=cfg.data.resolution, batch_size=tc.batch_size,
                     shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled,
                     num_workers=cfg.data.num_workers, normalize=cfg.data.normalize,
                     skip_corrupt=cfg.data.skip_corrupt, epoch_samples=cfg.data.epoch_samples,
                     verify_checksums=cfg.data.verify_checksums)
     if cfg.data.device_cache:  # [speed switch] small data sets: decoded once into a device tensor
-        loader = DeviceCache(cfg.data.shards, cfg.data.resolution, tc.batch_size, device, rank, world,
-                             seed=tc.seed, manifest=manifest)
-    else:
-        loader = build_loader(cfg.data.shards, spec, rank, world, seed=tc.seed, epochs=None,
+        return spec, DeviceCache(cfg.data.shards, cfg.data.resolution, tc.batch_size, device, rank, world,
+                                 seed=tc.seed, manifest=manifest)
+    return spec, build_loader(cfg.data.shards, spec, rank, world, seed=tc.seed, epochs=None,
                               pin_memory=cfg.data.pin_memory and device.type == "cuda")
 
-    # ---- models and optimizers: identical init on every rank (same seed), then per-rank RNG
+
+def _models(cfg: Config, accelerator: Any, info: Any, device: torch.device,
+            prec: Precision) -> tuple[GanModules, EMA | None, list[Phase]]:
+    """G and D (identical init on every rank: same seed), their optimizers and schedules, wrapped; the phases."""
+    tc = cfg.train
     seed_all(tc.seed)
     setup_backends(tc.tf32)
     G, D = build_models(cfg.model, info)
@@ -124,188 +199,110 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     D = to_memory_format(D.to(device), cfg.model.channels_last)
     opt_g = make_adam(G.parameters(), tc.lr_g, (tc.beta1, tc.beta2), tc.fused_adam, device)
     opt_d = make_adam(D.parameters(), tc.lr_d, (tc.beta1, tc.beta2), tc.fused_adam, device)
-    total_d = tc.steps * tc.n_critic
     sched_g = make_scheduler(opt_g, tc.steps, tc.schedule, tc.lr_g, tc.lr_min_g, tc.warmup_steps)
-    sched_d = make_scheduler(opt_d, total_d, tc.schedule, tc.lr_d, tc.lr_min_d, tc.warmup_steps)
-    w = wrap_models(accelerator, cfg, G, D, opt_g, opt_d)  # DDP (Accelerate) or DeepSpeed ZeRO engines
-    G_p, D_p, G_raw, D_raw = w.G, w.D, w.G_raw, w.D_raw
-    if tc.compile and not w.is_deepspeed:  # compile the wrapped modules (DDP hooks stay outside the graph)
-        G_p, D_p = compiled(G_p), compiled(D_p)
-    ema = EMA(G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
-    # label space, loss settings and batch preparation come from objectives.py
-    models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
-    settings = loss_settings(cfg)
-    prep = BatchPrep.for_run(cfg, manifest, info)
-    deferred = DeferredNonFinite() if tc.sync_free else None
-    if tc.sync_free and (not tc.fused_adam or w.is_deepspeed):
+    sched_d = make_scheduler(opt_d, tc.steps * tc.n_critic, tc.schedule, tc.lr_d, tc.lr_min_d, tc.warmup_steps)
+    models = wrap_models(accelerator, cfg, G, D, opt_g, opt_d, info)  # DDP (Accelerate) or DeepSpeed ZeRO
+    ema = EMA(models.G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
+    if tc.sync_free and (not tc.fused_adam or models.is_deepspeed):
         raise ValueError("train.sync_free=true needs train.fused_adam=true and train.engine=accelerate "
                          "(the fused Adam kernel is what skips a non-finite update without a host sync)")
-    if tc.reuse_fakes and (tc.n_critic != 1 or tc.grad_accum != 1 or w.is_deepspeed or models.paired):
+    if tc.reuse_fakes and (tc.n_critic != 1 or tc.grad_accum != 1 or models.is_deepspeed or models.paired):
         raise ValueError("train.reuse_fakes=true needs train.n_critic=1, train.grad_accum=1, "
                          "train.engine=accelerate and an unpaired model (one G forward, one backward per step); "
                          f"got n_critic={tc.n_critic}, grad_accum={tc.grad_accum}, engine={tc.engine}, "
                          f"arch={cfg.model.arch}")
     # with reuse_fakes G is not frozen in the D phase: its forward there builds the graph the G phase uses
-    phases = [Phase("D", D_p, opt_d, sched_d, prec.make_scaler(), d_loss_fn, tc.n_critic,
-                    [] if tc.reuse_fakes else [G_p], True, w.engine),
-              Phase("G", G_p, opt_g, sched_g, prec.make_scaler(), g_loss_fn, 1, [D_p], False, w.engine)]
+    d_phase = Phase(name="D", model=models.D, opt=opt_d, sched=sched_d, scaler=prec.make_scaler(),
+                    loss_fn=d_loss_fn, repeats=tc.n_critic, others=[] if tc.reuse_fakes else [models.G],
+                    new_batch=True, engine=models.engine)
+    g_phase = Phase(name="G", model=models.G, opt=opt_g, sched=sched_g, scaler=prec.make_scaler(),
+                    loss_fn=g_loss_fn, repeats=1, others=[models.D],
+                    new_batch=False,  # the G phase reuses D's last real batches (feature matching)
+                    engine=models.engine)
+    return models, ema, [d_phase, g_phase]
 
-    # ---- resume: the newest readable checkpoint, if any
-    step = 0
-    # (an unusable checkpoint set stops the run unless train.restart_if_unreadable says start over)
-    state = load_latest(run_dir, map_location="cpu", restart_if_unreadable=tc.restart_if_unreadable)
-    if state is not None:
-        if state["config_hash"] != config_hash(cfg):
-            log.info("note: config differs from the checkpoint's; continuing with the new config")
-        if state.get("engine", "accelerate") != tc.engine:
-            raise ValueError(f"the checkpoint in {run_dir} was written with train.engine={state.get('engine')} "
-                             f"(optimizer states in its format); resume with that engine, not {tc.engine}")
-        G_raw.load_state_dict(state["G"])
-        D_raw.load_state_dict(state["D"])
-        for ph, key in zip(phases, ("d", "g")):
-            if w.is_deepspeed:
-                load_zero_shard(ph.model, load_shard(run_dir, int(state["step"]), rank, key, state, world))
-            else:
-                ph.opt.load_state_dict(state[f"opt_{key}"])
-            ph.sched.load_state_dict(state[f"sched_{key}"])
-            ph.sched.base_lrs = [tc.lr_d if key == "d" else tc.lr_g] * len(ph.sched.base_lrs)  # config wins
-            ph.scaler.load_state_dict(state[f"scaler_{key}"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        step = int(state["step"])
-        if "data" in state:  # continue the same sample order mid-epoch
-            loader.load_state_dict(state["data"])
-        if int(state.get("world_size", 0)) == world:
-            set_rng_state(state["rng"][rank])
-        else:  # a different world size cannot continue every rank's stream: fresh, distinct noise
-            log.info(f"note: checkpoint has world size {state.get('world_size')}, now {world}: new RNG streams")
-            seed_all((tc.seed * 7919 + rank) * 1_000_003 + step)
-        log.info(f"resumed from step {step} of {tc.steps}")
-        del state
-    else:
-        seed_all(tc.seed * 7919 + rank)  # different noise per rank, reproducible per run
-    fixed_z, fixed_y, per_row = fixed_inputs(cfg.log.num_samples, cfg.model.z_dim, models.num_classes, tc.seed)
+
+def _grid_inputs(cfg: Config, models: GanModules, spec: DataSpec,
+                 prep: BatchPrep) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The sample grids' fixed inputs (z, labels, images per row), from a private generator."""
+    fixed_z, fixed_y, per_row = fixed_inputs(cfg.log.num_samples, cfg.model.z_dim, models.num_classes,
+                                             cfg.train.seed)
     if models.paired:  # pix2pix grids translate fixed source images
         fixed_z = fixed_sources(cfg.data.shards, spec, cfg.log.num_samples, prep)
         fixed_y, per_row = None, max(1, int(len(fixed_z) ** 0.5))
+    return fixed_z, fixed_y, per_row
 
-    def save(at: int) -> None:
-        """Full state by rank 0 (every rank's RNG gathered); ZeRO optimizer shards by their ranks."""
-        stages.enter(f"checkpoint at step {at}")
-        rngs = dist.gather_objects(rng_state())
-        if w.is_deepspeed:  # each rank writes its partition before rank 0 publishes the step
-            save_shard(run_dir, at, rank, {"d": zero_shard(D_p), "g": zero_shard(G_p)})
-            accelerator.wait_for_everyone()
-        if rank == 0:
-            st = {"step": at, "G": G_raw.state_dict(), "D": D_raw.state_dict(),
-                  "config_hash": config_hash(cfg), "rng": rngs, "world_size": world, "engine": tc.engine}
-            for ph, key in zip(phases, ("d", "g")):
-                st[f"opt_{key}"] = {"zero_shards": shard_dir(run_dir, at).name} if w.is_deepspeed \
-                    else ph.opt.state_dict()
-                st[f"sched_{key}"] = ph.sched.state_dict()
-                st[f"scaler_{key}"] = ph.scaler.state_dict()
-            if ema is not None:
-                st["ema"] = ema.state_dict()
-            st["data"] = loader.state_dict()  # ranks run in lockstep: rank 0's position
-            save_checkpoint(run_dir, at, st, keep=tc.keep_ckpts)
-        accelerator.wait_for_everyone()
 
-    # ---- the loop: D phase(s), G phase, EMA, then logging / samples / checkpoints
-    batches = iter(loader)
-    log.start(step, tc.steps)
-    log.hparams(cfg, world)
-    t_last, n_last = time.perf_counter(), 0
-    micro: list[dict] = []
-    # health monitors (distgan.train.health): warnings logged, train.stop_on ones stop the run cleanly
-    health, warnings = HealthMonitor(cfg.health, tc.stop_on), []
-    health_gen = torch.Generator().manual_seed(tc.seed + 4242)  # keeps the training RNG streams untouched
-    first_step = step  # this attempt's first step may compile/autotune for long: not bounded by the watch
-    while step < tc.steps:
-        t_step = time.perf_counter()
-        t_data = 0.0
-        for phase in phases:
+class _Steps:
+    """One training step: the phases over fresh micro-batches, replica checks, EMA; timings reported."""
+
+    def __init__(self, cfg: Config, models: GanModules, phases: list[Phase], ema: EMA | None, batches: Any,
+                 settings: LossSettings, prep: BatchPrep, prec: Precision, deferred: DeferredNonFinite | None,
+                 device: torch.device, world: int):
+        self.cfg, self.models, self.phases, self.ema, self.batches = cfg, models, phases, ema, batches
+        self.settings, self.prep, self.prec, self.deferred = settings, prep, prec, deferred
+        self.device, self.world = device, world
+        self.micro: list[dict] = []  # the last real micro-batches (the G phase and the diversity check use them)
+
+    def run(self, step: int, bounded: bool) -> None:
+        """Step ``step + 1``: D phase(s), G phase, replicas made equal, EMA updated."""
+        tc = self.cfg.train
+        t_step, t_data = time.perf_counter(), 0.0
+        for phase in self.phases:
             t_phase = time.perf_counter()
-            stages.enter(f"step {step + 1} phase {phase.name}", bounded=step > first_step)
+            stages.enter(f"step {step + 1} phase {phase.name}", bounded=bounded)
             for _ in range(phase.repeats):
-                if phase.new_batch:  # the G phase reuses D's last real batches (feature matching)
+                if phase.new_batch:
                     t0 = time.perf_counter()
-                    # real, label, attrs, src
-                    micro = [phase_batch(next(batches), device, prep) for _ in range(tc.grad_accum)]
-                    if cfg.model.channels_last:
-                        micro = [{k: format_input(v, True) for k, v in mb.items()} for mb in micro]
+                    self.micro = [self._batch() for _ in range(tc.grad_accum)]
                     t_data += time.perf_counter() - t0
-                run_phase(phase, models, micro, settings, prec, step, tc.skip_nonfinite, deferred)
+                run_phase(phase, self.models, self.micro, self.settings, self.prec, step, tc.skip_nonfinite,
+                          self.deferred)
             took = time.perf_counter() - t_phase
             stats.report(f"time_{phase.name.lower()}", took - (t_data if phase.new_batch else 0.0))
         stats.report("time_data", t_data)
+        G_raw, D_raw = self.models.G_raw, self.models.D_raw
         if tc.check_replicas_every and (step + 1) % tc.check_replicas_every == 0:
             # before the buffer broadcast below, which would hide a desync of buffers that must match
             dist.check_replicas(G_raw, "G")
             dist.check_replicas(D_raw, "D")
-        if world > 1:  # plain BN keeps local running stats; make replicas equal at step boundaries
+        if self.world > 1:  # plain BN keeps local running stats; make replicas equal at step boundaries
             dist.broadcast_buffers(G_raw)
             dist.broadcast_buffers(D_raw)
-        if ema is not None:
-            ema.update(G_raw, step)
-        step += 1
-        n_last += tc.batch_size * tc.grad_accum * world
+        if self.ema is not None:
+            self.ema.update(G_raw, step)
         stats.report("time_step", time.perf_counter() - t_step)
-        stages.enter(f"step {step} logging and stop agreement")
 
-        if deferred is not None and (step % cfg.log.every == 0 or step % tc.ckpt_every == 0 or step == tc.steps):
-            deferred.check(step, tc.skip_nonfinite)  # before anything is logged or saved from these steps
-        if step % cfg.log.every == 0 or step == tc.steps:
-            now = time.perf_counter()
-            stats.report("images_per_s", n_last / max(now - t_last, 1e-9) / world)  # summed over ranks below
-            stats.report("lr_d", phases[0].sched.get_last_lr()[0])
-            stats.report("lr_g", phases[1].sched.get_last_lr()[0])
-            values = stats.collect()
-            values["images_per_s"] *= world  # collect() averages over ranks; throughput adds up
-            warnings += health.observe(step, values)  # same averaged values on every rank
-            values.update({f"health/{k}": v for k, v in health.values.items()})
-            log.scalars(step, values)
-            t_last, n_last = now, 0
-        if step % cfg.log.sample_every == 0 or step == tc.steps:
-            g_eval = ema.model if ema is not None else G_raw
-            if rank == 0:  # a failed grid write (disk full) is logged; training goes on
-                log.sample_grid(step, g_eval, fixed_z, fixed_y, per_row)
-            if not models.paired:  # mode collapse: diversity of G(z, y) vs the last real batch (eval mode)
-                real, y = micro[-1]["real"], micro[-1].get("label") if models.num_classes else None
-                z = torch.randn(len(real), cfg.model.z_dim, generator=health_gen).to(device)
-                warnings += health.check_diversity(step, g_eval, real, y, z)
-        for wn in warnings:
-            log.info(wn.message())
-        health_stop = health.should_stop(warnings) is not None
-        warnings = []
-        if tc.check_replicas_every and step % tc.check_replicas_every == 0 and ema is not None:
-            dist.check_replicas(ema.model, "G_ema")
-        # one rank's signal or verdict stops all; sync-free runs agree only at log/checkpoint steps
-        boundary = step % cfg.log.every == 0 or step % tc.ckpt_every == 0 or step == tc.steps
-        stopping = dist.any_rank(stop.requested or health_stop) if boundary or not tc.sync_free else False
-        if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
-            save(step)
-        # ---- at metrics.every steps and at the end, on all ranks together:
-        # metrics.jsonl + TensorBoard; checkpoints/best by metrics.main (saving this step first if needed)
-        if cfg.metrics.names:
-            stages.enter(f"step {step} metrics", bounded=False)  # may legitimately run long; collectives bounded
-            from distgan.metrics.training import loop_step
-            loop_step(cfg, run_dir, step, ema.model if ema is not None else G_raw, ema is not None, log.tb,
-                      device, save)
-            log.metric_records()  # the new records to W&B / MLflow (log.trackers)
-        if stopping:
-            why = "health signal in train.stop_on" if health_stop else "stop requested"
-            log.info(f"{why}: checkpointed at step {step}, exiting")
-            break
+    def _batch(self) -> dict:
+        """The next real micro-batch on the device: ``real`` and ``label`` / ``attrs`` / ``src``."""
+        mb = phase_batch(next(self.batches), self.device, self.prep)
+        if self.cfg.model.channels_last:
+            mb = {k: format_input(v, True) for k, v in mb.items()}
+        return mb
 
-    # ---- finish
-    stages.unwatch()
-    stages.enter("done", bounded=False)
-    log.close()
-    stop.restore()
-    summary = {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
-    # drop the DDP wrappers before the process group goes away (rebinding, not del: the
-    # save() closure shares these variables)
-    G_p = D_p = phases = w = None  # noqa: F841
-    del models
-    accelerator.free_memory()
-    return summary
+
+class _Throughput:
+    """Images trained since the last log line, over the wall time since then."""
+
+    def __init__(self, world: int):
+        self.world, self.t_last, self.images = world, time.perf_counter(), 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def per_rank(self) -> float:
+        """Images per second per rank over the interval; starts the next interval."""
+        now = time.perf_counter()
+        rate = self.images / max(now - self.t_last, 1e-9) / self.world
+        self.t_last, self.images = now, 0
+        return rate
+
+
+def _interval_stats(interval: _Throughput, phases: list[Phase], world: int) -> dict[str, float]:
+    """Everything reported since the last log line, averaged over ranks, with throughput and learning rates."""
+    stats.report("images_per_s", interval.per_rank())  # summed over ranks below
+    stats.report("lr_d", phases[0].sched.get_last_lr()[0])
+    stats.report("lr_g", phases[1].sched.get_last_lr()[0])
+    values = stats.collect()
+    values["images_per_s"] *= world  # collect() averages over ranks; throughput adds up
+    return values

@@ -12,36 +12,26 @@ the G phase judges them with the updated D and backpropagates through that
 graph: one G forward per step (pytorch/examples' DCGAN), the same update as
 the default path given the same noise in both phases.
 
-The loop builds its inputs with three helpers of this module:
+The losses read the models from :class:`~distgan.train.engine.GanModules`
+(built by ``engine.wrap_models``, or ``engine.gan_models`` around plain
+modules); the loop builds the rest with helpers of this module:
 
-    models = gan_models(G_p, D_p, G_raw, D_raw, cfg.model, info)
     settings = loss_settings(cfg)
     prep = BatchPrep.for_run(cfg, manifest, info)
     batch = phase_batch(raw_loader_batch, device, prep)   # every D repeat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
-import torch.nn as nn
 
 from distgan import losses
-from distgan.models.labels import LabelSpace
+from distgan.data import build_loader, normalize
+from distgan.models import select_attributes
 from distgan.train import stats
-
-
-@dataclass
-class GanModels:
-    G: nn.Module  # as prepared (DDP-wrapped when distributed)
-    D: nn.Module
-    G_raw: nn.Module  # the plain modules behind the wrappers
-    D_raw: nn.Module
-    z_dim: int
-    num_classes: int  # categories for sampling and grids: classes, or 2^A attribute combinations
-    space: LabelSpace = field(default_factory=lambda: LabelSpace("none"))
-    paired: bool = False  # pix2pix: G translates batch["src"]
+from distgan.train.engine import GanModules
 
 
 @dataclass
@@ -58,14 +48,6 @@ class LossSettings:
 
 # the batch key under which the D phase hands its fakes (and their labels) to the G phase
 FAKES_KEY = "_fakes"
-
-
-def gan_models(G: nn.Module, D: nn.Module, G_raw: nn.Module, D_raw: nn.Module, mc: Any, info: Any) -> GanModels:
-    """GanModels for the model config ``mc`` and DataInfo ``info``."""
-    from distgan.models import label_space
-
-    space = label_space(mc, info)
-    return GanModels(G, D, G_raw, D_raw, mc.z_dim, space.num_categories, space, mc.arch == "pix2pix")
 
 
 def loss_settings(cfg: Any) -> LossSettings:
@@ -88,8 +70,6 @@ class BatchPrep:
 
     @classmethod
     def for_run(cls, cfg: Any, manifest: Any, info: Any) -> "BatchPrep":
-        from distgan.models import select_attributes
-
         idx = None
         if cfg.model.cond == "multilabel":
             idx = select_attributes(list(info.attributes), list(manifest.attributes))
@@ -98,8 +78,6 @@ class BatchPrep:
 
 def phase_batch(raw: dict, device: torch.device, prep: BatchPrep) -> dict:
     """``{"real", "label"?, "attrs"?, "src"?}`` on ``device``, images normalised like the data."""
-    from distgan.data import normalize
-
     def img(x: torch.Tensor) -> torch.Tensor:
         return normalize(x.to(device, non_blocking=True), prep.normalize, prep.mean, prep.std)
 
@@ -113,7 +91,7 @@ def phase_batch(raw: dict, device: torch.device, prep: BatchPrep) -> dict:
     return batch
 
 
-def real_condition(m: GanModels, batch: dict) -> torch.Tensor | None:
+def real_condition(m: GanModules, batch: dict) -> torch.Tensor | None:
     """The real batch's y: class labels, the chosen attributes, or None."""
     if m.space.kind == "attrs":
         if "attrs" not in batch:
@@ -127,7 +105,7 @@ def real_condition(m: GanModels, batch: dict) -> torch.Tensor | None:
     return None
 
 
-def sample_latent(n: int, m: GanModels, device: torch.device,
+def sample_latent(n: int, m: GanModules, device: torch.device,
                   real_y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Noise z ~ N(0, I) and labels for G.
 
@@ -149,7 +127,7 @@ def _adv(out: Any) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the phase losses
 
-def d_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
+def d_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
     real = batch["real"]
     if m.paired:  # pix2pix: D judges (target, source) against (G(source), source)
         y_real = y_fake = batch["src"]
@@ -180,7 +158,7 @@ def d_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
     return loss
 
 
-def g_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
+def g_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
     real = batch["real"]
     if m.paired:
         y_fake = batch["src"]
@@ -216,10 +194,6 @@ def g_loss_fn(m: GanModels, batch: dict, s: LossSettings) -> torch.Tensor:
 def fixed_sources(shards: str, spec: Any, num: int, prep: BatchPrep) -> torch.Tensor:
     """The first ``num`` source images of the shard set (rank-independent), normalised:
     the fixed inputs of a pix2pix run's sample grids."""
-    from dataclasses import replace
-
-    from distgan.data import build_loader
-
     loader = build_loader(shards, replace(spec, shuffle_buffer=0, num_workers=0, resampled=False,
                                                shuffle_shards=False, drop_last=False), 0, 1, seed=0, epochs=1)
     out = []

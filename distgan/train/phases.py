@@ -17,6 +17,10 @@ each loss divided by k, the first k-1 backwards inside the engine's no-sync
 context (DDP skips the all-reduce), the last one synchronises, then one
 optimizer step. A non-finite loss is detected on any rank and decided on all
 ranks together (a rank raising alone would leave the others hanging).
+
+A :class:`Phase` names its engine (``TorchEngine`` for plain/DDP modules,
+``DeepSpeedPhaseEngine``; both in :mod:`distgan.train.engine`), which does the
+backward, the no-sync context and the optimizer step.
 """
 from __future__ import annotations
 
@@ -29,38 +33,13 @@ import torch.nn as nn
 
 from distgan import dist
 from distgan.train import stats
-from distgan.train.objectives import GanModels, LossSettings
+from distgan.train.engine import GanModules, TorchEngine
+from distgan.train.objectives import LossSettings
 from distgan.train.precision import Precision
 
 
 class NonFiniteLoss(FloatingPointError):
     """A phase produced a NaN/Inf loss; the message names phase and step."""
-
-
-class TorchEngine:
-    """Backward / no-sync / optimizer step for plain or DDP-wrapped modules (the Accelerate path)."""
-
-    name = "accelerate"
-
-    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
-        model = getattr(model, "_orig_mod", model)  # torch.compile'd DDP: the wrapper owns no_sync
-        return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
-
-    def backward(self, phase: "Phase", loss: torch.Tensor) -> None:
-        phase.scaler.scale(loss).backward()
-
-    def step(self, phase: "Phase") -> torch.Tensor:
-        """Unscale, measure the gradient norm, step optimizer + scaler + schedule; returns the norm."""
-        phase.scaler.unscale_(phase.opt)
-        grads = [p.grad for p in phase.model.parameters() if p.grad is not None]
-        gn = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())  # foreach kernels
-        phase.scaler.step(phase.opt)  # skipped by the scaler (fp16) when grads are inf/nan
-        phase.scaler.update()
-        phase.sched.step()
-        return gn
-
-    def zero_grad(self, phase: "Phase") -> None:
-        phase.opt.zero_grad(set_to_none=True)
 
 
 class DeferredNonFinite:
@@ -108,21 +87,23 @@ class DeferredNonFinite:
                 "learning rate, or set train.skip_nonfinite=true to skip such steps")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Phase:
+    """One phase of a step: which model it optimises with what, and how often per step."""
+
     name: str  # "D" or "G"
     model: nn.Module  # what this phase optimises (prepared module: DDP or DeepSpeed engine)
     opt: torch.optim.Optimizer
     sched: Any
     scaler: torch.amp.GradScaler
-    loss_fn: Callable[[GanModels, dict, LossSettings], torch.Tensor]
+    loss_fn: Callable[[GanModules, dict, LossSettings], torch.Tensor]
     repeats: int = 1
     others: list[nn.Module] = field(default_factory=list)  # frozen during this phase
     new_batch: bool = True  # draw fresh real batches before each repeat
-    engine: Any = field(default_factory=TorchEngine)
+    engine: TorchEngine = field(default_factory=TorchEngine)
 
 
-def run_phase(phase: Phase, m: GanModels, batch: dict | list[dict], s: LossSettings, prec: Precision,
+def run_phase(phase: Phase, m: GanModules, batch: dict | list[dict], s: LossSettings, prec: Precision,
               step: int, skip_nonfinite: bool = False, deferred: DeferredNonFinite | None = None) -> bool:
     """One optimisation step of ``phase`` over one batch or a list of micro-batches.
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
+from distgan.data import denormalize
 from distgan.fsutil import atomic_write_bytes
 
 
@@ -32,8 +33,6 @@ def grid_tensor(images: torch.Tensor, nrow: int, pixels: tuple | None = None) ->
     (z-scored runs); without it images are taken to be in [-1, 1].
     """
     if pixels is not None:
-        from distgan.data import denormalize
-
         unit = denormalize(images, *pixels).float() / 255.0
     else:
         unit = (images.float().clamp(-1, 1) + 1) / 2

@@ -32,8 +32,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from distgan.log import get_logger
+from distgan.rundir import list_checkpoints
+
 EXIT_HUNG = 4  # a rank ended because a distributed wait ran out (never requeued: 3 means "resume me")
 _FAILED = "distgan/failed/"
+log = get_logger("train")
 
 _lock = threading.Lock()
 _stage, _since, _bounded = "start", time.monotonic(), False
@@ -54,8 +58,7 @@ def enter(name: str, bounded: bool = True) -> None:
         _stage, _since, _bounded = name, time.monotonic(), bounded
     hook = _hang_hook()
     if hook is not None and hook == (int(os.environ.get("RANK", "0")), name):
-        print(f"[distgan] test hook DISTGAN_TEST_HANG_AT: rank {hook[0]} blocks in {name!r}", file=sys.stderr,
-              flush=True)
+        log.warning(f"test hook DISTGAN_TEST_HANG_AT: rank {hook[0]} blocks in {name!r}")
         while True:
             time.sleep(3600)
 
@@ -75,8 +78,6 @@ def last_checkpoint(run_dir: str | Path | None) -> str:
     """'step N (path)' of the newest checkpoint, or a note that there is none."""
     if run_dir is None:
         return "no run directory"
-    from distgan.train.state import list_checkpoints  # noqa: PLC0415 - keeps this module import-light
-
     found = list_checkpoints(run_dir)
     if not found:
         return "none yet (the run starts from step 0 again)"
@@ -108,6 +109,8 @@ def watch(timeout_s: float, rank: int, run_dir: str | Path | None = None, world:
                 if others:
                     msg += "; " + ", ".join(f"rank {r} at '{s}'" for r, s in sorted(others.items()) if r != rank)
                 msg = f"{msg.rstrip('; ')}. Last checkpoint: {last_checkpoint(run_dir)}"
+                # printed, not only logged: every rank's last words must reach its own stderr (the
+                # .out file its launcher keeps), console handler or not, before the hard exit below
                 print(f"[distgan] error: {msg}", file=sys.stderr, flush=True)
                 if _reporter is not None:
                     try:

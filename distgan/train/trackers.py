@@ -56,7 +56,7 @@ class Trackers:
         self.ids = self._read_ids()
         self.wandb = self.mlflow = None
         if "wandb" in names:
-            from accelerate.tracking import WandBTracker
+            from accelerate.tracking import WandBTracker  # noqa: PLC0415 - needs wandb, optional: only when asked
 
             run_id = self.ids.setdefault("wandb", secrets.token_hex(4))
             wandb_dir = Path(os.environ.get("WANDB_DIR") or self.run_dir)
@@ -64,8 +64,8 @@ class Trackers:
             self.wandb = WandBTracker(project, dir=str(wandb_dir), id=run_id, resume="allow", name=run_name)
             self.wandb.start()
         if "mlflow" in names:
-            import mlflow
-            from accelerate.tracking import MLflowTracker
+            import mlflow  # noqa: PLC0415 - optional dependency: only when log.trackers names it
+            from accelerate.tracking import MLflowTracker  # noqa: PLC0415
 
             if not os.environ.get("MLFLOW_TRACKING_URI"):
                 # MLflow 3 refuses its file store unless told it is wanted: a local run directory needs no
@@ -92,7 +92,7 @@ class Trackers:
         if self.wandb is not None:
             self.wandb.store_init_configuration(flat)
         if self.mlflow is not None:
-            import mlflow
+            import mlflow  # noqa: PLC0415 - optional dependency, imported only when in use
 
             # MLflow params are write-once: a resumed run with a changed config keeps the first values
             # as params and records the changes as tags
@@ -111,7 +111,7 @@ class Trackers:
         if self.wandb is not None:
             self.wandb.log_images({name: [grid]}, step=step)
         if self.mlflow is not None:
-            import mlflow
+            import mlflow  # noqa: PLC0415 - optional dependency, imported only when in use
 
             mlflow.log_image(grid, key=name, step=step)
 
@@ -125,7 +125,7 @@ class Trackers:
             if self.wandb is not None:
                 self.wandb.log({f"metric_records/{name}": json.dumps(r)}, step=step)
             if self.mlflow is not None:
-                import mlflow
+                import mlflow  # noqa: PLC0415 - optional dependency, imported only when in use
 
                 mlflow.log_dict(r, f"metric_records/{name}-step{step:08d}.json")
 
