@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 _LAZY = {"load_generator": "distgan.api", "generate": "distgan.api", "GeneratorInfo": "distgan.api",
@@ -16,7 +17,5 @@ __all__ = sorted(_LAZY)
 
 def __getattr__(name: str) -> Any:  # PEP 562: import distgan.api only when first used
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'distgan' has no attribute {name!r}")

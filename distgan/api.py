@@ -35,6 +35,7 @@ import torch
 
 from distgan.config import Config, ConfigError, config_from_dict
 from distgan.errors import UserError, load_failure
+from distgan.models import DataInfo, build_models
 from distgan.pixels import to_uint8_nhwc
 from distgan.rundir import (
     DATA_INFO,
@@ -44,6 +45,7 @@ from distgan.rundir import (
     read_config,
     resolve_checkpoint,
 )
+from distgan.shards.manifest import read_manifest
 from distgan.weights import GeneratorFileError, read_generator_file
 
 LabelSpec = Any  # None | int | str | Sequence[int | str] | array (L, C)
@@ -71,8 +73,6 @@ def read_data_info(run_dir: str | Path, cfg: Config | None = None) -> dict[str, 
                               "for one step, or restore it") from None
     shards = Path(cfg.data.shards) if cfg is not None else None
     if shards is not None and (shards / "manifest.json").is_file():
-        from distgan.shards.manifest import read_manifest
-
         m = read_manifest(shards)
         return {"channels": m.channels, "resolution": cfg.data.resolution, "num_classes": m.num_classes,
                 "classes": list(m.classes), "attributes": list(m.attributes),
@@ -219,8 +219,6 @@ def _assemble(cfg: Config, data: dict[str, Any], weights: dict[str, torch.Tensor
               device: str | torch.device, step: int, checkpoint: str, ema: bool, run_dir: str,
               described_by: str) -> tuple[torch.nn.Module, GeneratorInfo]:
     """G built from ``cfg`` + ``data`` (a data_info record) with ``weights`` loaded, and its info."""
-    from distgan.models import DataInfo, build_models
-
     if cfg.model.arch == "pix2pix":
         raise SampleError(f"{run_dir or where} is a pix2pix run: its G translates a source image, it does not "
                           "sample from noise; load its checkpoint and call G(source) instead")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from distgan.errors import UserError
+from distgan.fsutil import atomic_write_text
 from distgan.log import get_logger
 
 log = get_logger("config")
@@ -365,8 +366,6 @@ def config_from_dict(data: dict[str, Any], source: str = "") -> Config:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    from distgan.fsutil import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 

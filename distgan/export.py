@@ -109,7 +109,7 @@ def to_torchscript(model: Standalone, info: GeneratorInfo) -> bytes:
 
 
 def to_onnx(model: Standalone, info: GeneratorInfo) -> bytes:
-    import onnx
+    import onnx  # noqa: PLC0415 - optional package ([export] extra), only for --format onnx
 
     args = example_inputs(info, 2)
     names = ["z", "y"][:len(args)]
@@ -130,7 +130,7 @@ def run_exported(path: str | Path, fmt: str, inputs: tuple[torch.Tensor, ...]) -
     if fmt == "torchscript":
         with torch.no_grad(), _quiet_jit():
             return torch.jit.load(str(path)).eval()(*inputs).numpy()
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415 - optional package ([export] extra), only to run an .onnx file
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)}

@@ -33,7 +33,7 @@ class GeneratorFileError(ValueError):
 
 def _safetensors() -> Any:
     try:
-        import safetensors.torch
+        import safetensors.torch  # noqa: PLC0415 - .safetensors files only: .pt loads without it
     except ImportError:
         raise ImportError("safetensors export needs the 'safetensors' package: "
                           "pip install 'distgan[export]' (or pip install safetensors)") from None

@@ -8,10 +8,16 @@ two modules' responsibilities). ``from distgan.x import y`` is an edge to the mo
 ``if TYPE_CHECKING:`` never run (annotations only) and are left out. Importing a submodule
 also runs its package's ``__init__``; that edge is left out, because the packages'
 ``__init__`` files here only re-export or import lazily on attribute access.
+
+A function-level import is a last resort: each one carries a comment saying why (a heavy
+or optional dependency, a lazy attribute), on its line or the line above.
 """
 from __future__ import annotations
 
 import ast
+import io
+import re
+import tokenize
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "distgan"
@@ -118,3 +124,62 @@ def test_no_module_imports_a_command_module():
     graph = import_graph()
     bad = sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps if b.endswith(".__main__"))
     assert not bad, "modules importing a __main__: " + ", ".join(bad)
+
+
+NOQA = re.compile(r"\bnoqa\b(:\s*[A-Z]+[0-9]+(\s*,\s*[A-Z]+[0-9]+)*)?", re.IGNORECASE)
+
+
+def _comments(source: str) -> dict[int, str]:
+    """Line number -> the text of the comment on that line (tokenized: a ``#`` inside a string is no comment)."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+
+
+def _is_reason(comment: str | None) -> bool:
+    """A comment that says something besides silencing a linter (``# noqa: PLC0415`` alone is no reason)."""
+    return bool(comment) and bool(NOQA.sub("", comment).strip(" -:;,."))
+
+
+
+def unexplained_local_imports(path: Path) -> list[int]:
+    """Lines of imports inside a function body with no reason in a comment on their line or the line above."""
+    source = path.read_text()
+    lines, comments = source.splitlines(), _comments(source)
+    bad: list[int] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and in_function:
+                first, last = child.lineno, child.end_lineno or child.lineno
+                above = lines[first - 2].strip() if first > 1 else ""
+                own = [comments.get(n) for n in range(first, last + 1)]
+                if not any(_is_reason(c) for c in own) and not (above.startswith("#") and
+                                                                 _is_reason(comments.get(first - 1))):
+                    bad.append(first)
+            if not _is_type_checking(child):  # annotations only: never runs
+                visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(source, str(path)), False)
+    return bad
+
+
+def test_local_import_finder_wants_a_reason(tmp_path):
+    src = tmp_path / "mod.py"
+    src.write_text('"""Docs:\n\n    from distgan import x\n"""\nimport os\n\n\n'
+                   "def f():\n"
+                   "    import a\n"                             # 9: no comment
+                   "    import b  # noqa: PLC0415\n"            # 10: a bare noqa is no reason
+                   "    import c  # noqa: PLC0415 - optional\n"  # 11
+                   "    # heavy: only on this path\n"
+                   "    import d\n"                             # 13: the reason is on the line above
+                   "    x = '# not a comment'; import e\n"      # 14
+                   "    from f import (\n        g,  # slow\n    )\n")  # 15: a comment inside the statement
+    assert unexplained_local_imports(src) == [9, 10, 14]
+
+
+def test_function_level_imports_say_why():
+    # a function-level import is a last resort: the reason (a heavy or optional dependency, a
+    # deliberately lazy attribute) sits on its line or the line above
+    bad = [f"{path.relative_to(PACKAGE.parent)}:{line}" for path in sorted(PACKAGE.rglob("*.py"))
+           for line in unexplained_local_imports(path)]
+    assert not bad, "function-level imports without a reason comment: " + ", ".join(bad)

@@ -28,11 +28,13 @@ from typing import Any, Iterator
 
 from torch.utils.data import DataLoader
 
-from distgan.data.pipeline import DataSpec, ShardStream, shard_urls, warn
+from distgan.data.pipeline import DataSpec, ShardStream, shard_urls
 from distgan.data.plan import consumed_per_worker
+from distgan.log import get_logger
 from distgan.shards.location import is_pipe
 from distgan.shards.manifest import Manifest, ShardError, damaged_shards, read_manifest
 
+log = get_logger("data")
 _ENDLESS_IF_RESAMPLED = object()
 
 
@@ -78,7 +80,7 @@ class StreamLoader:
                    if k in state and state[k] != mine[k]]
         if changed:
             what = ", ".join(f"{k}: {state[k]} -> {mine[k]}" for k in changed)
-            warn(f"data stream changed since the checkpoint ({what}); "
+            log.warning(f"data stream changed since the checkpoint ({what}); "
                  f"restarting epoch {self.epoch} from its beginning")
             self.batches = 0
         self._start_epoch = self.epoch
@@ -99,8 +101,8 @@ class StreamLoader:
                 if batch is not None:
                     self.batches += 1
                     return batch
-                warn(f"rank {self.rank}: epoch {self.epoch} ended after {self.batches} of {steps} batches "
-                     "(skipped corrupt data?)")
+                log.warning(f"rank {self.rank}: epoch {self.epoch} ended after {self.batches} of {steps} "
+                            "batches (skipped corrupt data?)")
             self._close()
             self.epoch, self.batches = self.epoch + 1, 0
 
@@ -145,7 +147,7 @@ def startup_check(shard_dir: str | Path, manifest: Manifest, checksums: bool, sk
         raise ShardError(f"{len(problems)} of {len(manifest.shards)} shards in {shard_dir} are damaged or missing "
                          f"(data.skip_corrupt=true skips them):\n  " + "\n  ".join(problems.values()))
     for line in problems.values():
-        warn(f"skipping shard: {line}")
+        log.warning(f"skipping shard: {line}")
     urls = [None if s.name in problems else u for u, s in zip(urls, manifest.shards)]
     if not any(urls):
         raise ShardError(f"every shard in {shard_dir} is damaged or missing")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import itertools
 import random
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.plan import Layout, stream_seed
 from distgan.data.tarstream import iter_members
+from distgan.log import get_logger
 from distgan.shards.location import member_url, open_url
 from distgan.shards.manifest import Manifest, ShardError, read_manifest
 from distgan.shards.members import Canonicalizer, MemberError, SampleFormat, split_name
+
+log = get_logger("data")
 
 # distgan's own member layout; also reads foreign jpg/webp + .cls shards indexed without a label mapping
 _NATIVE = Canonicalizer(SampleFormat(), [], [])
@@ -52,10 +54,6 @@ class DataSpec:
     verify_checksums: bool = False  # sha256 of every shard at start-up
     shuffle_shards: bool = True  # exact mode: reshuffle the shard list every epoch
     drop_last: bool = True  # drop each worker's partial last batch (fixed batch size)
-
-
-def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -101,7 +99,7 @@ def tar_samples(urls: Iterable[str], skip_corrupt: bool = False, expected: dict[
         except (tarfile.TarError, OSError, EOFError, ShardError) as e:
             if not skip_corrupt:
                 raise ShardError(f"corrupt or unreadable shard '{url}': {e}") from e
-            warn(f"skipping the rest of corrupt shard '{url}' after {n} samples: {e}")
+            log.warning(f"skipping the rest of corrupt shard '{url}' after {n} samples: {e}")
 
 
 def _read_tar(url: str) -> Iterator[dict[str, Any]]:
@@ -157,7 +155,7 @@ def decoded(samples: Iterable[dict[str, Any]], resolution: int, channels: int,
         except (ShardError, ValueError) as e:
             if not skip_corrupt:
                 raise ShardError(f"shard '{s['__url__']}': sample '{s['__key__']}': {e}") from e
-            warn(f"skipping sample '{s['__key__']}' of shard '{s['__url__']}': {e}")
+            log.warning(f"skipping sample '{s['__key__']}' of shard '{s['__url__']}': {e}")
 
 
 def _decode_image(data: bytes, resolution: int, channels: int, url: str, key: str) -> torch.Tensor:

@@ -20,14 +20,25 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
+import torch
+import torch.distributed as tdist
+
+from distgan import dist
+from distgan.errors import UserError
+from distgan.fsutil import atomic_write_text
 from distgan.log import setup_console
+from distgan.metrics.frechet import save_stats
+from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
+from distgan.metrics.refstats import compute_real_stats
+from distgan.metrics.run import evaluate_run
+from distgan.metrics.training import append_records
+from distgan.metrics.twoset import compare
+from distgan.shards.manifest import ShardError, read_manifest
 
 
 def _init_distributed() -> None:
-    import torch
-    import torch.distributed as tdist
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not tdist.is_initialized():
         tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if torch.cuda.is_available():
@@ -39,8 +50,6 @@ def _rank() -> int:
 
 
 def _device() -> str:
-    import torch
-
     return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
@@ -70,9 +79,6 @@ def _two_set_parser() -> argparse.ArgumentParser:
 
 def _two_set(argv: list[str]) -> int:
     args = _two_set_parser().parse_args(argv)
-    from distgan.fsutil import atomic_write_text
-    from distgan.metrics.twoset import compare
-
     records = compare(args.names, args.a, args.b, num=args.num, seed=args.seed,
                       checkpoint=int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint,
                       ema=args.ema, batch_size=args.batch_size, cache_dir=args.cache_dir,
@@ -82,8 +88,6 @@ def _two_set(argv: list[str]) -> int:
     lines = [json.dumps(r) for r in records]
     print("\n".join(lines))
     if args.out:
-        from pathlib import Path
-
         old = Path(args.out).read_text() if Path(args.out).is_file() else ""
         atomic_write_text(Path(args.out), old + "".join(line + "\n" for line in lines))
     return 0
@@ -100,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if _is_two_set(argv):
         setup_console(_rank(), info_to_stderr=True)  # stdout carries the JSON records
-        from distgan.shards.manifest import ShardError
-
         try:
             return _two_set(argv)
         except (ValueError, FileNotFoundError, ShardError) as e:
@@ -131,17 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _init_distributed()
     setup_console(_rank(), info_to_stderr=True)  # stdout carries the JSON records
-    from distgan import dist
-    from distgan.errors import UserError
-    from distgan.shards.manifest import ShardError
-
     try:
         if args.cmd == "stats":
-            from distgan.metrics.frechet import save_stats
-            from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
-            from distgan.metrics.refstats import compute_real_stats
-            from distgan.shards import read_manifest
-
             m = read_manifest(args.shards)
             res = args.resolution or m.height
             net = InceptionFeatures(args.weights, args.weights_sha256).to(_device())
@@ -152,9 +145,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"out": args.out, "count": st.count, "weights_sha256": net.sha256,
                                   "resolution": res, "resize": RESIZE_POLICY}))
             return 0
-        from distgan.metrics.run import evaluate_run
-        from distgan.metrics.training import append_records
-
         overrides = {k: v for k, v in (("kid_features", args.kid_features), ("num_real", args.num_real))
                      if v is not None}
         checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint

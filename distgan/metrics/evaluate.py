@@ -22,12 +22,17 @@ import torch.nn as nn
 from distgan import dist
 from distgan.config import MetricsConfig
 from distgan.log import get_logger
+from distgan.metrics.classifier import classifier_for, correct
 from distgan.metrics.frechet import FeatureStats, frechet_distance, load_stats
 from distgan.metrics.generate import Conditioning, generate
+from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
+from distgan.metrics.intra_fid import intra_fid
 from distgan.metrics.kid import kid
-from distgan.metrics.refstats import reference_stats
+from distgan.metrics.precision_recall import K_NEIGHBOURS, precision_recall
+from distgan.metrics.refstats import reference_stats, shard_labels
 from distgan.metrics.registry import REGISTRY, check_names, lower_is_better
 from distgan.pixels import to_minmax
+from distgan.shards.manifest import read_manifest
 
 FEATURE_METRICS = ("kid", "precision_recall", "intra_fid")  # need every feature, not only mu/sigma
 
@@ -51,8 +56,6 @@ def _state_sha256(module: nn.Module) -> str:
 
 def pixel_policy(cfg: Any) -> dict[str, Any]:
     """Evaluator keyword arguments describing how a run's G output maps to pixels."""
-    from distgan.shards import read_manifest
-
     m = read_manifest(cfg.data.shards) if cfg.data.normalize == "zscore" else None
     return {"normalize": cfg.data.normalize, "mean": m.mean if m else None, "std": m.std if m else None}
 
@@ -80,15 +83,11 @@ class Evaluator:
             kind = self.mc.kid_features
         if kind not in self._extractors:
             if kind == "inception":
-                from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
-
                 net = InceptionFeatures(self.mc.inception_weights, self.mc.inception_sha256).to(self.device)
                 self._extractors[kind] = Extractor(net.name, net.dim, lambda x: net(x.to(self.device)).cpu(),
                                                    net.sha256, RESIZE_POLICY,
                                                    {"weights": net.info.description})
             elif kind == "classifier":
-                from distgan.metrics.classifier import classifier_for
-
                 clf = classifier_for(self.shard_dir, self.resolution, self.mc.cache_dir, self.mc.classifier_seed)
                 self.classifier = clf.to(self.device)
                 self._extractors[kind] = Extractor(
@@ -133,8 +132,6 @@ class Evaluator:
         ref = reference_stats(shards, self.resolution, ex.embed, ex.dim, ex.name, ex.sha256, ex.resize,
                               limit=self.mc.num_real, keep=keep, cache_dir=self.mc.cache_dir)
         if "intra_fid" in self.names and kind == "inception":
-            from distgan.metrics.refstats import shard_labels
-
             ref["labels"] = shard_labels(shards, self.mc.num_real)  # manifest order = the features' order
             if ref["labels"] is None:
                 raise ValueError(f"intra_fid needs class labels, but shard set '{shards}' has none")
@@ -166,8 +163,6 @@ class Evaluator:
             for k, st in fakes.items():
                 st.add(self.extractor(k).embed(images), index=index)
             if want_acc:
-                from distgan.metrics.classifier import correct
-
                 logits = self.classifier.logits(images)
                 if self.classifier.mode == "attrs" and self.cond.attr_columns is not None:
                     logits = logits[:, self.cond.attr_columns]  # the classifier knows every manifest attribute
@@ -209,14 +204,10 @@ class Evaluator:
                         for attr, v in zip(self._acc_names(), acc):
                             record(f"classifier_acc/{attr}", float(v), None, num_scored=acc_n, conditioning="attrs")
             elif n == "precision_recall":
-                from distgan.metrics.precision_recall import K_NEIGHBOURS, precision_recall
-
                 p, rc = precision_recall(refs["inception"]["features"], fakes["inception"].features())
                 record("precision", p, "inception", k=K_NEIGHBOURS)
                 record("recall", rc, "inception", k=K_NEIGHBOURS)
             elif n == "intra_fid":
-                from distgan.metrics.intra_fid import intra_fid
-
                 fake_labels = self.cond.labels(np.arange(self.mc.num_fake)).numpy()  # what generate() used
                 mean, per_class = intra_fid(refs["inception"]["features"], refs["inception"]["labels"],
                                             fakes["inception"].features(), fake_labels)

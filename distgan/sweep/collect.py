@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distgan import rundir
 from distgan.extras import pyplot
 from distgan.fsutil import atomic_write_bytes, atomic_write_text
 from distgan.rundir import read_jsonl, read_status
+from distgan.sweep.submit import read_jobs
 
 
 @dataclass
@@ -156,8 +159,6 @@ def _numeric(labels: list[str]) -> list[float] | None:
 
 def write_plot(path: Path, rows: list[dict[str, Any]], axes: list[str], metric: str, lower: bool) -> None:
     """Heatmap for two axes, line (numeric) or bar chart for one, bars over points otherwise."""
-    import numpy as np
-
     plt = pyplot("the sweep's results plot")
 
     better = "lower" if lower else "higher"
@@ -213,8 +214,6 @@ def write_plot(path: Path, rows: list[dict[str, Any]], axes: list[str], metric: 
 
 def collect(sweep_dir: str | Path) -> dict[str, Any]:
     """Write results.csv, results.md and results.png in ``sweep_dir``; returns a summary."""
-    from distgan.sweep.submit import read_jobs
-
     sweep_dir = Path(sweep_dir)
     meta_path = sweep_dir / "runs.json"
     if not meta_path.is_file():

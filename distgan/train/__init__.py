@@ -12,7 +12,7 @@ __all__ = ["train"]
 
 def __getattr__(name: str) -> Any:
     if name == "train":
-        from distgan.train.loop import train
+        from distgan.train.loop import train  # noqa: PLC0415 - PEP 562: light users never load the loop
 
         return train
     raise AttributeError(f"module 'distgan.train' has no attribute {name!r}")

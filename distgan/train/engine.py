@@ -42,7 +42,7 @@ def make_accelerator(cfg: Config):
     """The per-rank Accelerator (process group joined), with the world size checked."""
     # accelerate only in training processes: checkpoint readers import this module through train.state
     from accelerate import Accelerator  # noqa: PLC0415
-    from accelerate.utils import InitProcessGroupKwargs  # noqa: PLC0415
+    from accelerate.utils import InitProcessGroupKwargs  # noqa: PLC0415 - as Accelerator above
 
     handlers = []
     if cfg.dist.backend not in ("auto", "gloo", "nccl"):

@@ -65,7 +65,7 @@ class Trackers:
             self.wandb.start()
         if "mlflow" in names:
             import mlflow  # noqa: PLC0415 - optional dependency: only when log.trackers names it
-            from accelerate.tracking import MLflowTracker  # noqa: PLC0415
+            from accelerate.tracking import MLflowTracker  # noqa: PLC0415 - imports mlflow, loaded just above
 
             if not os.environ.get("MLFLOW_TRACKING_URI"):
                 # MLflow 3 refuses its file store unless told it is wanted: a local run directory needs no
