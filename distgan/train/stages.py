@@ -133,7 +133,7 @@ def unwatch() -> None:
 
 def is_comm_failure(exc: BaseException) -> bool:
     """True for a collective that timed out or lost its peers (gloo/NCCL/store errors)."""
-    import torch.distributed as tdist  # noqa: PLC0415 - only on the failure path
+    import torch.distributed as tdist  # noqa: PLC0415 - torch, which this module avoids: only on the failure path
 
     if isinstance(exc, getattr(tdist, "DistError", ())):
         return True
@@ -164,7 +164,7 @@ def explain(exc: BaseException, rank: int, world: int, timeout_s: float, run_dir
 
 def _compare_notes(rank: int, world: int, stage: str, grace_s: float) -> dict[int, str] | None:
     """{rank: stage} of every rank that reported a failed collective within ``grace_s`` (None: no store)."""
-    from distgan import rendezvous  # noqa: PLC0415 - only on the failure path
+    from distgan import rendezvous  # noqa: PLC0415 - loads torch, which this module avoids: only on failure
 
     store = rendezvous.store()
     if store is None:
