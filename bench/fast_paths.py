@@ -12,7 +12,7 @@ cost against the hand-written reference loop of ``bench/trainer_overhead.py``
 gain: one G forward per step instead of two).
 Per-step cost = (CPU time of a long run - CPU time of a short run) / extra
 steps, so start-up and compile time cancel out. On a GPU machine the same
-cases run on CUDA (the trainer picks the device); shapes grow to the seed's
+cases run on CUDA (the trainer picks the device); shapes grow to Viel's
 dogs shapes (64x64, n=128, d=100) when not ``--quick``.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``d_loss(name, real_logits, fake_logits)`` and ``g_loss(name, fake_logits)``:
 
 - ``bce``: D minimises BCE(D(x), 1) + BCE(D(G(z)), 0); G minimises BCE(D(G(z)), 1)
-  (the non-saturating G loss the seeds use). Sigmoid is folded into the loss
+  (the non-saturating G loss of the source experiments). Sigmoid is folded into the loss
   (``binary_cross_entropy_with_logits``) for numerical stability.
 - ``nonsat``: same as ``bce`` (named for readers who know it that way).
 - ``hinge``: D: relu(1 - D(x)) + relu(1 + D(G(z))); G: -D(G(z)).

@@ -1,7 +1,7 @@
-"""Section 4: images/s of distgan's trainer against the bare loop, at the seed's DCGAN shapes.
+"""Section 4: images/s of distgan's trainer against the bare loop, at Viel's DCGAN shapes.
 
 DCGAN 64x64 with n=128 feature maps and d=100 latents (the best shapes of the
-seed's Stanford Dogs study), unconditional, data resident on the device
+Stanford Dogs study of Viel's report), unconditional, data resident on the device
 (``data.device_cache``: the step, not the loader, is measured; section 5 says
 how many loader workers keep up). Per case distgan's ``train()`` runs
 ``warmup + timed`` steps and its throughput is read from its own log rows after

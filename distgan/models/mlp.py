@@ -3,7 +3,7 @@
 G: [z, embed(y)] -> n -> 2n -> 4n -> C*R*R with LeakyReLU(0.2) and tanh
 (n = 256: 110 -> 256 -> 512 -> 1024 -> 784). D: [flat image, embed(y)] -> 4n ->
 2n -> n -> 1 with LeakyReLU(0.2) and dropout (794 -> 1024 -> 512 -> 256 -> 1).
-The seed uses no normalisation (``model.norm=none``); a named norm is applied to
+Toutouh's cGAN uses no normalisation (``model.norm=none``); a named norm is applied to
 the hidden vectors as 1x1 maps, so batch / synced / conditional BN work too.
 """
 from __future__ import annotations

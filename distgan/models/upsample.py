@@ -3,7 +3,7 @@
 G: fully connected z -> s x s x 4n (7x7x256 for 28x28, n=64), then per stage a
 k x k conv halving the width, norm, activation and a x2 nearest upsample, and a
 last k x k conv to the image with tanh. D: per stage a k x k conv (widths n, 2n,
-...), norm (none in the seed), LeakyReLU(0.2), 2x2 average-pool down-sampling
+...), norm (none in the lecture's models), LeakyReLU(0.2), 2x2 average-pool down-sampling
 and dropout, then a fully connected layer on the flattened features (6272 -> 1
 for 28x28, n=64). The resolution is s * 2^L with s <= 7 (28 -> 7, 32 -> 4).
 """

@@ -10,7 +10,7 @@ DIR holds the files of the official release:
 The 40 attributes are stored as 0/1 (``KEY.attr``) with their names in the
 manifest. ``--split train|valid|test|all`` selects rows by the partition file
 (without it only ``all`` / the default ``train`` is possible and the manifest
-says ``all``). Typical use, as in the seed (64x64 faces)::
+says ``all``). Typical use, as in Bordon et al. (64x64 faces)::
 
     python -m distgan.shards write --source celeba data/celeba --out shards/celeba64 --resolution 64
 """
