@@ -31,7 +31,7 @@ from distgan.launch.profiles import load_profile, resolve_resources
 from distgan.launch.sbatch import write_sbatch
 from distgan.launch.site import cpu_job_warning, default_profile, discover_gpus
 from distgan.log import get_logger, setup_console
-from distgan.rundir import config_path, read_status
+from distgan.rundir import config_path, logs_dir, read_status
 
 log = get_logger("launch")
 
@@ -142,7 +142,7 @@ def _local(args: argparse.Namespace) -> int:
         summary = train(cfg, run_dir)
         print_summary(run_dir, summary)
         return exit_code(summary)
-    log.info("%d local ranks; rank 0 below, all ranks in %s/rank*.out", procs, run_dir / "logs")
+    log.info("%d local ranks; rank 0 below, all ranks in %s/rank*.out", procs, logs_dir(run_dir))
     code = launch_local(run_dir, procs)
     if code == EXIT_STOPPED:
         log.warning("stopped after checkpointing; re-run the same command to resume (%s)", run_dir)

@@ -28,6 +28,7 @@ from distgan.fsutil import atomic_write_text
 from distgan.launch.local import launch_local
 from distgan.launch.preflight import EXIT_FAILED, CheckTask, preflight_dir
 from distgan.log import get_logger
+from distgan.rundir import logs_dir
 
 log = get_logger("check")
 
@@ -55,7 +56,7 @@ def check_local(run_dir: Path, cfg: Any, procs: int, gpus_per_node: int = 0) -> 
     t0 = time.monotonic()
     code = launch_local(run_dir, procs, grace_s=2.0, stream=False, deadline_s=bound,
                         command=[sys.executable, "-m", "distgan.launch.preflight", str(run_dir)])
-    logs = [str(run_dir / "logs" / f"rank{r}.out") for r in range(procs)]
+    logs = [str(logs_dir(run_dir) / f"rank{r}.out") for r in range(procs)]
     return report(run_dir, procs, time.monotonic() - t0, code, logs)
 
 
@@ -65,7 +66,7 @@ def check_slurm(run_dir: Path, cfg: Any, res: Any, poll_s: float = 1.0) -> int:
 
     bound = _prepare(run_dir, cfg, res.world_size, res.gpus_per_node)
     short = dataclasses.replace(res, time_min=max(1, min(res.time_min, int(bound // 60) + 2)), max_requeues=0)
-    ex = make_executor(run_dir / "logs" / "slurm-check", short, job_name=f"distgan-check-{run_dir.name}")
+    ex = make_executor(logs_dir(run_dir) / "slurm-check", short, job_name=f"distgan-check-{run_dir.name}")
     job = with_retries(lambda: ex.submit(CheckTask(str(run_dir.resolve()))))
     log.info("Slurm job %s: %d node(s) x %d rank(s); logs in %s", job.job_id, res.nodes, res.tasks_per_node,
              job.paths.folder)

@@ -27,6 +27,7 @@ from typing import IO
 from distgan.launch.common import EXIT_DEADLINE, EXIT_STOPPED
 from distgan.launch.env import free_port
 from distgan.log import get_logger
+from distgan.rundir import logs_dir
 
 log = get_logger("launch")
 
@@ -64,7 +65,7 @@ def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, str
     every rank still running is stopped and the code is ``EXIT_DEADLINE`` (124, like ``timeout``).
     """
     run_dir = Path(run_dir)
-    logs = run_dir / "logs"
+    logs = logs_dir(run_dir)
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     procs_list: list[subprocess.Popen] = []

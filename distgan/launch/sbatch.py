@@ -22,6 +22,7 @@ from distgan.fsutil import atomic_write_text
 from distgan.launch.common import EXIT_STOPPED
 from distgan.launch.env import PORT_BASE, PORT_SPAN
 from distgan.launch.profiles import SlurmResources, sbatch_options
+from distgan.rundir import logs_dir
 
 
 def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, python: str = "") -> str:
@@ -30,7 +31,7 @@ def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, pytho
     python = python or res.python or sys.executable
     opts = sbatch_options(res, job_name)
     opts["signal"] = f"USR1@{res.signal_delay_s}"  # straight to the ranks: the trainer's stop request
-    opts["output"] = str(run_dir / "logs" / "slurm" / "%j.out")
+    opts["output"] = str(logs_dir(run_dir) / "slurm" / "%j.out")
     opts["open-mode"] = "append"  # requeued attempts add to the same log
     lines = ["#!/bin/bash", f"# distgan training job for {run_dir} (written by python -m distgan.launch)"]
     lines += [f"#SBATCH --{k}" if v is True else f"#SBATCH --{k}={v}" for k, v in opts.items() if v is not False]
@@ -65,7 +66,7 @@ def sbatch_script(run_dir: str | Path, res: SlurmResources, job_name: str, pytho
 def write_sbatch(path: str | Path, run_dir: str | Path, res: SlurmResources, job_name: str) -> Path:
     """Write the script to ``path`` (executable) and return the path."""
     path = Path(path)
-    (Path(run_dir) / "logs" / "slurm").mkdir(parents=True, exist_ok=True)  # sbatch opens --output first
+    (logs_dir(run_dir) / "slurm").mkdir(parents=True, exist_ok=True)  # sbatch opens --output first
     atomic_write_text(path, sbatch_script(run_dir, res, job_name))
     path.chmod(0o755)
     return path

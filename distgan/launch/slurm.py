@@ -37,6 +37,7 @@ from distgan.launch.profiles import SlurmResources, resource_options
 from distgan.launch.requeue import check_at_start, may_requeue
 from distgan.launch.worker import run_rank
 from distgan.log import get_logger, setup_console
+from distgan.rundir import logs_dir
 
 log = get_logger("launch")
 
@@ -141,7 +142,7 @@ def with_retries(submit: Callable[[], T], attempts: int = 3, wait_s: float = 3.0
 
 def submit_run(run_dir: str | Path, res: SlurmResources, job_name: str) -> submitit.Job:
     """Submit one training run (its config.yaml already written) as one job."""
-    ex = make_executor(Path(run_dir) / "logs" / "slurm", res, job_name)
+    ex = make_executor(logs_dir(run_dir) / "slurm", res, job_name)
     return with_retries(lambda: ex.submit(TrainTask(str(Path(run_dir).resolve()), res.max_requeues)))
 
 
