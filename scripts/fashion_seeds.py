@@ -45,8 +45,8 @@ def summary(model: str, runs_dir: Path = Path("runs")) -> str:
     parts = []
     for n in names:
         vals = [r[n] for r in seeds.values() if n in r]
-        spread = f" ± {statistics.stdev(vals):.{4 if abs(vals[0]) < 2 else 1}f}" if len(vals) > 1 else ""
         digits = 3 if abs(vals[0]) < 2 else 1
+        spread = f" ± {statistics.stdev(vals):.{digits}f}" if len(vals) > 1 else ""
         parts.append(f"{n} {statistics.mean(vals):.{digits}f}{spread} (n={len(vals)}: "
                      + ", ".join(f"{v:.{digits}f}" for v in vals) + ")")
     return f"{model} (seeds {', '.join(map(str, sorted(seeds)))}): " + "; ".join(parts)
