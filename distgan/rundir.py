@@ -167,17 +167,22 @@ def resolve_checkpoint(run_dir: str | Path, which: str | int = "latest") -> Path
 
 # ----------------------------------------------------------------------------- JSON-lines records
 
-def read_jsonl(path: str | Path) -> list[Any]:
-    """Every record of a JSON-lines file ([] when it is missing); a line that does not parse (the
-    torn last line of a crash mid-write) is skipped."""
-    path = Path(path)
+def _parse_lines(lines: Iterable[bytes | str]) -> list[Any]:
+    """The records of JSON lines; a line that does not parse (torn by a crash mid-write) is skipped."""
     out = []
-    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+    for line in lines:
         try:
             out.append(json.loads(line))
         except ValueError:
             continue
     return out
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Every record of a JSON-lines file ([] when it is missing); a line that does not parse (the
+    torn last line of a crash mid-write) is skipped."""
+    path = Path(path)
+    return _parse_lines(path.read_text(errors="replace").splitlines()) if path.is_file() else []
 
 
 def read_jsonl_since(path: str | Path, offset: int = 0) -> tuple[list[Any], int]:
@@ -194,13 +199,7 @@ def read_jsonl_since(path: str | Path, offset: int = 0) -> tuple[list[Any], int]
         f.seek(offset)
         data = f.read()
     end = data.rfind(b"\n") + 1
-    out = []
-    for line in data[:end].splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out, offset + end
+    return _parse_lines(data[:end].splitlines()), offset + end
 
 
 def append_jsonl(path: str | Path, records: Iterable[Any]) -> None:

@@ -9,10 +9,13 @@ standard deviation over the seeds present at each step; prints the table too.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
+
+from fashion_seeds import seed_runs  # the sibling script (scripts/ is on sys.path when run)
+
+from distgan.rundir import METRICS, read_jsonl
 
 MODELS = {"dcgan": "unconditional DCGAN", "cdcgan": "projection D + class-conditional BN"}
 
@@ -20,16 +23,8 @@ MODELS = {"dcgan": "unconditional DCGAN", "cdcgan": "projection D + class-condit
 def curves(model: str, runs_dir: Path = Path("runs")) -> dict[int, list[float]]:
     """{step: [classifier_fd of each seed]} for one model."""
     out: dict[int, list[float]] = {}
-    for run in sorted(runs_dir.glob(f"fashion_fid_{model}*")):
-        suffix = run.name[len(f"fashion_fid_{model}"):]
-        if not run.is_dir() or (suffix and not suffix.startswith("_seed")):
-            continue
-        path = run / "metrics.jsonl"
-        for line in path.read_text().splitlines() if path.is_file() else []:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
+    for run in seed_runs(model, runs_dir).values():
+        for rec in read_jsonl(run / METRICS):
             if rec.get("name") == "classifier_fd":
                 out.setdefault(int(rec["step"]), []).append(float(rec["value"]))
     return dict(sorted(out.items()))

@@ -9,36 +9,30 @@ covers. A metric present for fewer seeds than the others says so.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
+from distgan.rundir import read_jsonl
+
+
+def seed_runs(model: str, runs_dir: Path = Path("runs")) -> dict[int, Path]:
+    """{training seed: run directory} of one model's benchmark runs (``fashion_fid_MODEL[_seedN]``)."""
+    found = {}
+    for run in sorted(runs_dir.glob(f"fashion_fid_{model}*")):
+        suffix = run.name[len(f"fashion_fid_{model}"):]
+        if run.is_dir() and (not suffix or suffix.startswith("_seed")):
+            found[int(suffix[len("_seed"):]) if suffix else 0] = run
+    return found
+
 
 def records(run: Path) -> dict[str, float]:
     """The last value of every metric in ``run/benchmark.jsonl`` ({} when the file is missing)."""
-    path = run / "benchmark.jsonl"
-    out: dict[str, float] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a torn last line from an interrupted write
-            out[rec["name"]] = float(rec["value"])
-    return out
+    return {rec["name"]: float(rec["value"]) for rec in read_jsonl(run / "benchmark.jsonl")}
 
 
 def summary(model: str, runs_dir: Path = Path("runs")) -> str:
-    seeds: dict[int, dict[str, float]] = {}
-    for run in sorted(runs_dir.glob(f"fashion_fid_{model}*")):
-        suffix = run.name[len(f"fashion_fid_{model}"):]
-        if not run.is_dir() or (suffix and not suffix.startswith("_seed")):
-            continue
-        seed = int(suffix[len("_seed"):]) if suffix else 0
-        recs = records(run)
-        if recs:
-            seeds[seed] = recs
+    seeds = {seed: recs for seed, run in seed_runs(model, runs_dir).items() if (recs := records(run))}
     if not seeds:
         return f"{model}: no scored runs under {runs_dir}"
     names = sorted({n for r in seeds.values() for n in r})
