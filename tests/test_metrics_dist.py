@@ -126,8 +126,7 @@ def test_training_hook_on_two_ranks(mnist_shards, tmp_path_factory, tmp_path):
     from pathlib import Path
 
     from distgan.metrics.classifier import classifier_for
-    from distgan.metrics.training import read_records
-    from distgan.rundir import resolve_checkpoint
+    from distgan.rundir import METRICS, read_jsonl, resolve_checkpoint
 
     root = Path(__file__).resolve().parents[1]
     cache = tmp_path_factory.getbasetemp() / "metrics_cache"
@@ -154,7 +153,7 @@ def test_training_hook_on_two_ranks(mnist_shards, tmp_path_factory, tmp_path):
                 p.kill()
     errs = "\n".join((tmp_path / f"rank{r}.err").read_text()[-2000:] for r in range(2))
     assert codes == [0, 0], errs
-    recs = read_records(run_dir)
+    recs = read_jsonl(run_dir / METRICS)
     assert [(r["step"], r["name"]) for r in recs] == [(2, "classifier_fd"), (2, "classifier_acc"),
                                                       (4, "classifier_fd"), (4, "classifier_acc")]
     assert resolve_checkpoint(run_dir, "best").is_file()

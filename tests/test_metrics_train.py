@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distgan.metrics.__main__ import main
-from distgan.metrics.training import read_records
+from distgan.rundir import METRICS, read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_loop_writes_records_tensorboard_and_best(trained_run):
     from distgan.rundir import resolve_checkpoint
 
     run_dir, _ = trained_run
-    recs = read_records(run_dir)
+    recs = read_jsonl(run_dir / METRICS)
     assert [(r["step"], r["name"]) for r in recs] == [(3, "classifier_fd"), (3, "classifier_acc"),
                                                       (6, "classifier_fd"), (6, "classifier_acc")]
     for r in recs:
@@ -65,7 +65,7 @@ def test_cli_evaluates_a_run(trained_run, capsys):
     kid = json.loads(capsys.readouterr().out.splitlines()[0])
     assert kid["name"] == "kid" and np.isfinite(kid["value"]) and kid["provenance"]["feature_extractor"].startswith(
         "classifier")
-    assert read_records(run_dir)[-1]["name"] == "kid"
+    assert read_jsonl(run_dir / METRICS)[-1]["name"] == "kid"
     assert main(["fid", "--run", str(run_dir), "--checkpoint", "99"]) == 2
     assert "checkpoint '99' not found" in capsys.readouterr().err
 

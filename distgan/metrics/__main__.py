@@ -33,8 +33,8 @@ from distgan.metrics.frechet import save_stats
 from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
 from distgan.metrics.refstats import compute_real_stats
 from distgan.metrics.run import evaluate_run
-from distgan.metrics.training import append_records
 from distgan.metrics.twoset import compare
+from distgan.rundir import METRICS, append_jsonl
 from distgan.shards.manifest import ShardError, read_manifest
 
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in records:
                 print(json.dumps(r))
             if args.append:
-                append_records(args.run, records)
+                append_jsonl(Path(args.run) / METRICS, records)
         return 0
     except (UserError, ValueError, FileNotFoundError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr)

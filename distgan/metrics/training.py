@@ -37,16 +37,6 @@ if TYPE_CHECKING:  # annotations only: the checkpointer is handed in by the trai
 log = get_logger("metrics")
 
 
-def append_records(run_dir: str | Path, records: list[dict[str, Any]]) -> None:
-    """Append records to ``RUN_DIR/metrics.jsonl`` (one JSON object per line, flushed and fsynced)."""
-    append_jsonl(Path(run_dir) / METRICS, records)
-
-
-def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record in ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
-    return read_jsonl(Path(run_dir) / METRICS)
-
-
 class TrainMetrics:
     """Evaluate at ``metrics.every`` steps and at the end; track the best main-metric value.
 
@@ -64,7 +54,7 @@ class TrainMetrics:
         cond = conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes)
         self.evaluator = Evaluator(cfg.metrics, cfg.data.shards, cfg.data.resolution, cond, cfg.model.z_dim,
                                    device=device, seed=cfg.train.seed, **pixel_policy(cfg))
-        past = [r["value"] for r in read_records(run_dir) if r.get("name") == self.main
+        past = [r["value"] for r in read_jsonl(Path(run_dir) / METRICS) if r.get("name") == self.main
                 and (start_step is None or r.get("step", 0) < start_step)]  # resumed: only the kept past
         self.best = (min(past) if self.lower else max(past)) if past else None
 
@@ -77,7 +67,7 @@ class TrainMetrics:
         records = self.evaluator.evaluate(G, step=step, ema=ema)
         if dist.rank_world()[0] == 0:
             try:
-                append_records(self.run_dir, records)
+                append_jsonl(self.run_dir / METRICS, records)
             except OSError as e:  # a lost record must not stop a healthy run: say so, keep training
                 log.warning(f"step {step}: {Path(self.run_dir) / METRICS} not appended "
                             f"({describe_os_error(e)}); training continues (values in TensorBoard and this log)")
