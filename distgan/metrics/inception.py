@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from distgan.errors import UserError
 from distgan.fsutil import sha256_file
+from distgan.metrics import inception_ort
 from distgan.metrics.inception_net import InceptionNet, read_torchscript_tensors
 from distgan.pixels import pixel_values
 
@@ -191,6 +192,9 @@ def tf_bilinear_resize(x: torch.Tensor, size: int = 299) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
 class InceptionFeatures(nn.Module):
     """Images (uint8 or [-1, 1] float, 1 or 3 channels, any size) -> (B, 2048) pool features.
 
@@ -198,14 +202,27 @@ class InceptionFeatures(nn.Module):
     layout (see :mod:`distgan.metrics.inception_net` for what was measured);
     grey images are resized once and repeated to RGB after the resize, which is
     the same result as resizing three equal channels.
+
+    ``backend`` chooses what runs the network on the CPU: ``onnxruntime`` (1.2x
+    faster, see :mod:`distgan.metrics.inception_ort`), ``torch``, or ``auto``
+    (ONNX Runtime when it is installed). Both give the same features within
+    1e-5; on a GPU PyTorch always runs it. :attr:`backend` names the one in
+    use, for the records' provenance.
     """
 
     dim = FEATURE_DIM
 
-    def __init__(self, weights: str = "", pinned_sha256: str = ""):
+    def __init__(self, weights: str = "", pinned_sha256: str = "", backend: str = "auto"):
         super().__init__()
+        if backend not in BACKENDS:
+            raise WeightsError(f"metrics.inception_backend='{backend}' is not one of {', '.join(BACKENDS)}")
+        if backend == "onnxruntime":
+            inception_ort.require()
         self.info = resolve_weights(weights, pinned_sha256)
         self.layers = load_layers(self.info).fuse()
+        self._cpu_backend = "onnxruntime" if backend == "onnxruntime" or (
+            backend == "auto" and inception_ort.available()) else "torch"
+        self._ort: inception_ort.OrtInception | None = None
 
     @property
     def name(self) -> str:
@@ -214,6 +231,18 @@ class InceptionFeatures(nn.Module):
     @property
     def sha256(self) -> str:
         return self.info.sha256
+
+    @property
+    def backend(self) -> str:
+        """What runs the network where the module now lives: ``onnxruntime`` or ``torch``."""
+        return self._cpu_backend if self.layers.conv.weight.device.type == "cpu" else "torch"
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or self._cpu_backend == "torch":
+            return self.layers(x)
+        if self._ort is None:  # built on first CPU use: a GPU evaluation never pays for the export
+            self._ort = inception_ort.OrtInception(self.layers, self.info.sha256)
+        return self._ort(x)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -225,4 +254,4 @@ class InceptionFeatures(nn.Module):
         x = x / 128.0 - 1.0
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        return self.layers(x).reshape(-1, FEATURE_DIM).float()
+        return self._network(x).reshape(-1, FEATURE_DIM).float()

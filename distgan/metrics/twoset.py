@@ -141,22 +141,24 @@ def features_of(side: str, s: ImageSet, ex: Extractor, need_features: bool, batc
     return SetFeatures(mu, sigma, len(feats), feats, labels, str(path) if path else None, False)
 
 
-def inception_extractor(weights: str = "", pinned_sha256: str = "", device: str = "cpu") -> Extractor:
-    net = InceptionFeatures(weights, pinned_sha256).to(device)
+def inception_extractor(weights: str = "", pinned_sha256: str = "", device: str = "cpu",
+                        backend: str = "auto") -> Extractor:
+    net = InceptionFeatures(weights, pinned_sha256, backend).to(device)
     return Extractor(net.name, net.dim, lambda x: net(x.to(device)).cpu(), net.sha256, RESIZE_POLICY,
-                     {"weights": net.info.description})
+                     {"weights": net.info.description, "inception_backend": net.backend})
 
 
 def compare(names: str | list[str], a: str, b: str, num: int = 0, seed: int = 0, checkpoint: str | int = "latest",
             ema: bool | None = None, batch_size: int = 64, cache_dir: str = "", features_cache: str = "",
             kid_subsets: int = 100, kid_subset_size: int = 1000, extractor: Extractor | None = None,
-            weights: str = "", weights_sha256: str = "", device: str = "cpu") -> list[dict[str, Any]]:
+            weights: str = "", weights_sha256: str = "", device: str = "cpu",
+            backend: str = "auto") -> list[dict[str, Any]]:
     """One record per metric (``precision_recall`` gives ``precision`` and ``recall``); see the module docstring."""
     names = parse_names(names)
     t0 = time.perf_counter()
     sets = {"A": open_set(a, num, seed, checkpoint, ema, device), "B": open_set(b, num, seed, checkpoint, ema, device)}
     check_sets(names, sets)
-    ex = extractor or inception_extractor(weights, weights_sha256, device)
+    ex = extractor or inception_extractor(weights, weights_sha256, device, backend)
     need = any(n in NEEDS_FEATURES for n in names)
     fa, fb = (features_of(side, s, ex, need, batch_size, cache_dir, features_cache) for side, s in sets.items())
     seconds = round(time.perf_counter() - t0, 2)
