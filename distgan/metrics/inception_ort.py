@@ -95,6 +95,7 @@ class OrtInception:
             if problem is None:
                 return
             log.warning(f"cached ONNX Inception '{self.path}' {problem}; exporting it again")
+        log.info(f"exporting the FID Inception to ONNX for ONNX Runtime (~10 s, once: cached at {self.path})")
         model = export_onnx(net)
         problem = self._try(model, x, expected)
         if problem is not None:  # the exporter or runtime, not a file: nothing to fall back to silently
