@@ -101,6 +101,11 @@ def plot(curve, ylabel: str, out: str, log_scale: bool) -> None:
     ax.set_ylabel(ylabel)
     if log_scale:
         ax.set_yscale("log")
+        from matplotlib.ticker import LogLocator, StrMethodFormatter  # noqa: PLC0415 - with matplotlib above
+
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.yaxis.set_minor_formatter(StrMethodFormatter(""))
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()

@@ -3,9 +3,10 @@
 Why a second runtime: on this project's 2-core AMD EPYC (Zen 4), ONNX
 Runtime's CPU convolutions (MLAS, in its blocked NCHWc layout, with conv + ReLU
 fused by its graph optimiser) run the same float32 network in 0.110 s per image
-where oneDNN through PyTorch needs 0.131 s (one thread, batch 32, process CPU
-seconds): 1.19x, with pool features equal to PyTorch's within 1e-5. On a GPU
-PyTorch runs the network; this module is for CPU evaluation only.
+where oneDNN through PyTorch needs 0.129-0.132 s (one thread, batch 32, process
+CPU seconds): 1.15-1.19x, with pool features equal to PyTorch's within 1e-5 and
+the network at ~105 GFLOP/s. On a GPU PyTorch runs the network; this module is
+for CPU evaluation only.
 
 The graph is exported once from the very module PyTorch runs
 (:class:`~distgan.metrics.inception_net.InceptionNet` after ``fuse()``, with
