@@ -46,6 +46,14 @@ class Extractor:
         self.name, self.dim, self.embed, self.sha256, self.resize, self.extra = name, dim, embed, sha256, resize, extra
 
 
+def inception_extractor(weights: str = "", pinned_sha256: str = "", device: Any = "cpu",
+                        backend: str = "auto") -> Extractor:
+    """The FID Inception on ``device`` as an :class:`Extractor`: uint8 or [-1, 1] images in, CPU features out."""
+    net = InceptionFeatures(weights, pinned_sha256, backend).to(device)
+    return Extractor(net.name, net.dim, lambda x: net(x.to(device)).cpu(), net.sha256, RESIZE_POLICY,
+                     {"weights": net.info.description, "inception_backend": net.backend})
+
+
 def _state_sha256(module: nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
@@ -83,11 +91,8 @@ class Evaluator:
             kind = self.mc.kid_features
         if kind not in self._extractors:
             if kind == "inception":
-                net = InceptionFeatures(self.mc.inception_weights, self.mc.inception_sha256,
-                                        self.mc.inception_backend).to(self.device)
-                self._extractors[kind] = Extractor(net.name, net.dim, lambda x: net(x.to(self.device)).cpu(),
-                                                   net.sha256, RESIZE_POLICY,
-                                                   {"weights": net.info.description, "inception_backend": net.backend})
+                self._extractors[kind] = inception_extractor(self.mc.inception_weights, self.mc.inception_sha256,
+                                                             self.device, self.mc.inception_backend)
             elif kind == "classifier":
                 clf = classifier_for(self.shard_dir, self.resolution, self.mc.cache_dir, self.mc.classifier_seed)
                 self.classifier = clf.to(self.device)

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from distgan.log import get_logger
-from distgan.metrics.evaluate import Extractor
+from distgan.metrics.evaluate import Extractor, inception_extractor
 from distgan.metrics.frechet import frechet_distance, load_stats, mean_cov, save_stats
-from distgan.metrics.inception import RESIZE_POLICY, InceptionFeatures
 from distgan.metrics.intra_fid import intra_fid
 from distgan.metrics.kid import kid
 from distgan.metrics.precision_recall import K_NEIGHBOURS, precision_recall
@@ -139,13 +138,6 @@ def features_of(side: str, s: ImageSet, ex: Extractor, need_features: bool, batc
         save_stats(path, mu, sigma, **extra)
         log.info(f"{side}: features cached at {path}")
     return SetFeatures(mu, sigma, len(feats), feats, labels, str(path) if path else None, False)
-
-
-def inception_extractor(weights: str = "", pinned_sha256: str = "", device: str = "cpu",
-                        backend: str = "auto") -> Extractor:
-    net = InceptionFeatures(weights, pinned_sha256, backend).to(device)
-    return Extractor(net.name, net.dim, lambda x: net(x.to(device)).cpu(), net.sha256, RESIZE_POLICY,
-                     {"weights": net.info.description, "inception_backend": net.backend})
 
 
 def compare(names: str | list[str], a: str, b: str, num: int = 0, seed: int = 0, checkpoint: str | int = "latest",
