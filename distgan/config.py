@@ -143,6 +143,8 @@ class DistConfig:
     timeout_s: float = _f(180.0, "seconds any rank waits for the others (rendezvous and every collective) "
                           "before the run ends with an error naming the rank and stage", min=1)
     check_timeout_s: float = _f(60.0, "launch --check: seconds the preflight waits for the ranks to arrive", min=1)
+    orphan_grace_s: float = _f(60.0, "seconds a rank whose local launcher died may take to checkpoint before it "
+                               "exits without one", min=1)
 
 
 @dataclass

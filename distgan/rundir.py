@@ -10,6 +10,7 @@
       stats.jsonl          training scalars, one JSON record per line
       metrics.jsonl        metric records, one JSON record per line
       status.json          where the run stands (running / stopped / completed / failed)
+      train.lock           held by the training process that owns the run (distgan.runlock)
 
 Every other module asks this one for these paths, so the layout is written
 down once. The module stays light (no torch, no training stack): loading a
@@ -41,6 +42,7 @@ TB = "tb"
 STATS = "stats.jsonl"
 METRICS = "metrics.jsonl"
 STATUS = "status.json"
+LOCK = "train.lock"
 DATA_INFO_VERSION = 1  # format of data_info.json
 POINTERS = ("latest", "best")  # text files in checkpoints/ naming a step file
 
@@ -64,6 +66,11 @@ def logs_dir(run_dir: str | Path) -> Path:
 def rank_log(run_dir: str | Path, rank: int) -> Path:
     """The per-rank log file the worker writes (``logs/rank{R}.log``)."""
     return logs_dir(run_dir) / f"rank{rank}.log"
+
+
+def lock_path(run_dir: str | Path) -> Path:
+    """The run's ownership lock (``train.lock``; :mod:`distgan.runlock` holds it)."""
+    return Path(run_dir) / LOCK
 
 
 def samples_dir(run_dir: str | Path) -> Path:
@@ -223,12 +230,12 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
 
 
 def write_status(run_dir: str | Path, state: str, **fields: Any) -> None:
-    """Atomically (re)write RUN_DIR/status.json, keeping fields of the previous record but its error.
+    """Atomically (re)write RUN_DIR/status.json, keeping fields of the previous record but its error and reason.
 
     Adds the host, the time and the Slurm job id (``JOB_TASK`` for array jobs).
     """
     run_dir = Path(run_dir)
-    rec = {k: v for k, v in read_status(run_dir).items() if k not in ("error",)}
+    rec = {k: v for k, v in read_status(run_dir).items() if k not in ("error", "reason")}
     rec.update(state=state, host=socket.gethostname(), time=time.time(), **fields)
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")

@@ -174,3 +174,20 @@ def test_resumed_stream_continues_the_same_order(request, workers, resampled, sh
     changed = build_loader(uneven, DataSpec(resolution=4, batch_size=2, shuffle_buffer=7, resampled=resampled,
                                             num_workers=workers), seed=3, epochs=None, position=pos)
     assert (changed.epoch, changed.batches) == (pos["epoch"], 0)
+
+
+def test_loader_workers_leave_the_global_rng_alone(uneven):
+    # the training step draws its noise from torch's global RNG: a loader that drew its workers'
+    # seed from it at every epoch start would shift the noise of a resumed run (which opens its
+    # epoch at another step than an uninterrupted one), and resume would no longer be bitwise
+    import torch
+
+    spec = DataSpec(resolution=4, batch_size=3, shuffle_buffer=7, resampled=True, num_workers=2)
+    loader = build_loader(uneven, spec, seed=3, epochs=None)
+    torch.manual_seed(11)
+    expected = torch.rand(4)
+    torch.manual_seed(11)
+    for _ in range(loader.steps_per_epoch(0) + 2):  # two epoch starts: two DataLoaders forked
+        next(loader)
+    loader.close()
+    assert torch.equal(torch.rand(4), expected)

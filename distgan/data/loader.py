@@ -26,6 +26,7 @@ import signal
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from torch.utils.data import DataLoader
 
 from distgan.data.pipeline import DataSpec, ShardStream, shard_urls
@@ -113,9 +114,13 @@ class StreamLoader:
         ds.skip, ds.rotation = taken, (nxt if self.spec.num_workers else 0)
         if self.spec.num_workers == 0:
             return iter(ds)
-        # a fresh DataLoader per epoch: workers are forked with this epoch's plan
+        # a fresh DataLoader per epoch: workers are forked with this epoch's plan. It draws its
+        # workers' base seed from the generator it is given, and without one from torch's global
+        # RNG, the stream the training step's noise comes from: a resumed run, which opens its
+        # epoch at another step than an uninterrupted one, would then draw different noise.
+        seed = (self.seed * 1_000_003 + self.epoch * 1_009 + self.rank) % (1 << 63)
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
-                        worker_init_fn=_worker_init)
+                        worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(seed))
         return iter(dl)
 
     def _close(self) -> None:

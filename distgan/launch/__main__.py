@@ -23,6 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from distgan import runlock
 from distgan.config import describe, load_config, save_config
 from distgan.errors import EXIT_USER_ERROR, UserError
 from distgan.launch.common import EXIT_FAILED, EXIT_STOPPED, LaunchError, choose_cluster, exit_code, print_summary
@@ -71,6 +72,7 @@ def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object
         overrides.append(f"dist.expect_world_size={world_size}")  # fail loudly if ranks do not join
     cfg = load_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
+    runlock.ensure_free(run_dir)  # a live training owns it: write nothing, start nothing, submit nothing
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, config_path(run_dir))  # what every rank (here or on a node) reads
     return run_dir, cfg

@@ -6,12 +6,18 @@ Each rank is ``python -m distgan.launch.worker RUN_DIR`` with RANK, WORLD_SIZE,
 LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT in
 its environment: exactly what Accelerate reads (with ``Accelerator(cpu=True)``
 on a CPU machine this gives a gloo group of ``procs`` ranks; ``torchrun`` or
-``accelerate launch --cpu`` would not). Rank 0's output is streamed to the
-console; every rank's output also goes to ``RUN_DIR/logs/rank{r}.out``.
+``accelerate launch --cpu`` would not). Every rank writes its output straight
+into ``RUN_DIR/logs/rank{r}.out``; the launcher follows rank 0's file onto the
+console. No rank writes into a pipe held by the launcher, so a launcher that
+dies never turns a rank's next line into a broken-pipe error.
 
 When one rank fails, the others are stopped (SIGTERM, then SIGKILL after
 ``grace_s``) and the return code is that rank's exit code: a failure never
-leaves ranks hanging in a collective.
+leaves ranks hanging in a collective. When the launcher itself dies, however it
+dies, its ranks checkpoint and exit (:mod:`distgan.launch.lifeline`; each
+rank is given the launcher's pid). The kernel's parent-death signal
+follows the *thread* that started a rank, so ``launch_local`` must run to its
+end in the thread that called it (it does: it waits for its ranks).
 """
 from __future__ import annotations
 
@@ -43,14 +49,20 @@ def rank_env(rank: int, world: int, port: int, base: dict[str, str] | None = Non
     return env
 
 
-def _pump(src: IO[bytes], log: IO[bytes], echo: IO[bytes] | None) -> None:
-    """Copy a rank's output to its log file (and the console for rank 0)."""
-    for chunk in iter(lambda: src.read1(65536), b""):
-        log.write(chunk)
-        log.flush()
-        if echo is not None:
-            echo.write(chunk)
-            echo.flush()
+def _follow(path: Path, offset: int, proc: subprocess.Popen, echo: IO[bytes], poll_s: float = 0.1) -> None:
+    """Copy what a rank appends to its output file after ``offset`` onto the console, until it exits."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while True:
+            done = proc.poll() is not None  # read once more after the exit: the file then holds everything
+            chunk = f.read(65536)
+            if chunk:
+                echo.write(chunk)
+                echo.flush()
+            elif done:
+                return
+            else:
+                time.sleep(poll_s)
 
 
 def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, stream: bool = True,
@@ -76,14 +88,16 @@ def launch_local(run_dir: str | Path, procs: int = 1, grace_s: float = 10.0, str
         log_path = logs / f"rank{r}.out"
         f = open(log_path, "ab")
         files.append(f)
-        argv = command or [python, "-m", "distgan.launch.worker", str(run_dir), "--log", str(log_path)]
-        p = subprocess.Popen(argv,
-                             env=rank_env(r, procs, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        offset = f.tell()
+        argv = command or [python, "-m", "distgan.launch.worker", str(run_dir), "--log", str(log_path),
+                           "--launcher-pid", str(os.getpid())]
+        p = subprocess.Popen(argv, env=rank_env(r, procs, port), stdout=f, stderr=subprocess.STDOUT,
                              start_new_session=True)  # own group: Ctrl-C is forwarded by us, once
         procs_list.append(p)
-        t = threading.Thread(target=_pump, args=(p.stdout, f, console if r == 0 else None), daemon=True)
-        t.start()
-        pumps.append(t)
+        if r == 0 and console is not None:
+            t = threading.Thread(target=_follow, args=(log_path, offset, p, console), daemon=True)
+            t.start()
+            pumps.append(t)
 
     def stop_all(sig: int = signal.SIGTERM) -> None:
         for p in procs_list:

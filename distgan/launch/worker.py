@@ -21,13 +21,16 @@ import os
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from distgan import runlock
 from distgan.config import load_config
 from distgan.errors import UserError
 from distgan.launch.common import EXIT_FAILED, exit_code, print_summary
 from distgan.launch.env import export_slurm_dist_env
+from distgan.launch.lifeline import Lifeline
 from distgan.log import get_logger, setup_console
 from distgan.rundir import config_path, rank_log, read_status, write_status
 from distgan.train import stages
@@ -36,10 +39,12 @@ from distgan.train.stages import EXIT_HUNG
 log = get_logger()  # "[distgan] ...": the rank's own lines, beside the trainer's
 
 
-def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
+def run_rank(run_dir: str | Path, log_path: str = "", launcher_pid: int = 0) -> dict[str, Any]:
     """Train this rank of the run in ``run_dir``; returns the trainer's summary.
 
-    Raises whatever training raised, after recording it in status.json.
+    Raises whatever training raised, after recording it in status.json. With the
+    local launcher's ``launcher_pid`` the rank checkpoints and exits when that
+    process dies (:mod:`distgan.launch.lifeline`).
     """
     run_dir = Path(run_dir)
     export_slurm_dist_env()
@@ -47,9 +52,22 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     log_path = log_path or str(rank_log(run_dir, rank))
     cfg_path = config_path(run_dir)
-    cfg = None
     try:
         cfg = load_config(cfg_path)
+    except Exception as e:
+        _record_failure(run_dir, f"rank {rank}: {traceback.format_exception_only(type(e), e)[-1].strip()}",
+                        log_path, world)
+        raise
+    # rank 0 owns the run directory while it trains: a second training of it stops here, before it
+    # has written anything (status.json included)
+    launcher = {"launcher_pid": launcher_pid} if launcher_pid else {}
+    with runlock.hold(run_dir, **launcher) if rank == 0 else nullcontext():
+        return _train_rank(run_dir, cfg, rank, world, log_path, launcher_pid)
+
+
+def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, launcher_pid: int) -> dict[str, Any]:
+    lifeline = Lifeline.start(launcher_pid, cfg.dist.orphan_grace_s, **_lifeline_hooks(run_dir, rank, world, log_path))
+    try:
         if rank == 0:
             write_status(run_dir, "running", started=time.time(), step=None, total_steps=cfg.train.steps,
                          world_size=world, log=log_path)
@@ -72,10 +90,20 @@ def run_rank(run_dir: str | Path, log_path: str = "") -> dict[str, Any]:
                             world)
         raise e
     if rank == 0:
+        why = {"reason": lifeline.reason} if lifeline is not None and lifeline.reason else {}
         write_status(run_dir, "completed" if summary.get("completed") else "stopped",
                      step=summary.get("step"), total_steps=cfg.train.steps,
-                     world_size=summary.get("world_size", world), log=log_path)
+                     world_size=summary.get("world_size", world), log=log_path, **why)
     return summary
+
+
+def _lifeline_hooks(run_dir: Path, rank: int, world: int, log_path: str) -> dict[str, Any]:
+    """What status.json says when the local launcher dies (rank 0 writes it; the others say nothing)."""
+    if rank != 0:
+        return {}
+    return {"on_stop": lambda reason: write_status(run_dir, "stopped", reason=reason, log=log_path, world_size=world),
+            "on_timeout": lambda reason: write_status(run_dir, "failed", error=reason, log=log_path,
+                                                      world_size=world)}
 
 
 def _record_failure(run_dir: Path, error: str, log_path: str, world: int) -> None:
@@ -109,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="run directory holding config.yaml")
     p.add_argument("--log", default="", help="this rank's stdout/stderr file (recorded in status.json)")
+    p.add_argument("--launcher-pid", type=int, default=0,
+                   help="the local launcher's pid: checkpoint and exit when it dies (0: not started by one)")
     args = p.parse_args(argv)
     export_slurm_dist_env()  # an srun task learns its rank here
     rank = int(os.environ.get("RANK", "0"))
     setup_console(rank)
     try:
-        summary = run_rank(args.run_dir, args.log)
+        summary = run_rank(args.run_dir, args.log, args.launcher_pid)
     except DistFailure as e:  # exit non-zero but not "stopped" (no requeue)
         if rank != 0:  # rank 0 logged the diagnosis; the others' consoles are quiet, but it belongs in their output
             print(f"error: {e}", file=sys.stderr, flush=True)

@@ -7,7 +7,8 @@
     SWEEP_DIR/results.{csv,md,png}   written by ``collect``
 
 Submitting again skips runs whose status.json says ``completed`` and runs that
-are still queued or running on Slurm; failed, stopped and missing runs go into
+are still queued or running on Slurm or training now (their lock is held:
+:mod:`distgan.runlock`); failed, stopped and missing runs go into
 the new array.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from distgan import runlock
 from distgan.config import save_config
 from distgan.fsutil import atomic_write_text
 from distgan.launch.local import launch_local
@@ -57,6 +59,8 @@ def plan(sweep: Sweep) -> tuple[list[SweepRun], list[tuple[SweepRun, str]]]:
             skipped.append((r, "completed"))
         elif jobs.get(r.name) in active:
             skipped.append((r, f"still queued or running as Slurm job {jobs[r.name]}"))
+        elif (live := runlock.owner(sweep.out / "runs" / r.name)) is not None:  # a cell never trains twice at once
+            skipped.append((r, f"training now: {runlock.describe(live)}"))
         else:
             todo.append(r)
     return todo, skipped

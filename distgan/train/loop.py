@@ -17,14 +17,16 @@ Per rank, in order (each stage delegates to the module that owns it):
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from distgan import dist
+from distgan import dist, runlock
 from distgan.config import Config, save_config
 from distgan.data import DataSpec, build_loader
 from distgan.data.device_cache import DeviceCache
@@ -58,8 +60,18 @@ log = get_logger("train")
 
 
 def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume) the run in ``run_dir``; returns a summary dict on every rank."""
-    run_dir = Path(run_dir)
+    """Train (or resume) the run in ``run_dir``; returns a summary dict on every rank.
+
+    Rank 0 owns the run directory meanwhile (:mod:`distgan.runlock`): a second
+    training of the same directory stops with :class:`~distgan.runlock.RunDirBusy`.
+    """
+    # the launchers' rank variable: the process group that dist.rank_world reads forms later
+    owner = int(os.environ.get("RANK", "0")) == 0
+    with runlock.hold(run_dir) if owner else nullcontext():
+        return _train(cfg, Path(run_dir))
+
+
+def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     tc = cfg.train
 
     # ---- processes and devices: one Accelerator per rank; assert the world size we expect
