@@ -264,3 +264,86 @@ def test_time_limit_at_the_requeue_limit_checkpoints_and_ends_without_requeue(cl
     assert st["state"] == "stopped" and st["requeues"] == 0 and st["max_requeues"] == 0
     assert "requeue limit reached" in st["error"] and 40 <= st["step"] < 1500
     assert load_file(resolve_checkpoint(run, "latest"))["step"] == st["step"]  # checkpointed before ending
+
+
+def _job_state(env, job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], env=env, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _wait_job_end(env, job: str, timeout: float = 240) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        state = _job_state(env, job)
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return state
+        time.sleep(1)
+    raise AssertionError(f"job {job} did not end in {timeout} s (state {_job_state(env, job)})")
+
+
+@pytest.mark.timeout(420)
+def test_two_nodes_sharing_a_run_dir_never_train_it_at_once(cluster, mnist_shards, tmp_path):
+    # both jobs pass every check at submission (nothing runs yet) and start together, one per
+    # slurmd "node": the run directory's lock lets one train and stops the other at its start
+    run, script = tmp_path / "run", tmp_path / "job.sbatch"
+    out = _py(cluster, "-m", "distgan.launch", "--config", str(ROOT / "configs/debug.yaml"), "--profile", "local",
+              "--run-dir", str(run), "--emit-sbatch", str(script), f"data.shards={mnist_shards}",
+              "log.progress=false", "train.steps=1500", "train.ckpt_every=500", "log.every=50",
+              "log.sample_every=100000")
+    assert out.returncode == 0, out.stderr
+    jobs = {node: subprocess.run(["sbatch", "--parsable", "-w", node, str(script)], env=cluster,
+                                 capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+            for node in ("127.0.0.1", "127.0.0.2")}
+    states = {node: _wait_job_end(cluster, job) for node, job in jobs.items()}
+    assert sorted(states.values()) == ["COMPLETED", "FAILED"], states
+    winner = next(n for n, s in states.items() if s == "COMPLETED")
+    loser = next(n for n, s in states.items() if s == "FAILED")
+    refused = (run / "logs" / "slurm" / f"{jobs[loser]}.out").read_text()
+    assert "is in use by a training run: pid" in refused, refused
+    assert f"(node {winner}, Slurm job {jobs[winner]})" in refused and f"scancel {jobs[winner]}" in refused
+    st = read_status(run)  # the refused job wrote nothing: the status is the winner's own
+    assert st["state"] == "completed" and st["job_id"] == jobs[winner] and st["step"] == 1500, st
+    logged = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert logged == list(range(50, 1501, 50))  # one history, each step logged once
+
+
+def _job_processes(job: str) -> list[int]:
+    """Live processes whose environment says they belong to Slurm job ``job`` (root reads every environ)."""
+    from procs import alive
+
+    mark = f"SLURM_JOB_ID={job}\0".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                env = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            if (env.startswith(mark) or b"\0" + mark in env) and alive(int(entry)):
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.timeout(300)
+def test_cancelled_job_leaves_no_process_of_distgan_behind(cluster, mnist_shards, tmp_path):
+    from procs import wait_gone
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, *_launch_args(run, mnist_shards, "--wait", "train.steps=100000",
+                                                          "train.ckpt_every=100000", "log.every=20",
+                                                          "data.num_workers=1", "log.sample_every=100000")],
+                            cwd=ROOT, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_step(run, 40, proc)
+        job = read_status(run)["job_id"]
+        pids = _job_processes(job)
+        pythons = [p for p in pids if b"python" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(pythons) >= 2, pids  # the task and its data-loader worker
+        subprocess.run(["scancel", job], env=cluster, check=True)
+        left = wait_gone(pids, 60)  # SIGTERM, then SIGKILL after the cluster's KillWait (5 s)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert left == [], f"processes of cancelled job {job} survived: {left}"
+    assert _job_processes(job) == []

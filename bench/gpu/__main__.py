@@ -1,4 +1,5 @@
-"""python -m bench.gpu [--dry-run] [--json FILE] [--only SECTION ...] [--work DIR]: see bench/gpu/__init__.py."""
+"""python -m bench.gpu [--dry-run] [--json FILE] [--only SECTION ...] [--work DIR] [--inception-tol ABS]:
+see bench/gpu/__init__.py."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,8 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("correctness", "distributed", "syncbn", "throughput", "data", "fid")
+SECTIONS = ("correctness", "distributed", "syncbn", "throughput", "data", "inception", "fid")
+NEEDS_SHARDS = ("correctness", "distributed", "fid")  # the others make their own inputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the rows (and the failed checks) to this JSON file")
     p.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)")
     p.add_argument("--work", help="keep the runs and shards in this directory (default: a temporary one)")
+    p.add_argument("--inception-tol", type=float, metavar="ABS",
+                   help="override the Inception comparisons' tolerance (max abs feature difference); "
+                        "0 fails them, which the tests use to prove that a failed check exits 1")
     a = p.parse_args(argv)
     # deterministic cuBLAS for the bitwise resume check; must be set before CUDA initialises
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -37,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="distgan-gpu-check-") as tmp:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        _run_sections(plan, rep, sections, work)
+        _run_sections(plan, rep, sections, work, a.inception_tol)
     wall = time.time() - t_start
     device = torch.cuda.get_device_name(0) if plan.device == "cuda" else f"CPU ({platform.processor() or 'cpu'})"
     print(f"\ndistgan GPU acceptance run on {device}, torch {torch.__version__}, "
           f"{'dry run' if plan.dry else 'full'}; {wall:.0f} s\n")
     print(rep.table())
+    print(f"\n{rep.summary()}")
     if a.json:
         rep.to_json(a.json, {"device": device, "torch": torch.__version__, "dry_run": plan.dry,
                              "wall_s": round(wall, 1), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -53,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if rep.failures else 0
 
 
-def _run_sections(plan, rep, sections: list[str], work: Path) -> None:
+def _run_sections(plan, rep, sections: list[str], work: Path, inception_tol: float | None) -> None:
     """Each section in order; one that raises is a failed check named after it, the rest still run."""
-    from bench.gpu import correctness, data_fid, distributed, syncbn, throughput
+    from bench.gpu import correctness, data_fid, distributed, inception, syncbn, throughput
     from distgan.shards import write_shards
 
     shards = work / "mnist"
-    if not (shards / "manifest.json").is_file():
+    if set(sections) & set(NEEDS_SHARDS) and not (shards / "manifest.json").is_file():
         write_shards("mnist-embedded", None, shards, shard_size=500, progress=False)
     fid_run, fast_rate = None, 0.0
     for name in sections:
@@ -76,6 +82,8 @@ def _run_sections(plan, rep, sections: list[str], work: Path) -> None:
                 fast_rate = throughput.run(plan, rep, work / "throughput")
             elif name == "data":
                 data_fid.run_data(plan, rep, work / "data", fast_rate)
+            elif name == "inception":
+                inception.run(plan, rep, inception_tol)
             elif name == "fid":
                 if fid_run is None:  # --only fid: a short fp32 debug run of its own
                     from distgan.train import train

@@ -1,4 +1,4 @@
-"""Sections 5 and 6: the data pipeline and FID at GPU rates.
+"""Sections 5 and 7: the data pipeline and FID at GPU rates.
 
 Data: 64x64 JPEG photos-like images go through the imagefolder converter once
 (decoded there, stored as PNG shards, distgan's shard format); the streaming
