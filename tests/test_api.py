@@ -12,7 +12,8 @@ import yaml
 from conftest import ROOT
 
 import distgan
-from distgan.api import SampleError, available_checkpoints, generate, load_generator, resolve_checkpoint
+from distgan.api import SampleError, generate, load_generator
+from distgan.rundir import available_checkpoints, resolve_checkpoint
 
 
 @pytest.fixture(scope="module")

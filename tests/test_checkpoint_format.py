@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 import distgan
+from distgan.checkpoint import load_file
 from distgan.config import load_config
 from distgan.rundir import config_path, resolve_checkpoint
-from distgan.train.state import load_file
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "run_format1"
 

@@ -96,8 +96,8 @@ def test_zscore_uses_manifest_stats_and_denormalize_inverts(mnist_shards):
 
 @pytest.mark.timeout(120)
 def test_checkpoint_carries_stream_position_and_resume_matches_uninterrupted(debug_cfg, tmp_path):
+    from distgan.checkpoint import load_file
     from distgan.train import train
-    from distgan.train.state import load_file
 
     over = ("train.ckpt_every=4", "log.sample_every=100", "data.shuffle_buffer=50")
     train(debug_cfg("train.steps=8", *over), tmp_path / "straight")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from mp import run_trainer
 
+from distgan.checkpoint import load_file, shard_dir
 from distgan.rundir import list_checkpoints
-from distgan.train.state import load_file, shard_dir
 
 pytest.importorskip("deepspeed")
 pytestmark = pytest.mark.multiproc

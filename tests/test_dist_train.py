@@ -15,8 +15,8 @@ import pytest
 import torch
 from mp import ROOT, run_trainer, start_ranks, trainer_cmd, wait_ranks
 
+from distgan.checkpoint import load_file
 from distgan.rundir import list_checkpoints
-from distgan.train.state import load_file
 
 pytestmark = pytest.mark.multiproc
 CHECK = ["train.check_replicas_every=1", "log.progress=false"]

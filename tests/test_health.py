@@ -45,6 +45,21 @@ def test_d_win_and_vanishing_grad_fire_with_step_signal_threshold():
     assert sum(1 for x in warnings if x.signal == "d_win") <= math.ceil(10 * 10 / 50)
 
 
+def test_d_win_reads_the_score_of_the_runs_loss():
+    # hinge's D gives no probability: d_win reads the share of fakes D has not pushed past its margin
+    rows = [{"d_fake_in_margin": 0.4, "d_fake": 0.4}] * 6 + [{"d_fake_in_margin": 0.0, "d_fake": 0.5}] * 10
+    mon = HealthMonitor(HealthConfig(window=50), loss="hinge")
+    w = next(w for w in _feed(mon, rows) if w.signal == "d_win")
+    assert w.value == 0.0 and w.threshold == 0.02 and w.step > 60
+    assert "mean d_fake_in_margin over window" in w.message() and "d_fake_in_margin" in mon.values
+    # a low d_fake is a bce run's signal, not a hinge run's
+    low_probability = [{"d_fake": 0.001, "d_fake_in_margin": 0.5}] * 16
+    assert _feed(HealthMonitor(HealthConfig(window=50), loss="hinge"), low_probability) == []
+    assert {w.signal for w in _feed(HealthMonitor(HealthConfig(window=50)), low_probability)} == {"d_win"}
+    with pytest.raises(ValueError, match="unknown train.loss 'nosuch'; available: bce"):
+        HealthMonitor(HealthConfig(), loss="nosuch")
+
+
 def test_oscillation_needs_swings_and_no_metric_progress():
     rows = [{"loss_g": 0.1 if i % 2 else 5.0} for i in range(12)]
     assert any(w.signal == "oscillation" for w in _feed(HealthMonitor(HealthConfig(window=50)), rows))
@@ -111,3 +126,11 @@ def test_generator_fed_constant_noise_is_reported_as_mode_collapse(debug_cfg, tm
     log = _run(debug_cfg, tmp_path)
     assert "mode_collapse" in log
     assert "d_win" not in log  # the matching warning, not every warning
+
+
+def test_hinge_discriminator_win_is_reported_and_a_healthy_hinge_run_is_not(debug_cfg, tmp_path):
+    # a healthy hinge D keeps the fakes near -1, all past its boundary 0: the margin is what it must empty
+    assert "health warning" not in _run(debug_cfg, tmp_path / "healthy", "train.loss=hinge")
+    log = _run(debug_cfg, tmp_path / "won", "train.loss=hinge", "train.lr_d=0.05", "train.lr_g=1e-6")
+    line = next(ln for ln in log.splitlines() if "d_win" in ln)
+    assert "mean d_fake_in_margin over window" in line and "threshold 0.02" in line

@@ -5,7 +5,8 @@ The graph is read from the source with ``ast``, not by importing: every ``import
 function-level import runs later, but a cycle it closes is still a cycle between the
 two modules' responsibilities). ``from distgan.x import y`` is an edge to the module
 ``distgan.x.y`` when that is a module, else to ``distgan.x``. Imports under
-``if TYPE_CHECKING:`` never run (annotations only) and are left out. Importing a submodule
+``if TYPE_CHECKING:`` count too: they never run, but an annotation that needs the other
+module is a dependency of the design all the same. Importing a submodule
 also runs its package's ``__init__``; that edge is left out, because the packages'
 ``__init__`` files here only re-export or import lazily on attribute access.
 
@@ -38,23 +39,11 @@ def _is_type_checking(node: ast.AST) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _run_time_nodes(tree: ast.AST):
-    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks (their ``else`` runs)."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        if _is_type_checking(node):
-            stack.extend(node.orelse)
-            continue
-        stack.extend(ast.iter_child_nodes(node))
-
-
 def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
     """The distgan modules that ``path`` (module ``name``) imports anywhere in its body."""
     is_package = path.name == "__init__.py"
     out: set[str] = set()
-    for node in _run_time_nodes(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -104,19 +93,47 @@ def test_cycle_finder_names_a_cycle_and_accepts_a_tree():
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_graph_counts_function_level_relative_and_submodule_imports(tmp_path):
+def test_graph_counts_function_level_relative_type_checking_and_submodule_imports(tmp_path):
     src = tmp_path / "mod.py"
     src.write_text("from typing import TYPE_CHECKING\nfrom . import sib\nimport distgan.a\n\n"
                    "if TYPE_CHECKING:\n    import distgan.c\n\n\ndef f():\n    from distgan.pkg import b, VALUE\n")
     known = {"distgan.a", "distgan.c", "distgan.pkg", "distgan.pkg.b", "distgan.pkg.mod", "distgan.pkg.sib"}
-    assert imported_modules(src, "distgan.pkg.mod", known) == {"distgan.a", "distgan.pkg", "distgan.pkg.b",
-                                                                "distgan.pkg.sib"}
+    assert imported_modules(src, "distgan.pkg.mod", known) == {"distgan.a", "distgan.c", "distgan.pkg",
+                                                                "distgan.pkg.b", "distgan.pkg.sib"}
     assert "distgan.train.loop" in import_graph()["distgan.train"]  # the lazy import in its __getattr__
 
 
 def test_the_package_import_graph_has_no_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph between distgan's packages (``distgan.train``, ``distgan.metrics``, ...); a
+    top-level module (``distgan.rundir``) is a node of its own."""
+    modules = package_modules()
+
+    def unit(name: str) -> str:
+        parts = name.split(".")
+        is_package = modules[name].name == "__init__.py"
+        return ".".join(parts[:2]) if len(parts) > 2 or is_package else name
+
+    out: dict[str, set[str]] = {}
+    for a, deps in graph.items():
+        out.setdefault(unit(a), set()).update(unit(b) for b in deps if unit(b) != unit(a))
+    return out
+
+
+def test_package_graph_collapses_modules_into_their_package():
+    graph = {"distgan.train.loop": {"distgan.metrics.training", "distgan.rundir"},
+             "distgan.metrics.training": {"distgan.train.state"}, "distgan.rundir": set(),
+             "distgan.train.state": set(), "distgan.metrics.registry": set()}
+    assert find_cycle(package_graph(graph)) == ["distgan.metrics", "distgan.train", "distgan.metrics"]
+
+
+def test_the_packages_depend_on_each_other_one_way():
+    cycle = find_cycle(package_graph(import_graph()))
+    assert cycle is None, "package cycle: " + " -> ".join(cycle or [])
 
 
 def test_no_module_imports_a_command_module():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from distgan.checkpoint import load_file
 from distgan.launch.local import launch_local
 from distgan.rundir import read_status, resolve_checkpoint
-from distgan.train.state import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.multiproc

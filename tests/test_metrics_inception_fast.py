@@ -1,4 +1,9 @@
-"""The native FID Inception: the same weights and the same features as the TorchScript graph."""
+"""The native FID Inception: the same weights and the same features as the TorchScript graph.
+
+The CPU default of :class:`InceptionFeatures` is ONNX Runtime when it is installed, so
+every extractor here is built with ``backend="torch"``: these tests are about the
+PyTorch module (ONNX Runtime is compared in test_metrics_inception_ort).
+"""
 from __future__ import annotations
 
 import warnings
@@ -31,7 +36,8 @@ def test_fused_native_features_equal_the_torchscript_graph():
     g = torch.Generator().manual_seed(1)
     grey = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8, generator=g)
     rgb = torch.randint(0, 256, (1, 3, 40, 32), dtype=torch.uint8, generator=g)
-    feats = inc.InceptionFeatures()
+    feats = inc.InceptionFeatures(backend="torch")
+    assert feats.backend == "torch"
     layers = _torchscript_layers()
     for images in (grey, rgb):
         x = inc.tf_bilinear_resize(images.float().expand(-1, 3, -1, -1), 299) / 128.0 - 1.0
@@ -40,6 +46,7 @@ def test_fused_native_features_equal_the_torchscript_graph():
         got = feats(images)
         assert got.shape == ref.shape
         assert (got - ref).abs().max().item() < 1e-4
+    assert feats._ort is None  # ONNX Runtime was never built: the features came from the PyTorch module
 
 
 def test_unreadable_weights_name_the_file(tmp_path):

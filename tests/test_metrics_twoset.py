@@ -2,6 +2,7 @@
 feature extractor standing in for Inception (the CLI's plumbing, caching and errors are under test)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from distgan.metrics import twoset
+from distgan.metrics import registry
 from distgan.metrics.__main__ import main
 from distgan.metrics.evaluate import Extractor
 from distgan.metrics.frechet import fid_from_features, save_stats
@@ -32,8 +33,9 @@ def stub(monkeypatch):
         calls.append(len(images))
         return stub_features(images)
 
-    monkeypatch.setattr(twoset, "inception_extractor", lambda *a, **k: Extractor("stub", 3, embed, "0" * 64,
-                                                                                   "none", {}))
+    stub_net = dataclasses.replace(registry.FEATURE_NETS["inception"],
+                                   build=lambda ctx: Extractor("stub", 3, embed, "0" * 64, "none", {}))
+    monkeypatch.setitem(registry.FEATURE_NETS, "inception", stub_net)
     return calls
 
 

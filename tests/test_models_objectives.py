@@ -1,4 +1,5 @@
-"""The phase objectives: batches with attributes / sources, fake labels, AC and pix2pix losses."""
+"""The phase objectives: batches with attributes / sources, fake labels, AC and pix2pix losses,
+what each adversarial loss logs."""
 import pytest
 import torch
 
@@ -60,7 +61,8 @@ def test_acgan_d_loss_adds_the_class_loss_on_real_and_fake():
     with torch.no_grad():
         fake = m.G(z, y_fake)
         o_r, o_f = m.D(batch["real"]), m.D(fake)
-    want = (losses.d_loss("bce", o_r.logits, o_f.logits) + losses.aux_class_loss(o_r.class_logits, batch["label"])
+    want = (losses.adversarial("bce").d_loss(o_r.logits, o_f.logits)
+            + losses.aux_class_loss(o_r.class_logits, batch["label"])
             + losses.aux_class_loss(o_f.class_logits, y_fake))
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     assert "loss_d_aux" in stats.collect()
@@ -73,7 +75,34 @@ def test_pix2pix_g_loss_is_cgan_plus_lambda_l1():
     batch = {"real": torch.rand(2, 1, 16, 16) * 2 - 1, "src": torch.rand(2, 1, 16, 16) * 2 - 1}
     loss = g_loss_fn(m, batch, s)
     fake = m.G(batch["src"])
-    adv = losses.g_loss("bce", m.D(fake, batch["src"]).patch_logits)
+    adv = losses.adversarial("bce").g_loss(m.D(fake, batch["src"]).patch_logits)
     want = adv + 100.0 * (fake - batch["real"]).abs().mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     assert d_loss_fn(m, batch, s).item() > 0
+
+
+@pytest.mark.parametrize("name", ["bce", "hinge"])
+def test_phases_log_the_scores_of_the_runs_loss(name):
+    cfg, m, _ = _setup(cond="none")
+    cfg.train.loss = name
+    s = loss_settings(cfg)
+    m.G.eval(), m.D.eval()  # deterministic models for recomputing the outputs by hand
+    batch = {"real": torch.rand(6, 1, 16, 16) * 2 - 1}
+    stats.reset()
+    torch.manual_seed(1)
+    d_loss_fn(m, batch, s)
+    torch.manual_seed(1)
+    z, _ = sample_latent(6, m, torch.device("cpu"))
+    with torch.no_grad():
+        real_out, fake_out = m.D(batch["real"]).logits, m.D(m.G(z)).logits
+    logged = stats.collect()
+    want = {k: v.float().mean().item() for k, v in losses.adversarial(name).scores(real_out, fake_out).items()}
+    assert set(want) <= set(logged) and all(logged[k] == pytest.approx(v, abs=1e-6) for k, v in want.items())
+    if name == "bce":  # the probabilities TensorBoard has always shown
+        assert logged["d_real"] == pytest.approx(torch.sigmoid(real_out).mean().item(), abs=1e-6)
+    else:  # a critic value is no probability: no d_real / d_fake under a hinge loss
+        assert not {"d_real", "d_fake"} & set(logged) and logged["d_real_raw"] == pytest.approx(real_out.mean().item())
+    g_loss_fn(m, batch, s)
+    logged_g = stats.collect()
+    assert {f"{k}_g" for k in losses.adversarial(name).scores(None, fake_out)} <= set(logged_g)
+    assert ("d_fake_g" in logged_g) == (name == "bce")

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from distgan.checkpoint import load_file
 from distgan.config import load_config
 from distgan.models import DataInfo, build_models, data_info
 from distgan.rundir import resolve_checkpoint
 from distgan.shards import read_manifest
 from distgan.shards.writer import ShardWriter
 from distgan.train import train
-from distgan.train.state import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p for p in (ROOT / "configs").glob("*.yaml"))

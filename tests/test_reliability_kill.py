@@ -30,8 +30,8 @@ import pytest
 import torch
 from procs import descendants, kill_all, running_with, wait_gone
 
+from distgan.checkpoint import load_file, load_latest
 from distgan.rundir import list_checkpoints, read_status, resolve_checkpoint
-from distgan.train.state import load_file, load_latest
 
 pytestmark = pytest.mark.multiproc
 ROOT = Path(__file__).resolve().parents[1]

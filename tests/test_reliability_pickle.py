@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distgan.train.state import CheckpointError, load_file
+from distgan.checkpoint import CheckpointError, load_file
 
 
 class _Exec:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distgan.checkpoint import load_file
 from distgan.rundir import read_status, resolve_checkpoint
-from distgan.train.state import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = Path(os.environ.get("DISTGAN_SLURM_BASE", "/tmp/distgan-slurm"))

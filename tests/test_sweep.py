@@ -145,3 +145,40 @@ def test_local_sweep_runs_the_pool_and_collects(mnist_shards, tmp_path, capsys):
     bad = next(r for k, r in rows.items() if "broken" in k)
     assert good["state"] == "ok" and float(good["value"]) > 0 and good["step"] == "4"
     assert bad["state"] == "failed" and "missing" in bad["error"] and Path(bad["log"]).is_file()
+
+
+def test_the_strategy_is_a_registry_entry_checked_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    from distgan.sweep import strategies
+
+    for bad, needle in (("halvng", "unknown strategy 'halvng'; available: grid"),
+                        ({"name": "grid", "eta": 3}, "strategy 'grid' takes no settings, got eta")):
+        path = _sweep_file(tmp_path, strategy=bad)
+        assert main([str(path), "--cluster", "local"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: sweep ") and needle in err[0], err
+        assert not (tmp_path / "sweep").exists()
+
+    class OneAtATime:
+        """A strategy of the test's own: one run per round, each round after the previous one's results."""
+
+        def __init__(self, settings, where):
+            self.rounds = []
+
+        def next_round(self, sweep):
+            left = [r for r in plan(sweep)[0] if r.name not in self.rounds]
+            if not left:
+                return None
+            self.rounds.append(left[0].name)
+            return strategies.Round([left[0]], needs_results=True)
+
+    trained: list[list[str]] = []
+    monkeypatch.setitem(strategies.STRATEGIES, "one_at_a_time", OneAtATime)
+    monkeypatch.setattr("distgan.sweep.__main__.run_local",
+                        lambda sweep, runs, k, procs: [trained.append([r.name for r in runs]),
+                                                       [write_status(sweep.out / "runs" / r.name, "completed")
+                                                        for r in runs]])
+    monkeypatch.setattr("distgan.sweep.__main__.collect",
+                        lambda out: {"states": {"ok": 4}, "runs": 4, "md": "", "csv": "", "plot": None})
+    path = _sweep_file(tmp_path, strategy="one_at_a_time", grid={"model.width": [8, 16]}, zip=[])
+    assert main([str(path), "--cluster", "local"]) == 0
+    assert [len(t) for t in trained] == [1, 1, 1, 1] and len({t[0] for t in trained}) == 4

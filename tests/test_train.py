@@ -4,9 +4,9 @@ import json
 import torch
 from PIL import Image
 
+from distgan.checkpoint import load_file
 from distgan.rundir import list_checkpoints
 from distgan.train import train
-from distgan.train.state import load_file
 
 
 def _scalar_tags(tb_dir):
@@ -92,7 +92,7 @@ def test_zscore_run_grids_show_pixels_not_zscores(debug_cfg, tmp_path):
 
 
 def test_seed_offsets_keep_the_values_saved_runs_were_trained_with():
-    from distgan.train.state import diversity_seed, rank_seed, reseed
+    from distgan.train.seeds import diversity_seed, rank_seed, reseed
 
     # resumed runs continue bitwise only while these derivations stay the same
     assert rank_seed(3, 2) == 3 * 7919 + 2

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from distgan.checkpoint import load_file
 from distgan.rundir import list_checkpoints
 from distgan.train import train
 from distgan.train.phases import NonFiniteLoss
-from distgan.train.state import load_file
 
 
 @pytest.mark.timeout(120)

@@ -169,10 +169,10 @@ def _small_fid(run: Path, shards: Path, plan: Plan, cache: Path) -> float:
 
 def variant(name: str, plan: Plan, rep: Report, shards: Path, work: Path) -> Path:
     """Train, resume, sample, export and evaluate one variant; returns its straight run dir."""
+    from distgan.checkpoint import load_file
     from distgan.export import export
     from distgan.rundir import list_checkpoints
     from distgan.train import train
-    from distgan.train.state import load_file
 
     n, half = plan.debug_steps, plan.debug_steps // 2
     extra = [*VARIANTS[name], "model.channels_last=true", "train.fused_adam=true", *STATEFUL]

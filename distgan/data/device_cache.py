@@ -15,8 +15,11 @@ from typing import Any, Iterator
 import torch
 
 from distgan.data.pipeline import decode, shard_urls, tar_samples
+from distgan.log import get_logger
 from distgan.shards.manifest import Manifest, read_manifest
 from distgan.shards.members import Canonicalizer
+
+log = get_logger("data")
 
 
 def decode_all(shard_dir: str | Path, resolution: int, manifest: Manifest | None = None) -> dict[str, torch.Tensor]:
@@ -85,6 +88,12 @@ class DeviceCache:
         """Stream position, for checkpoints: resuming continues the same order."""
         return {"epoch": self.epoch, "batch_index": self.batch_index}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int], ctx: Any = None) -> None:
+        """Continue from a saved position; saved at another world size (``ctx.world_changed``: the
+        per-rank order then means other samples), restart the saved epoch, with a warning."""
         self.epoch, self.batch_index = int(state["epoch"]), int(state["batch_index"])
+        if ctx is not None and ctx.world_changed and self.batch_index:
+            log.warning(f"data position saved at world size {ctx.saved_world_size}, now {ctx.world_size}: "
+                        f"restarting epoch {self.epoch} from its beginning")
+            self.batch_index = 0
         self._order = None if self.batch_index == 0 else self._epoch_order()

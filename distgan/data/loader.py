@@ -72,8 +72,11 @@ class StreamLoader:
                 "world": self.world, "batch_size": self.spec.batch_size, "num_workers": self.spec.num_workers,
                 "resampled": self.spec.resampled, "seed": self.seed, "data": self.manifest.digest()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a saved position; a different stream layout restarts the saved epoch."""
+    def load_state_dict(self, state: dict[str, Any], ctx: Any = None) -> None:
+        """Continue from a saved position; a different stream layout restarts the saved epoch.
+
+        (``ctx``, the checkpoint's resume context, adds nothing: the position records its own layout.)
+        """
         self._close()
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
         mine = self.state_dict()

@@ -25,8 +25,16 @@ from pathlib import Path
 
 from distgan import runlock
 from distgan.config import describe, load_config, save_config
-from distgan.errors import EXIT_USER_ERROR, UserError
-from distgan.launch.common import EXIT_FAILED, EXIT_STOPPED, LaunchError, choose_cluster, exit_code, print_summary
+from distgan.errors import UserError, cli_main, print_error
+from distgan.launch.common import (
+    EXIT_FAILED,
+    EXIT_STOPPED,
+    LaunchError,
+    check_run_config,
+    choose_cluster,
+    exit_code,
+    print_summary,
+)
 from distgan.launch.local import launch_local
 from distgan.launch.profiles import load_profile, resolve_resources
 from distgan.launch.sbatch import write_sbatch
@@ -70,7 +78,7 @@ def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object
     overrides = list(args.overrides)
     if world_size > 1 and not any(o.startswith("dist.expect_world_size=") for o in overrides):
         overrides.append(f"dist.expect_world_size={world_size}")  # fail loudly if ranks do not join
-    cfg = load_config(args.config, overrides)
+    cfg = check_run_config(load_config(args.config, overrides))  # refused here: nothing written, nothing started
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
     runlock.ensure_free(run_dir)  # a live training owns it: write nothing, start nothing, submit nothing
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +86,7 @@ def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object
     return run_dir, cfg
 
 
+@cli_main(ValueError)  # config, launch, shard and checkpoint errors: one line
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     setup_console()
@@ -85,20 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         print(describe())
         return 0
     if not args.config:
-        print("error: --config FILE is required (e.g. configs/debug.yaml)", file=sys.stderr)
-        return EXIT_USER_ERROR
-    try:
-        if args.emit_sbatch:
-            return _emit(args)
-        cluster = choose_cluster(args.cluster, args.nodes or 1)
-        if args.check:
-            return _check(args, cluster)
-        if cluster == "slurm":
-            return _slurm(args)
-        return _local(args)
-    except (UserError, ValueError) as e:  # config, launch, shard and checkpoint errors: one line
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        raise UserError("--config FILE is required (e.g. configs/debug.yaml)")
+    if args.emit_sbatch:
+        return _emit(args)
+    cluster = choose_cluster(args.cluster, args.nodes or 1)
+    if args.check:
+        return _check(args, cluster)
+    if cluster == "slurm":
+        return _slurm(args)
+    return _local(args)
 
 
 def _resources(args: argparse.Namespace):
@@ -162,9 +166,8 @@ def _slurm(args: argparse.Namespace) -> int:
     _warn_cpu_job(args, cfg, res)
     try:
         job = submit_run(run_dir, res, job_name=f"distgan-{run_dir.name}")
-    except SubmitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    except SubmitError as e:  # sbatch kept failing: not the request's fault
+        return print_error(e, EXIT_FAILED)
     log.info("%d node(s) x %d rank(s) = world size %d", res.nodes, res.tasks_per_node, res.world_size)
     log.info(describe_job(job, run_dir))
     if not args.wait:

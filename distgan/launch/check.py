@@ -43,7 +43,8 @@ def _prepare(run_dir: Path, cfg: Any, world: int, gpus_per_node: int) -> float:
     timeout = float(cfg.dist.check_timeout_s)
     atomic_write_text(d / "request.json", json.dumps({
         "expect_world": cfg.dist.expect_world_size or world, "gpus_per_node": gpus_per_node,
-        "timeout_s": timeout, "backend": cfg.dist.backend, "launched": time.time()}) + "\n")
+        "timeout_s": timeout, "backend": cfg.dist.backend, "precision": cfg.train.precision,
+        "launched": time.time()}) + "\n")
     # arrival, then at most a few bounded collectives, plus start-up: the whole check ends within this
     return 4 * timeout + 60
 

@@ -2,6 +2,7 @@
 
     code = EXIT_STOPPED                       # a rank checkpointed on a signal: re-run (or requeue) to resume
     cluster = choose_cluster("auto", nodes=2) # "slurm" or "local", or a LaunchError saying why neither
+    cfg = check_run_config(load_config(path))  # refuse what cannot run before anything is written
     print_summary(run_dir, summary)           # where a finished or stopped run's outputs are
 
 Exit codes of a training rank and of the launchers: 0 completed, ``EXIT_FAILED``
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from distgan.config import Config, ConfigError
 from distgan.errors import UserError
 
 EXIT_FAILED = 1
@@ -51,6 +53,46 @@ def choose_cluster(requested: str, nodes: int) -> str:
                           "controller answering, or --cluster local); use --cluster slurm on a Slurm login "
                           "node, or --emit-sbatch FILE to write a script for one")
     return requested
+
+
+def check_run_config(cfg: Config) -> Config:
+    """``cfg`` checked as the config of a run: :meth:`~distgan.config.Config.validate`, its metrics
+    and its health signals.
+
+    The names that live above the config are checked by their owners' lists: metric names,
+    ``metrics.main`` and the metrics' own settings by the metric registry (a metric that
+    compares classes needs a class-conditional model), ``train.stop_on`` by the health
+    monitor's signals. Raises :class:`~distgan.config.ConfigError` naming the key; returns ``cfg``.
+    """
+    cfg.validate()
+    if cfg.train.stop_on:
+        # the health monitor loads torch: only a config that stops on its signals pays for it here
+        from distgan.train.health import SIGNALS  # noqa: PLC0415
+
+        unknown = [s for s in cfg.train.stop_on if s not in SIGNALS]
+        if unknown:
+            raise ConfigError(f"config key 'train.stop_on': got {cfg.train.stop_on!r}, expected a list of "
+                              f"{', '.join(SIGNALS)} ({', '.join(map(repr, unknown))} is no health signal)")
+    m = cfg.metrics
+    if m.main and not m.names:
+        raise ConfigError(f"config key 'metrics.main': got {m.main!r}, expected '' while metrics.names is empty "
+                          "(no metric is computed to select the best checkpoint by)")
+    if not m.names:
+        return cfg
+    # the registry loads the metric implementations (torch): only a config that names metrics pays for
+    # it, so launching one that names none stays light
+    from distgan.metrics import registry  # noqa: PLC0415
+
+    try:
+        registry.check_config(m)
+    except UserError as e:  # its messages name the key and the choices
+        raise ConfigError(str(e)) from None
+    by_class = [n for n in dict.fromkeys(m.names) if registry.REGISTRY[n].labels]
+    if by_class and cfg.model.cond in ("none", "multilabel"):  # G draws no class labels to compare by
+        raise ConfigError(f"config key 'metrics.names': got {m.names!r}, expected no {', '.join(by_class)} with "
+                          f"model.cond={cfg.model.cond}: it compares generated and real images class by class, "
+                          "so G must be class-conditional")
+    return cfg
 
 
 def exit_code(summary: dict) -> int:

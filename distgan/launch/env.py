@@ -1,7 +1,8 @@
 """The torch.distributed environment of one rank, from wherever it was started.
 
 Accelerate (and ``torch.distributed`` with ``env://``) reads RANK, WORLD_SIZE,
-LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. The local launcher
+LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT; distgan reads the first
+three through :func:`distgan.ranks.launch_ranks`. The local launcher
 sets them itself; inside a Slurm job step (submitit or a plain ``srun`` from an
 emitted sbatch script) they are derived here from SLURM_* variables:
 

@@ -30,10 +30,12 @@ from distgan.fsutil import atomic_write_text
 from distgan.launch.env import export_slurm_dist_env
 from distgan.log import get_logger, setup_console
 from distgan.models import build_models, data_info
+from distgan.ranks import launch_ranks
 from distgan.rendezvous import RendezvousError, check_world, choose_backend, host_name, leave, rendezvous
 from distgan.rundir import read_config
 from distgan.shards import read_manifest
 from distgan.train import stages
+from distgan.train.precision import device_problem
 
 PREFLIGHT_DIR = "preflight"
 EXIT_FAILED = stages.EXIT_HUNG
@@ -130,8 +132,8 @@ def run_check(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     export_slurm_dist_env()
     req = json.loads((preflight_dir(run_dir) / "request.json").read_text())
-    rank, host = int(os.environ.get("RANK", "0")), host_name()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ranks, host = launch_ranks(), host_name()
+    rank, local_rank = ranks.rank, ranks.local_rank
     timings: dict[str, float] = {"start": max(0.0, t_start - float(req.get("launched", t_start)))}
     rec: dict[str, Any] = {"rank": rank, "local_rank": local_rank, "host": host, "pid": os.getpid(),
                            "timings": timings}
@@ -139,12 +141,15 @@ def run_check(run_dir: str | Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         device = _device(local_rank, int(req.get("gpus_per_node", 0)), host)
         rec["device"] = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+        problem = device_problem(req.get("precision", "fp32"), device)  # the device the rank would train on
+        if problem:
+            raise RendezvousError("device", f"rank {rank} on {host} ({device}): {problem}")
         t0 = _timed(timings, "device", t0)
         rec.update(backend=choose_backend(req.get("backend", "auto")), addr=os.environ.get("MASTER_ADDR", ""),
                    port=os.environ.get("MASTER_PORT", ""))  # shown in the table even when joining fails
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank stuck on its own (not in a collective) ends too
-            stages.watch(float(req["timeout_s"]), rank, world=int(os.environ["WORLD_SIZE"]))
-        check_world(int(os.environ.get("WORLD_SIZE", "1")), int(req.get("expect_world", 0)))
+        if ranks.world > 1:  # a rank stuck on its own (not in a collective) ends too
+            stages.watch(float(req["timeout_s"]), rank, world=ranks.world)
+        check_world(ranks.world, int(req.get("expect_world", 0)))
         stages.enter("rendezvous")
         info = rendezvous(float(req["timeout_s"]), req.get("backend", "auto"), int(req.get("expect_world", 0)),
                           timeout_key="dist.check_timeout_s")

@@ -37,6 +37,7 @@ from distgan.launch.profiles import SlurmResources, resource_options
 from distgan.launch.requeue import check_at_start, may_requeue
 from distgan.launch.worker import run_rank
 from distgan.log import get_logger, setup_console
+from distgan.ranks import launch_ranks
 from distgan.rundir import logs_dir
 
 log = get_logger("launch")
@@ -75,7 +76,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         try:  # this task's Slurm log (stdout + stderr): where a traceback ends up
             log_path, rank = str(submitit.JobEnvironment().paths.stdout), submitit.JobEnvironment().global_rank
         except Exception:  # noqa: BLE001 - not under submitit (e.g. called directly)
-            log_path, rank = "", int(os.environ.get("RANK", "0"))
+            log_path, rank = "", launch_ranks().rank
         setup_console(rank)  # this task is a rank's entry point
         max_requeues = getattr(self, "max_requeues", 3)  # tasks pickled by an older distgan lack it
         check_at_start(self.run_dir, max_requeues, rank)

@@ -17,7 +17,6 @@ a failing rank writes ``failed`` with the error. Exit codes (:mod:`distgan.launc
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
@@ -27,11 +26,12 @@ from typing import Any
 
 from distgan import runlock
 from distgan.config import load_config
-from distgan.errors import UserError
-from distgan.launch.common import EXIT_FAILED, exit_code, print_summary
+from distgan.errors import UserError, print_error
+from distgan.launch.common import EXIT_FAILED, check_run_config, exit_code, print_summary
 from distgan.launch.env import export_slurm_dist_env
 from distgan.launch.lifeline import Lifeline
 from distgan.log import get_logger, setup_console
+from distgan.ranks import launch_ranks
 from distgan.rundir import config_path, rank_log, read_status, write_status
 from distgan.train import stages
 from distgan.train.stages import EXIT_HUNG
@@ -48,12 +48,12 @@ def run_rank(run_dir: str | Path, log_path: str = "", launcher_pid: int = 0) -> 
     """
     run_dir = Path(run_dir)
     export_slurm_dist_env()
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ranks = launch_ranks()
+    rank, world = ranks.rank, ranks.world
     log_path = log_path or str(rank_log(run_dir, rank))
     cfg_path = config_path(run_dir)
     try:
-        cfg = load_config(cfg_path)
+        cfg = check_run_config(load_config(cfg_path))
     except Exception as e:
         _record_failure(run_dir, f"rank {rank}: {traceback.format_exception_only(type(e), e)[-1].strip()}",
                         log_path, world)
@@ -141,17 +141,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="the local launcher's pid: checkpoint and exit when it dies (0: not started by one)")
     args = p.parse_args(argv)
     export_slurm_dist_env()  # an srun task learns its rank here
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launch_ranks().rank
     setup_console(rank)
     try:
         summary = run_rank(args.run_dir, args.log, args.launcher_pid)
     except DistFailure as e:  # exit non-zero but not "stopped" (no requeue)
         if rank != 0:  # rank 0 logged the diagnosis; the others' consoles are quiet, but it belongs in their output
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            print_error(e)
         return EXIT_HUNG
     except UserError as e:  # explained by its message (also recorded in status.json): no traceback
-        print(f"error: rank {rank}: {e}", file=sys.stderr, flush=True)
-        return EXIT_FAILED
+        return print_error(e, EXIT_FAILED, prefix=f"rank {rank}: ")
     except Exception:
         traceback.print_exc()
         return EXIT_FAILED

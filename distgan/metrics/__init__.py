@@ -1,4 +1,5 @@
-"""Metrics: FID (standard TF Inception, packaged weights), a fast classifier metric, KID.
+"""Metrics by name (:mod:`distgan.metrics.registry`): FID, a fast classifier metric, KID, precision/recall,
+intra-class FID, FD-DINOv2.
 
     from distgan.metrics import frechet_distance, fid_from_features
     fid_from_features(feats_real, feats_fake)            # float64, robust, never complex

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from distgan import dist
 from distgan.fsutil import atomic_write_bytes
 from distgan.log import get_logger
+from distgan.metrics.frechet import frechet_distance
+from distgan.metrics.protocol import Comparison, Extractor, ExtractorContext, Result, state_sha256
 from distgan.metrics.refstats import default_cache_dir, read_real
 from distgan.shards.manifest import read_manifest
 
@@ -75,6 +77,11 @@ class Classifier:
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.to(self._device()))[1].float().cpu()
+
+    @torch.no_grad()
+    def logits_of_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The head on penultimate features (what :meth:`features` returned): the same logits, no second pass."""
+        return self.net.head(features.float().to(self._device())).float().cpu()
 
     def _device(self) -> torch.device:
         return next(self.net.parameters()).device
@@ -189,3 +196,44 @@ def _load(path: Path) -> dict[str, Any] | None:
     except Exception as e:  # truncated or foreign file: retrain rather than fail
         log.warning(f"classifier cache '{path}' is unreadable ({type(e).__name__}: {e}); retraining")
         return None
+
+
+def classifier_extractor(ctx: ExtractorContext) -> Extractor:
+    """The run's classifier (trained on a miss) as the feature network of ``classifier`` and KID."""
+    if not ctx.shard_dir:
+        raise ValueError("the classifier's features exist only for a run's shard set (it is trained on it): "
+                         "evaluate the run (training, or python -m distgan.metrics NAME --run RUN_DIR)")
+    res = ctx.resolution
+    clf = classifier_for(ctx.shard_dir, res, ctx.mc.cache_dir, ctx.mc.classifier_seed).to(ctx.device)
+    extra = {"classifier_heldout_accuracy": round(clf.heldout["accuracy"], 5),
+             "classifier_heldout_num": clf.heldout["num"], "classifier_key": clf.key,
+             **({"classifier_heldout_per_attribute": clf.heldout["per_attribute"]}
+                if "per_attribute" in clf.heldout else {})}
+    return Extractor(f"classifier_v{clf.key.split('-')[1][1:]}_penultimate", clf.dim, clf.features,
+                     state_sha256(clf.net), f"none (classifier at {res}x{res})", extra, model=clf)
+
+
+def classifier_records(c: Comparison) -> list[Result]:
+    """``classifier_fd``; for a conditional G also ``classifier_acc`` (and ``classifier_acc/<attribute>``).
+
+    Accuracy is the share of generated images the classifier assigns to the
+    class (or attributes) G was conditioned on; it looks at no real image.
+    """
+    out = [Result("classifier_fd", frechet_distance(c.real.mu, c.real.sigma, c.fake.mu, c.fake.sigma))]
+    cond = c.conditioning
+    if cond is None or cond.mode == "none" or c.fake.features is None or c.fake.labels is None:
+        return out
+    clf: Classifier = c.extractor.model
+    logits = clf.logits_of_features(torch.from_numpy(c.fake.features))
+    names = clf.names
+    if clf.mode == "attrs" and cond.attr_columns is not None:
+        logits = logits[:, cond.attr_columns]  # the classifier knows every manifest attribute; G saw a subset
+        names = [clf.names[i] for i in cond.attr_columns]
+    scored = len(logits)
+    acc = correct(logits, torch.as_tensor(c.fake.labels), clf.mode).double().sum(dim=0).reshape(-1).numpy() / scored
+    out.append(Result("classifier_acc", float(acc.mean()), {"num_scored": scored, "conditioning": cond.mode},
+                      uses_real=False))
+    if clf.mode == "attrs":
+        out += [Result(f"classifier_acc/{attr}", float(v), {"num_scored": scored, "conditioning": "attrs"},
+                       uses_real=False) for attr, v in zip(names, acc)]
+    return out

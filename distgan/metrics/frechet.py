@@ -20,12 +20,14 @@ with the same mean and covariance as one process would.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from distgan import dist
 from distgan.fsutil import atomic_open
+from distgan.metrics.protocol import Comparison, Result
 
 
 def _clean(w: np.ndarray) -> np.ndarray:
@@ -69,6 +71,13 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     diff = mu1 - mu2
     d = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
     return max(d, 0.0)
+
+
+def frechet_record(name: str) -> Callable[[Comparison], list[Result]]:
+    """A metric's compute function: the Frechet distance between the two sides' Gaussians, as record ``name``."""
+    def compute(c: Comparison) -> list[Result]:
+        return [Result(name, frechet_distance(c.real.mu, c.real.sigma, c.fake.mu, c.fake.sigma))]
+    return compute
 
 
 def mean_cov(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

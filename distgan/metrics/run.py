@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 
 from distgan import api
+from distgan.checkpoint import CheckpointError
 from distgan.config import Config
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
-from distgan.train.state import CheckpointError
 
 
 def load_generator(run_dir: str | Path, checkpoint: str | int = "latest", ema: bool = True,

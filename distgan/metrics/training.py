@@ -18,7 +18,7 @@ it is read back from ``metrics.jsonl`` at start-up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch.nn as nn
 
@@ -31,8 +31,13 @@ from distgan.metrics.generate import conditioning_for
 from distgan.metrics.registry import lower_is_better, main_record
 from distgan.rundir import METRICS, append_jsonl, ckpt_path, mark_best, read_jsonl
 
-if TYPE_CHECKING:  # annotations only: the checkpointer is handed in by the training loop
-    from distgan.train.state import Checkpointer
+
+class SavesCheckpoints(Protocol):
+    """What the hook needs of the run's checkpointer (the training loop hands it in): both collective."""
+
+    def has(self, step: int) -> bool: ...
+
+    def save(self, step: int) -> None: ...
 
 log = get_logger("metrics")
 
@@ -47,7 +52,7 @@ class TrainMetrics:
     """
 
     def __init__(self, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu",
-                 start_step: int | None = None, checkpointer: Checkpointer | None = None):
+                 start_step: int | None = None, checkpointer: SavesCheckpoints | None = None):
         self.cfg, self.run_dir, self.writer, self.checkpointer = cfg, Path(run_dir), writer, checkpointer
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)

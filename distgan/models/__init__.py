@@ -16,14 +16,15 @@ from typing import Any
 import torch.nn as nn
 
 from distgan.config import Config, ModelConfig
-from distgan.models.cond import DCond, DOut, GCond, resolve_modes
+from distgan.models.cond import DCond, DOut, GCond
 from distgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from distgan.models.init import init_weights
-from distgan.models.labels import MAX_ATTRIBUTES, LabelSpace
+from distgan.models.labels import LabelSpace
 from distgan.models.mlp import MLPDiscriminator, MLPGenerator
 from distgan.models.pix2pix import PatchDiscriminator, UNetGenerator
 from distgan.models.pixelmap import pixel_map
 from distgan.models.upsample import ConvDropoutDiscriminator, UpsampleGenerator
+from distgan.modelspec import MAX_ATTRIBUTES, resolve_modes
 
 ARCHS = ("dcgan", "upsample", "mlp", "pix2pix")
 

@@ -3,7 +3,8 @@
 A :class:`GCond` / :class:`DCond` owns every conditioning-specific piece, so each
 G and D family stays one class: extra latent dims, label maps, a label branch,
 conditional norms, extra D heads. ``model.cond`` picks a (G side, D side) pair;
-``model.cond_g`` / ``model.cond_d`` override either side:
+``model.cond_g`` / ``model.cond_d`` override either side
+(:func:`distgan.modelspec.resolve_modes`):
 
     cond          G side                         D side
     none          none                           none
@@ -36,29 +37,6 @@ class DOut:
     features: torch.Tensor  # (B, F) flattened last hidden features (feature matching, heads)
     class_logits: torch.Tensor | None = None  # (B, num_classes) for AC-GAN
     patch_logits: torch.Tensor | None = None  # (B, P) PatchGAN: the loss averages over patches
-
-
-G_MODES = ("none", "channels", "embed_concat", "embed_mul", "branch")
-D_MODES = ("none", "channels", "embed_concat", "projection", "acgan", "image")
-MODES: dict[str, tuple[str, str]] = {
-    "none": ("none", "none"), "channels": ("channels", "channels"),
-    "embed_concat": ("embed_concat", "embed_concat"), "embed_mul": ("embed_mul", "embed_concat"),
-    "projection": ("channels", "projection"), "acgan": ("channels", "acgan"),
-    "cbn": ("none", "channels"), "multilabel": ("branch", "channels"),
-}
-
-
-def resolve_modes(cond: str, cond_g: str = "", cond_d: str = "") -> tuple[str, str]:
-    """(G side, D side) for ``model.cond`` and its per-side overrides."""
-    if cond not in MODES:
-        raise ValueError(f"model.cond '{cond}' is not available; choose one of {', '.join(MODES)}")
-    g, d = MODES[cond]
-    g, d = cond_g or g, cond_d or d
-    if g not in G_MODES:
-        raise ValueError(f"model.cond_g '{g}' is not available; choose one of {', '.join(G_MODES)}")
-    if d not in D_MODES:
-        raise ValueError(f"model.cond_d '{d}' is not available; choose one of {', '.join(D_MODES)}")
-    return g, d
 
 
 class GCond(nn.Module):

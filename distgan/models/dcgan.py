@@ -12,7 +12,6 @@ The condition enters through :class:`~distgan.models.cond.GCond` /
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -21,22 +20,7 @@ import torch.nn as nn
 from distgan.models.cond import DCond, DOut, GCond
 from distgan.models.norms import make_norm
 from distgan.models.spectral import spectral_norm
-
-
-def stem_and_levels(resolution: int) -> tuple[int, int]:
-    """(stem size s, number of x2 stages L) with ``resolution = s * 2**L``, s in {4, 7}, L >= 1.
-
-    s = 4 gives the standard DCGAN (32, 64, 128 px); s = 7 gives the 7 -> 14 -> 28
-    topology of the InfoGAN-style models used on 28x28 MNIST / Fashion-MNIST
-    (Lucic et al., "Are GANs Created Equal?"), so those data sets train and are
-    scored at their native size instead of being resized to 32.
-    """
-    for s in (4, 7):
-        lv = math.log2(resolution / s) if resolution > 0 else -1
-        if lv >= 1 and lv == int(lv):
-            return s, int(lv)
-    raise ValueError(f"model.arch=dcgan needs data.resolution = 4 * 2^L (8, 16, 32, 64, 128, ...) "
-                     f"or 7 * 2^L (14, 28, 56, ...), got {resolution}")
+from distgan.modelspec import dcgan_levels
 
 
 def identity(m: nn.Module) -> nn.Module:
@@ -56,7 +40,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
         self.cond = cond
-        stem, lv = stem_and_levels(resolution)
+        stem, lv = dcgan_levels(resolution)
         ch = width * 2 ** (lv - 1)
         bias = norm == "none"
         b_ch = cond.branch_channels(ch)
@@ -90,7 +74,7 @@ class DCGANDiscriminator(nn.Module):
                  norm: str = "batch", sn: bool = False):
         super().__init__()
         self.cond = cond
-        stem, lv = stem_and_levels(resolution)
+        stem, lv = dcgan_levels(resolution)
         wrap = sn_wrap(sn)
         bias = norm == "none"
         ch = width

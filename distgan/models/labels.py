@@ -25,8 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MAX_ATTRIBUTES = 8  # 2^A combinations become categories (conditional BN, sample-grid rows)
-
 
 def _is_index(y: torch.Tensor) -> bool:
     return y.dtype in (torch.long, torch.int32, torch.int64)

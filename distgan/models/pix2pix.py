@@ -22,14 +22,7 @@ import torch.nn as nn
 from distgan.models.cond import DCond, DOut
 from distgan.models.dcgan import sn_wrap
 from distgan.models.norms import make_norm
-
-
-def unet_levels(resolution: int) -> int:
-    lv = math.log2(resolution) if resolution > 0 else -1
-    if resolution < 8 or lv != int(lv):
-        raise ValueError(f"model.arch=pix2pix needs data.resolution a power of two >= 8 (256 in the paper), "
-                         f"got {resolution}")
-    return int(lv)
+from distgan.modelspec import unet_levels
 
 
 class UNetGenerator(nn.Module):

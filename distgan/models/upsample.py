@@ -15,19 +15,9 @@ import torch.nn as nn
 from distgan.models.cond import DCond, DOut, GCond
 from distgan.models.dcgan import sn_wrap
 from distgan.models.norms import make_norm
+from distgan.modelspec import upsample_levels
 
 ACTS = {"relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(0.2)}
-
-
-def stages(resolution: int) -> tuple[int, int]:
-    """(stem size s, number of x2 stages L) with resolution = s * 2^L and s <= 7."""
-    s, lv = resolution, 0
-    while s % 2 == 0 and s > 7:
-        s, lv = s // 2, lv + 1
-    if lv == 0 or s < 3:
-        raise ValueError(f"model.arch=upsample needs data.resolution = s * 2^L with 3 <= s <= 7 and L >= 1 "
-                         f"(e.g. 28, 32, 64), got {resolution}")
-    return s, lv
 
 
 class UpsampleGenerator(nn.Module):
@@ -37,7 +27,7 @@ class UpsampleGenerator(nn.Module):
                  norm: str = "batch", kernel: int = 5, act: str = "lrelu", branch_depth: int = 0):
         super().__init__()
         self.z_dim, self.resolution, self.channels, self.cond = z_dim, resolution, channels, cond
-        self.s, lv = stages(resolution)
+        self.s, lv = upsample_levels(resolution)
         ch = width * 2 ** lv
         b_ch = cond.branch_channels(ch)
         self.act = ACTS[act]()
@@ -72,7 +62,7 @@ class ConvDropoutDiscriminator(nn.Module):
                  sn: bool = False, kernel: int = 5, dropout: float = 0.3):
         super().__init__()
         self.cond = cond
-        s, lv = stages(resolution)
+        s, lv = upsample_levels(resolution)
         wrap = sn_wrap(sn)
         layers: list[nn.Module] = []
         ch_in, ch = channels + cond.input_extra(), width

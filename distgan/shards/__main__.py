@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distgan.errors import EXIT_USER_ERROR, UserError
+from distgan.errors import cli_main
 from distgan.log import setup_console
 from distgan.shards.index import index_shards
 from distgan.shards.location import is_pipe
-from distgan.shards.manifest import ShardError, read_manifest, verify
+from distgan.shards.manifest import read_manifest, verify
 from distgan.shards.records import SourceOptions
 from distgan.shards.sources import SOURCES
 from distgan.shards.write import default_workers, write_shards
@@ -42,6 +42,7 @@ attributes from a .json object. Images must share one size (mixed sizes are refu
 """
 
 
+@cli_main(ValueError, FileNotFoundError, RuntimeError)  # besides UserErrors (ShardError, SourceError, ...)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distgan.shards", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,43 +81,39 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     setup_console()
-    try:
-        if a.cmd == "write":
-            opts = SourceOptions(resolution=a.resolution, seed=a.seed, crop=a.crop, crop_size=a.crop_size,
-                                 split=a.split, channels=a.channels, direction=a.direction, limit=a.limit)
-            m = write_shards(a.source, a.path, a.out, a.shard_size, opts, progress=not a.no_progress,
-                             workers=a.workers)
-            print(f"wrote {m.num_samples} samples in {len(m.shards)} shards to {a.out} "
-                  f"({m.height}x{m.width}x{m.channels}, {m.num_classes} classes)")
-            return 0
-        if a.cmd == "index":
-            m, location, where = index_shards(a.source, a.out, a.label, a.label_key, a.attrs_key,
-                                              progress=not a.no_progress)
-            print(f"indexed {m.num_samples} samples in {len(m.shards)} shards "
-                  f"({m.height}x{m.width}x{m.channels}, {m.num_classes} classes, labels: {m.members['label']}); "
-                  f"wrote {where / 'manifest.json'}\ntrain with data.shards='{location}'")
-            return 0
-        m = read_manifest(a.dir)
-        print(f"{a.dir}: source {m.source}, split {m.split}, {m.num_samples} samples, "
-              f"{len(m.shards)} shards, {m.height}x{m.width}x{m.channels}")
-        if m.classes:
-            print(f"classes ({m.num_classes}): {', '.join(m.classes[:20])}{' ...' if m.num_classes > 20 else ''}")
-        if m.attributes:
-            print(f"attributes ({len(m.attributes)}): {', '.join(m.attributes)}")
-        problems = verify(a.dir, m, checksums=not a.no_checksums)
-        for line in problems:
-            print(f"DAMAGED {line}", file=sys.stderr)
-        if problems:
-            print(f"{len(problems)} of {len(m.shards)} shards damaged or missing", file=sys.stderr)
-            return 1
-        if is_pipe(a.dir) and a.no_checksums:
-            print(f"{len(m.shards)} shards not checked (pipe source: drop --no-checksums to stream and hash them)")
-        else:
-            print(f"all {len(m.shards)} shards present" + ("" if a.no_checksums else ", checksums ok"))
+    if a.cmd == "write":
+        opts = SourceOptions(resolution=a.resolution, seed=a.seed, crop=a.crop, crop_size=a.crop_size,
+                             split=a.split, channels=a.channels, direction=a.direction, limit=a.limit)
+        m = write_shards(a.source, a.path, a.out, a.shard_size, opts, progress=not a.no_progress,
+                         workers=a.workers)
+        print(f"wrote {m.num_samples} samples in {len(m.shards)} shards to {a.out} "
+              f"({m.height}x{m.width}x{m.channels}, {m.num_classes} classes)")
         return 0
-    except (UserError, ShardError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    if a.cmd == "index":
+        m, location, where = index_shards(a.source, a.out, a.label, a.label_key, a.attrs_key,
+                                          progress=not a.no_progress)
+        print(f"indexed {m.num_samples} samples in {len(m.shards)} shards "
+              f"({m.height}x{m.width}x{m.channels}, {m.num_classes} classes, labels: {m.members['label']}); "
+              f"wrote {where / 'manifest.json'}\ntrain with data.shards='{location}'")
+        return 0
+    m = read_manifest(a.dir)
+    print(f"{a.dir}: source {m.source}, split {m.split}, {m.num_samples} samples, "
+          f"{len(m.shards)} shards, {m.height}x{m.width}x{m.channels}")
+    if m.classes:
+        print(f"classes ({m.num_classes}): {', '.join(m.classes[:20])}{' ...' if m.num_classes > 20 else ''}")
+    if m.attributes:
+        print(f"attributes ({len(m.attributes)}): {', '.join(m.attributes)}")
+    problems = verify(a.dir, m, checksums=not a.no_checksums)
+    for line in problems:
+        print(f"DAMAGED {line}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} of {len(m.shards)} shards damaged or missing", file=sys.stderr)
+        return 1
+    if is_pipe(a.dir) and a.no_checksums:
+        print(f"{len(m.shards)} shards not checked (pipe source: drop --no-checksums to stream and hash them)")
+    else:
+        print(f"all {len(m.shards)} shards present" + ("" if a.no_checksums else ", checksums ok"))
+    return 0
 
 
 if __name__ == "__main__":

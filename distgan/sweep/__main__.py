@@ -5,38 +5,39 @@
     python -m distgan.sweep configs/sweeps/debug_grid.yaml --cluster local --max-parallel 2
     python -m distgan.sweep collect runs/sweeps/debug_grid                  # results.csv/.md/.png
 
-One job array per submission (``--max-parallel`` = slurm_array_parallelism);
-each task is a full training run in SWEEP_DIR/runs/NAME with its resolved
-config. Submitting again skips completed runs and runs still in the queue.
-A local sweep (or ``--wait`` on Slurm) ends by collecting the results.
+The sweep's strategy (``strategy:`` in the sweep file, :mod:`distgan.sweep.strategies`)
+says which runs to train in each round; ``grid`` trains every run in one round.
+A round is one job array (``--max-parallel`` = slurm_array_parallelism) or a
+local pool; each task is a full training run in SWEEP_DIR/runs/NAME with its
+resolved config. Submitting again skips completed runs, runs still in the queue
+and runs training now. A local sweep (or ``--wait`` on Slurm) ends by collecting
+the results.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from distgan.config import ConfigError
-from distgan.errors import EXIT_USER_ERROR, UserError
+from distgan.errors import cli_main, print_error
 from distgan.extras import MissingExtra
-from distgan.launch.common import EXIT_FAILED, LaunchError, choose_cluster
-from distgan.launch.profiles import ProfileError, load_profile, resolve_resources
+from distgan.launch.common import EXIT_FAILED, choose_cluster
+from distgan.launch.profiles import load_profile, resolve_resources
 from distgan.log import get_logger, setup_console
 from distgan.sweep.collect import collect
-from distgan.sweep.spec import SweepError, load_sweep
-from distgan.sweep.submit import layout, plan, print_plan, run_local, submit_slurm, wait_slurm
+from distgan.sweep.spec import Sweep, SweepError, load_sweep
+from distgan.sweep.strategies import make_strategy
+from distgan.sweep.submit import layout, print_plan, run_local, submit_slurm, wait_slurm
 
 log = get_logger("sweep")
 
 
+@cli_main(FileNotFoundError, MissingExtra)
 def _collect_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m distgan.sweep collect")
     p.add_argument("sweep_dir", help="the sweep directory (runs/sweeps/NAME)")
     args = p.parse_args(argv)
-    try:
-        summary = collect(args.sweep_dir)
-    except (UserError, FileNotFoundError, MissingExtra) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    summary = collect(args.sweep_dir)
     _print_summary(summary)
     return 0
 
@@ -65,58 +66,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main()  # a bad sweep file, config, profile or launch request: everything is checked before layout()
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_console()
     if argv[:1] == ["collect"]:
         return _collect_main(argv[1:])
     args = build_parser().parse_intermixed_args(argv)
-    try:
-        sweep = load_sweep(args.file, args.out, args.overrides)
-        resources = dict(sweep.resources)
-        profile_name = args.profile or resources.pop("profile", None)
-        resources.pop("profile", None)
-        profile = {**(load_profile(profile_name) if profile_name else {}), **resources}
-        if args.max_parallel is not None:
-            if args.max_parallel < 1:
-                raise SweepError(f"--max-parallel must be >= 1, got {args.max_parallel}")
-            profile["array_parallelism"] = args.max_parallel
-        res = resolve_resources(profile)
-        todo, skipped = plan(sweep)
-        print_plan(sweep, todo, skipped)
-        if args.dry_run:
-            return 0
-        cluster = choose_cluster(args.cluster, res.nodes)
-    except (UserError, SweepError, ConfigError, ProfileError, LaunchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    layout(sweep, todo, res.world_size)
-    if not todo:
-        log.info("nothing to run: every run is completed or still queued")
-    elif cluster == "slurm":
-        from distgan.launch.slurm import SubmitError  # noqa: PLC0415 - submitit: Slurm only
-
-        try:
-            jobs = submit_slurm(sweep, todo, res)
-        except SubmitError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_FAILED
-        array_id = str(jobs[0].job_id).split("_")[0]
-        log.info("submitted job array %s: %d tasks, at most %d at once; logs in %s", array_id, len(jobs),
-                 res.array_parallelism, sweep.out / "slurm")
-        log.info("follow: squeue -r -j %s; results: python -m distgan.sweep collect %s", array_id, sweep.out)
-        log.info("TensorBoard over all runs: tensorboard --logdir %s", sweep.out / "runs")
-        if not args.wait:
-            return 0
-        wait_slurm(jobs)
-    else:
-        k = args.max_parallel or 1  # a workstation: one run at a time unless asked
-        log.info("running %d runs here, %d at a time", len(todo), k)
-        run_local(sweep, todo, k, procs=res.tasks_per_node)
+    sweep = load_sweep(args.file, args.out, args.overrides)
+    resources = dict(sweep.resources)
+    profile_name = args.profile or resources.pop("profile", None)
+    resources.pop("profile", None)
+    profile = {**(load_profile(profile_name) if profile_name else {}), **resources}
+    if args.max_parallel is not None:
+        if args.max_parallel < 1:
+            raise SweepError(f"--max-parallel must be >= 1, got {args.max_parallel}")
+        profile["array_parallelism"] = args.max_parallel
+    res = resolve_resources(profile)
+    strategy = make_strategy(sweep)  # its settings are checked here, before anything is written
+    first = strategy.next_round(sweep)
+    print_plan(sweep, first.runs if first else [], first.skipped if first else [])
+    if args.dry_run:
+        return 0
+    cluster = choose_cluster(args.cluster, res.nodes)
+    rnd = first
+    while rnd is not None:
+        layout(sweep, rnd.runs, res.world_size)
+        if not rnd.runs:
+            log.info("nothing to run: every run is completed or still queued (or training now)")
+        elif cluster == "slurm":
+            jobs = _submit(sweep, rnd.runs, res)
+            if jobs is None:
+                return EXIT_FAILED
+            if not (args.wait or rnd.needs_results):
+                return 0
+            wait_slurm(jobs)
+        else:
+            k = args.max_parallel or 1  # a workstation: one run at a time unless asked
+            log.info("running %d runs here, %d at a time", len(rnd.runs), k)
+            run_local(sweep, rnd.runs, k, procs=res.tasks_per_node)
+        rnd = strategy.next_round(sweep)
     summary = collect(sweep.out)
     _print_summary(summary)
     failed = sum(v for k, v in summary["states"].items() if k != "ok")
     return EXIT_FAILED if failed else 0
+
+
+def _submit(sweep: Sweep, runs: list, res: Any) -> list | None:
+    """One job array for ``runs``; None (after one error line) when sbatch kept failing."""
+    from distgan.launch.slurm import SubmitError  # noqa: PLC0415 - submitit: Slurm only
+
+    try:
+        jobs = submit_slurm(sweep, runs, res)
+    except SubmitError as e:  # sbatch kept failing: not the request's fault
+        print_error(e, EXIT_FAILED)
+        return None
+    array_id = str(jobs[0].job_id).split("_")[0]
+    log.info("submitted job array %s: %d tasks, at most %d at once; logs in %s", array_id, len(jobs),
+             res.array_parallelism, sweep.out / "slurm")
+    log.info("follow: squeue -r -j %s; results: python -m distgan.sweep collect %s", array_id, sweep.out)
+    log.info("TensorBoard over all runs: tensorboard --logdir %s", sweep.out / "runs")
+    return jobs
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
     metric: classifier_fd                 # a metrics.jsonl record name
     lower_is_better: true
     resources: {time_min: 30}             # Slurm settings (slurm/profiles fields) + profile: NAME
+    strategy: grid                        # how the runs are scheduled (distgan.sweep.strategies)
 
 Every run's config is built here, before anything is submitted, so a bad key
 or value is an error naming the key and the sweep file.
@@ -30,11 +31,12 @@ import yaml
 
 from distgan.config import Config, ConfigError, load_config, parse_override, set_key
 from distgan.errors import UserError
+from distgan.launch.common import check_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 TOP_KEYS = {"name", "description", "base", "overrides", "grid", "zip", "variants", "seeds", "metric",
-            "lower_is_better", "out", "resources"}
+            "lower_is_better", "out", "resources", "strategy"}
 
 
 class SweepError(UserError, ValueError):
@@ -76,6 +78,7 @@ class Sweep:
     out: Path
     resources: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    strategy: str | dict[str, Any] = "grid"  # as written: a name, or a mapping with name: and its settings
 
     def runs(self) -> list[SweepRun]:
         """Every run: the product of the axes, times the seeds."""
@@ -192,7 +195,8 @@ def load_sweep(path: str | Path, out: str | Path | None = None, extra: list[str]
                   overrides=dict(overrides), axes=axes,
                   seeds=list(seeds), metric=str(data["metric"]), lower_is_better=lib,
                   out=Path(out or data.get("out") or Path("runs") / "sweeps" / name),
-                  resources=dict(resources), description=str(data.get("description", "")))
+                  resources=dict(resources), description=str(data.get("description", "")),
+                  strategy=data.get("strategy") or "grid")
     for run in sweep.runs():
         run_config(sweep, run)  # raises naming the key
     return sweep
@@ -219,4 +223,7 @@ def run_config(sweep: Sweep, run: SweepRun) -> Config:
             set_key(cfg, key, value, source=f"sweep {sweep.path}")
         except ConfigError as e:
             raise SweepError(str(e)) from None
-    return cfg
+    try:
+        return check_run_config(cfg)  # the run's own combination: base preset plus this run's settings
+    except ConfigError as e:
+        raise SweepError(f"sweep {sweep.path}: run {run.name}: {e}") from None

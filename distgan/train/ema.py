@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -23,5 +24,6 @@ class EMA:
     def state_dict(self) -> dict:
         return self.model.state_dict()
 
-    def load_state_dict(self, sd: dict) -> None:
+    def load_state_dict(self, sd: dict, ctx: Any = None) -> None:
+        """Restore the averaged weights (the same on every world size: ``ctx`` changes nothing)."""
         self.model.load_state_dict(sd)

@@ -1,4 +1,4 @@
-"""Processes, devices, model wrapping and the two training engines: Accelerate (DDP) or DeepSpeed ZeRO 1/2.
+"""Processes, devices and model wrapping for the two training engines: Accelerate (DDP) or DeepSpeed ZeRO 1/2.
 
     accelerator = make_accelerator(cfg)            # joins the process group; asserts the world size
     models = wrap_models(accelerator, cfg, G, D, opt_g, opt_d, info)
@@ -6,8 +6,8 @@
     models.G_raw, models.D_raw  # the plain modules (samples, EMA, checkpoints, frozen use)
     models.engine               # TorchEngine or DeepSpeedPhaseEngine: backward / no-sync / step
 
-:class:`GanModules` is the one holder of the four modules; the phase losses in
-:mod:`distgan.train.objectives` read the label space and pairing from it too.
+:class:`~distgan.train.modules.GanModules` is the one holder of the four modules;
+the engines that step them are phase mechanics (:mod:`distgan.train.phases`).
 
 The environment comes from torchrun / ``accelerate launch`` / the distgan
 launchers (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; under Slurm
@@ -18,24 +18,20 @@ created with ``cpu=True``: with the torchrun variables set that gives
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
 
 from distgan.config import Config
-from distgan.models import label_space
-from distgan.models.labels import LabelSpace
+from distgan.ranks import launch_ranks
 from distgan.rendezvous import rendezvous
-from distgan.train import stages
+from distgan.train import modules, stages
 from distgan.train.fastpath import compiled
-
-if TYPE_CHECKING:  # phases.py imports this module: the Phase type is for annotations only
-    from distgan.train.phases import Phase
+from distgan.train.modules import GanModules, PhaseEngine
+from distgan.train.phases import DeepSpeedPhaseEngine, TorchEngine
 
 
 def make_accelerator(cfg: Config):
@@ -55,7 +51,7 @@ def make_accelerator(cfg: Config):
     rendezvous(cfg.dist.timeout_s, cfg.dist.backend, cfg.dist.expect_world_size)
     acc = Accelerator(cpu=use_cpu, mixed_precision="no", kwargs_handlers=handlers)
     want = cfg.dist.expect_world_size
-    env_world = int(os.environ.get("WORLD_SIZE", "1"))
+    env_world = launch_ranks().world
     if want and acc.num_processes != want:
         raise RuntimeError(f"dist.expect_world_size={want} but this process joined a group of "
                            f"{acc.num_processes} (WORLD_SIZE={env_world}, distributed type "
@@ -66,81 +62,11 @@ def make_accelerator(cfg: Config):
     return acc
 
 
-class TorchEngine:
-    """Backward / no-sync / optimizer step for plain or DDP-wrapped modules (the Accelerate path)."""
-
-    name = "accelerate"
-
-    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
-        model = getattr(model, "_orig_mod", model)  # torch.compile'd DDP: the wrapper owns no_sync
-        return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
-
-    def backward(self, phase: Phase, loss: torch.Tensor) -> None:
-        phase.scaler.scale(loss).backward()
-
-    def step(self, phase: Phase) -> torch.Tensor:
-        """Unscale, measure the gradient norm, step optimizer + scaler + schedule; returns the norm."""
-        phase.scaler.unscale_(phase.opt)
-        grads = [p.grad for p in phase.model.parameters() if p.grad is not None]
-        gn = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())  # foreach kernels
-        phase.scaler.step(phase.opt)  # skipped by the scaler (fp16) when grads are inf/nan
-        phase.scaler.update()
-        phase.sched.step()
-        return gn
-
-    def zero_grad(self, phase: Phase) -> None:
-        phase.opt.zero_grad(set_to_none=True)
-
-
-class DeepSpeedPhaseEngine(TorchEngine):
-    """Backward / step through a DeepSpeed engine (it owns gradient reduction and ZeRO partitions)."""
-
-    name = "deepspeed"
-
-    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
-        # DeepSpeed schedules the reduction across micro-steps itself (gradient_accumulation_steps
-        # in its config); its own no_sync() refuses ZeRO stage 2
-        return contextlib.nullcontext()
-
-    def backward(self, phase: Phase, loss: torch.Tensor) -> None:
-        # run_phase already divided by grad_accum; DeepSpeed must not divide again
-        phase.model.backward(loss, scale_wrt_gas=False)
-        phase.model.step()  # a no-op between accumulation boundaries; the optimizer step at one
-
-    def step(self, phase: Phase) -> torch.Tensor:
-        phase.sched.step()  # the schedule drives the base optimizer's param_groups
-        gn = phase.model.get_global_grad_norm()
-        return torch.tensor(float("nan") if gn is None else float(gn))
-
-    def zero_grad(self, phase: Phase) -> None:
-        phase.model.zero_grad()
-
-
-@dataclass
-class GanModules:
-    """G and D as the phases optimise them and as plain modules, with what the objectives need to know."""
-
-    G: nn.Module  # as prepared: DDP-wrapped or a DeepSpeed engine when distributed, maybe compiled
-    D: nn.Module
-    G_raw: nn.Module  # the plain modules behind the wrappers (samples, EMA, checkpoints, frozen use)
-    D_raw: nn.Module
-    z_dim: int
-    num_classes: int  # categories for sampling and grids: classes, or 2^A attribute combinations
-    space: LabelSpace = field(default_factory=lambda: LabelSpace("none"))
-    paired: bool = False  # pix2pix: G translates batch["src"]
-    engine: TorchEngine = field(default_factory=TorchEngine)
-
-    @property
-    def is_deepspeed(self) -> bool:
-        return isinstance(self.engine, DeepSpeedPhaseEngine)
-
-
 def gan_models(G: nn.Module, D: nn.Module, G_raw: nn.Module, D_raw: nn.Module, mc: Any, info: Any,
-               engine: TorchEngine | None = None) -> GanModules:
-    """GanModules for the model config ``mc`` and DataInfo ``info`` (label space, pairing)."""
-    space = label_space(mc, info)
-    return GanModules(G, D, G_raw, D_raw, mc.z_dim, space.num_categories, space, mc.arch == "pix2pix",
-                      engine or TorchEngine())
+               engine: PhaseEngine | None = None) -> GanModules:
+    """GanModules for the model config ``mc`` and DataInfo ``info`` (label space, pairing), trained by
+    ``engine`` (default: the plain PyTorch engine)."""
+    return modules.gan_models(G, D, G_raw, D_raw, mc, info, engine or TorchEngine())
 
 
 def deepspeed_config(cfg: Config) -> dict[str, Any]:

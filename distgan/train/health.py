@@ -9,8 +9,14 @@ turns into a clean stop. Thresholds live in ``HealthConfig``; their defaults
 stay quiet on a healthy debug run.
 
 Signals:
-- ``d_win``: mean D(G(z)) over the window below ``health.d_fake_min`` (D wins;
-  Bordon et al.: "if this number is close to 0 the generator will not improve").
+- ``d_win``: how real D finds the fakes, averaged over the window, below
+  ``health.d_fake_min`` (D wins; Bordon et al.: "if this number is close to 0 the
+  generator will not improve"). The quantity is the ``realness`` score of the
+  ``train.loss`` entry (:mod:`distgan.losses`), always in [0, 1]: e.g. the mean D(G(z))
+  as a probability for ``bce`` (``d_fake``); for ``hinge``, whose D outputs no
+  probability, the share of fakes D has not yet pushed past its margin (D(G(z)) > -1,
+  ``d_fake_in_margin``). So the default 0.02 reads "D takes the fakes for real 2% or
+  less", in the loss's own terms.
 - ``vanishing_grad``: G's gradient norm below ``health.grad_g_min``, or below
   ``health.grad_g_drop`` x its first-window level (collapsing).
 - ``mode_collapse``: mean pairwise distance of generated samples (per class for
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from distgan.config import HealthConfig
+from distgan.losses import adversarial
 
 SIGNALS = ("d_win", "vanishing_grad", "mode_collapse", "oscillation")
 
@@ -62,14 +69,18 @@ def batch_diversity(images: torch.Tensor, labels: torch.Tensor | None = None) ->
 
 
 class HealthMonitor:
-    """Feed it logged scalars (``observe``) and sample batches (``check_diversity``)."""
+    """Feed it logged scalars (``observe``) and sample batches (``check_diversity``).
 
-    def __init__(self, hc: HealthConfig, stop_on: list[str] | None = None):
+    ``loss`` is ``train.loss``: its entry names the logged score ``d_win`` reads.
+    """
+
+    def __init__(self, hc: HealthConfig, stop_on: list[str] | None = None, loss: str = "bce"):
         unknown = [s for s in stop_on or [] if s not in SIGNALS]
         if unknown:
             raise ValueError(f"train.stop_on: unknown health signal(s) {unknown}; available: {', '.join(SIGNALS)}")
         self.hc = hc
         self.stop_on = set(stop_on or [])
+        self.realness = adversarial(loss).realness  # the logged score: how real D finds the fakes
         self.records: deque[tuple[int, dict[str, float]]] = deque()
         self.first_grad: float | None = None
         self.last_warned: dict[str, int] = {}
@@ -86,11 +97,11 @@ class HealthMonitor:
         if step < self.hc.window or len(self.records) < 3:
             return []  # judge only full windows
         out = []
-        d_fake = self._mean("d_fake")
-        if d_fake is not None:
-            self.values["d_fake"] = d_fake
-            if d_fake < self.hc.d_fake_min:
-                out += self._warn(step, "d_win", d_fake, self.hc.d_fake_min, "mean D(G(z)) over window")
+        realness = self._mean(self.realness)
+        if realness is not None:
+            self.values[self.realness] = realness
+            if realness < self.hc.d_fake_min:
+                out += self._warn(step, "d_win", realness, self.hc.d_fake_min, f"mean {self.realness} over window")
         grad = self._mean("grad_norm_g")
         if grad is not None:
             if self.first_grad is None:

@@ -9,15 +9,17 @@ Per rank, in order (each stage delegates to the module that owns it):
 1. processes and devices    engine.make_accelerator: one Accelerator per rank, world size asserted
 2. data                     data.build_loader / DeviceCache: this rank's share, resumable position
 3. models and optimizers    engine.wrap_models -> GanModules (DDP or DeepSpeed, maybe compiled), the phases
-4. resume                   state.Checkpointer.resume: newest readable checkpoint, every rank's RNG
-5. the loop                 _Steps.run (D phase(s), G phase, replica checks, EMA), then at their
-                            intervals: stats and health (RunLogger, HealthMonitor), sample grids,
-                            the stop agreement, Checkpointer.save, TrainMetrics.after_step
+4. resume                   state.Checkpointer.resume over parts.run_parts: every part restored
+                            from the newest readable checkpoint (models, optimizers, EMA, data, RNG)
+5. the loop                 _Steps.run (D phase(s), G phase, replica checks, EMA), then each duty
+                            that is due (distgan.train.duties: stats and health, sample grids, the
+                            stop agreement, checkpoints, metrics), each keeping its own schedule
 6. finish                   close the run's records; the summary dict
+
+Step numbers count completed steps: ``step`` is k once k steps have run.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 from contextlib import nullcontext
@@ -33,14 +35,28 @@ from distgan.data.device_cache import DeviceCache
 from distgan.log import get_logger
 from distgan.metrics.training import TrainMetrics
 from distgan.models import build_models, data_info
+from distgan.ranks import launch_ranks
 from distgan.rundir import config_path, write_data_info
 from distgan.shards import read_manifest
 from distgan.train import stages, stats
+from distgan.train.duties import (
+    AfterStep,
+    Checkpoints,
+    HealthVerdict,
+    MetricsDuty,
+    NonFiniteCheck,
+    ReplicaCheck,
+    SampleGrids,
+    StatsAndHealth,
+    StopAgreement,
+    boundary,
+)
 from distgan.train.ema import EMA
-from distgan.train.engine import GanModules, make_accelerator, wrap_models
+from distgan.train.engine import make_accelerator, wrap_models
 from distgan.train.fastpath import format_input, make_adam, setup_backends, to_memory_format
-from distgan.train.health import HealthMonitor, HealthWarning
+from distgan.train.health import HealthMonitor
 from distgan.train.logger import RunLogger
+from distgan.train.modules import GanModules
 from distgan.train.objectives import (
     BatchPrep,
     LossSettings,
@@ -50,11 +66,13 @@ from distgan.train.objectives import (
     loss_settings,
     phase_batch,
 )
+from distgan.train.parts import header, run_parts
 from distgan.train.phases import DeferredNonFinite, Phase, run_phase
 from distgan.train.precision import Precision
 from distgan.train.samples import fixed_inputs
 from distgan.train.schedule import make_scheduler
-from distgan.train.state import Checkpointer, diversity_seed, seed_all
+from distgan.train.seeds import diversity_seed, seed_all
+from distgan.train.state import Checkpointer
 
 log = get_logger("train")
 
@@ -64,9 +82,11 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
 
     Rank 0 owns the run directory meanwhile (:mod:`distgan.runlock`): a second
     training of the same directory stops with :class:`~distgan.runlock.RunDirBusy`.
+    A config built in Python rather than loaded is validated here, as loading does.
     """
+    cfg.validate()
     # the launchers' rank variable: the process group that dist.rank_world reads forms later
-    owner = int(os.environ.get("RANK", "0")) == 0
+    owner = launch_ranks().rank == 0
     with runlock.hold(run_dir) if owner else nullcontext():
         return _train(cfg, Path(run_dir))
 
@@ -98,58 +118,32 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     models, ema, phases = _models(cfg, accelerator, info, device, prec)
     settings, prep = loss_settings(cfg), BatchPrep.for_run(cfg, manifest, info)
     deferred = DeferredNonFinite() if tc.sync_free else None
-    ckpt = Checkpointer(run_dir, cfg, models, phases, ema, loader, rank=rank, world=world,
-                        barrier=accelerator.wait_for_everyone)
+    ckpt = Checkpointer(run_dir, run_parts(cfg, models, phases, ema, loader, rank), header(cfg), rank=rank,
+                        world=world, barrier=accelerator.wait_for_everyone, keep=tc.keep_ckpts,
+                        restart_if_unreadable=tc.restart_if_unreadable, total_steps=tc.steps)
     step = ckpt.resume()
     grid = _grid_inputs(cfg, models, spec, prep)
     metrics = TrainMetrics(cfg, run_dir, out.tb, device, start_step=step + 1, checkpointer=ckpt) \
         if cfg.metrics.names else None
 
-    # ---- the loop: D phase(s), G phase, EMA, then logging / samples / checkpoints / metrics
-    steps = _Steps(cfg, models, phases, ema, iter(loader), settings, prep, prec, deferred, device, world)
+    # ---- the loop: D phase(s), G phase, EMA; then every duty that is due after the step
+    interval = _Throughput(world)
+    steps = _Steps(cfg, models, phases, ema, iter(loader), settings, prep, prec, deferred, device, world, interval)
     out.start(step, tc.steps)
     out.hparams(cfg, world)
-    health = HealthMonitor(cfg.health, tc.stop_on)  # warnings logged, train.stop_on ones stop the run cleanly
-    health_gen = torch.Generator().manual_seed(diversity_seed(tc.seed))
-    interval = _Throughput(world)
+    duties = _duties(cfg, rank, world, models, phases, ema, steps, interval, out, grid, deferred, stop, ckpt,
+                     metrics, device)
     first_step = step  # this attempt's first step may compile/autotune for long: not bounded by the watch
     while step < tc.steps:
         steps.run(step, bounded=step > first_step)
         step += 1
-        interval.add(tc.batch_size * tc.grad_accum * world)
+        done = AfterStep(step, final=step == tc.steps)
         stages.enter(f"step {step} logging and stop agreement")
-        boundary = step % cfg.log.every == 0 or step % tc.ckpt_every == 0 or step == tc.steps
-        if deferred is not None and boundary:
-            deferred.check(step, tc.skip_nonfinite)  # before anything is logged or saved from these steps
-        warnings: list[HealthWarning] = []
-        if step % cfg.log.every == 0 or step == tc.steps:
-            values = _interval_stats(interval, phases, world)
-            warnings += health.observe(step, values)  # same averaged values on every rank
-            values.update({f"health/{k}": v for k, v in health.values.items()})
-            out.scalars(step, values)
-        g_eval = ema.model if ema is not None else models.G_raw
-        if step % cfg.log.sample_every == 0 or step == tc.steps:
-            if rank == 0:  # a failed grid write (disk full) is logged; training goes on
-                out.sample_grid(step, g_eval, *grid)
-            if not models.paired:  # mode collapse: diversity of G(z, y) vs the last real batch (eval mode)
-                real, y = steps.micro[-1]["real"], steps.micro[-1].get("label") if models.num_classes else None
-                z = torch.randn(len(real), cfg.model.z_dim, generator=health_gen).to(device)
-                warnings += health.check_diversity(step, g_eval, real, y, z)
-        for wn in warnings:
-            log.warning(wn.message())
-        health_stop = health.should_stop(warnings) is not None
-        if tc.check_replicas_every and step % tc.check_replicas_every == 0 and ema is not None:
-            dist.check_replicas(ema.model, "G_ema")
-        # one rank's signal or verdict stops all; sync-free runs agree only at log/checkpoint steps
-        stopping = dist.any_rank(stop.requested or health_stop) if boundary or not tc.sync_free else False
-        if step % tc.ckpt_every == 0 or step == tc.steps or stopping:
-            ckpt.save(step)
-        if metrics is not None:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
-            stages.enter(f"step {step} metrics", bounded=False)  # may legitimately run long; collectives bounded
-            metrics.after_step(step, g_eval, ema=ema is not None)
-            out.metric_records()  # the new records to W&B / MLflow (log.trackers)
-        if stopping:
-            why = "health signal in train.stop_on" if health_stop else "stop requested"
+        for duty in duties:
+            if duty.due(done):
+                duty.run(done)
+        if done.stopping:
+            why = "health signal in train.stop_on" if done.health_stop else "stop requested"
             log.info(f"{why}: checkpointed at step {step}, exiting")
             break
 
@@ -162,6 +156,35 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     del steps, metrics, ckpt, phases, models
     accelerator.free_memory()
     return {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
+
+
+def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list[Phase], ema: EMA | None,
+            steps: _Steps, interval: _Throughput, out: RunLogger, grid: tuple, deferred: DeferredNonFinite | None,
+            stop: _StopFlag, ckpt: Checkpointer, metrics: TrainMetrics | None, device: torch.device) -> list[Any]:
+    """What happens after a step, in order; each part knows when it is due (distgan.train.duties)."""
+    tc = cfg.train
+    health = HealthMonitor(cfg.health, tc.stop_on, tc.loss)  # warnings logged, train.stop_on ones stop the run cleanly
+    g_eval = ema.model if ema is not None else models.G_raw
+    at_boundary = boundary(cfg.log.every, tc.ckpt_every)
+
+    def last_real() -> tuple[torch.Tensor, Any]:  # the diversity check compares G(z, y) with the last real batch
+        mb = steps.micro[-1]
+        return mb["real"], mb.get("label") if models.num_classes else None
+
+    duties: list[Any] = [NonFiniteCheck(deferred, tc.skip_nonfinite, at_boundary)] if deferred is not None else []
+    duties += [
+        StatsAndHealth(cfg.log.every, lambda: _interval_stats(interval, phases, world), health, out),
+        SampleGrids(cfg.log.sample_every, rank, out, g_eval, grid, health, None if models.paired else last_real,
+                    cfg.model.z_dim, torch.Generator().manual_seed(diversity_seed(tc.seed)), device),
+        HealthVerdict(health),
+    ]
+    if ema is not None:
+        duties.append(ReplicaCheck(tc.check_replicas_every, ema))
+    duties += [StopAgreement(lambda: stop.requested, at_boundary if tc.sync_free else None),
+               Checkpoints(tc.ckpt_every, ckpt)]
+    if metrics is not None:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
+        duties.append(MetricsDuty(metrics, g_eval, ema is not None, out, tc.steps))
+    return duties
 
 
 class _StopFlag:
@@ -215,14 +238,6 @@ def _models(cfg: Config, accelerator: Any, info: Any, device: torch.device,
     sched_d = make_scheduler(opt_d, tc.steps * tc.n_critic, tc.schedule, tc.lr_d, tc.lr_min_d, tc.warmup_steps)
     models = wrap_models(accelerator, cfg, G, D, opt_g, opt_d, info)  # DDP (Accelerate) or DeepSpeed ZeRO
     ema = EMA(models.G_raw, tc.ema_decay, tc.ema_start) if tc.ema else None
-    if tc.sync_free and (not tc.fused_adam or models.is_deepspeed):
-        raise ValueError("train.sync_free=true needs train.fused_adam=true and train.engine=accelerate "
-                         "(the fused Adam kernel is what skips a non-finite update without a host sync)")
-    if tc.reuse_fakes and (tc.n_critic != 1 or tc.grad_accum != 1 or models.is_deepspeed or models.paired):
-        raise ValueError("train.reuse_fakes=true needs train.n_critic=1, train.grad_accum=1, "
-                         "train.engine=accelerate and an unpaired model (one G forward, one backward per step); "
-                         f"got n_critic={tc.n_critic}, grad_accum={tc.grad_accum}, engine={tc.engine}, "
-                         f"arch={cfg.model.arch}")
     # with reuse_fakes G is not frozen in the D phase: its forward there builds the graph the G phase uses
     d_phase = Phase(name="D", model=models.D, opt=opt_d, sched=sched_d, scaler=prec.make_scaler(),
                     loss_fn=d_loss_fn, repeats=tc.n_critic, others=[] if tc.reuse_fakes else [models.G],
@@ -250,10 +265,10 @@ class _Steps:
 
     def __init__(self, cfg: Config, models: GanModules, phases: list[Phase], ema: EMA | None, batches: Any,
                  settings: LossSettings, prep: BatchPrep, prec: Precision, deferred: DeferredNonFinite | None,
-                 device: torch.device, world: int):
+                 device: torch.device, world: int, throughput: _Throughput):
         self.cfg, self.models, self.phases, self.ema, self.batches = cfg, models, phases, ema, batches
         self.settings, self.prep, self.prec, self.deferred = settings, prep, prec, deferred
-        self.device, self.world = device, world
+        self.device, self.world, self.throughput = device, world, throughput
         self.micro: list[dict] = []  # the last real micro-batches (the G phase and the diversity check use them)
 
     def run(self, step: int, bounded: bool) -> None:
@@ -283,6 +298,7 @@ class _Steps:
             dist.broadcast_buffers(D_raw)
         if self.ema is not None:
             self.ema.update(G_raw, step)
+        self.throughput.add(tc.batch_size * tc.grad_accum * self.world)
         stats.report("time_step", time.perf_counter() - t_step)
 
     def _batch(self) -> dict:

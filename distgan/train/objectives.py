@@ -2,9 +2,11 @@
 
 ``d_loss_fn(models, batch, settings)`` and ``g_loss_fn(...)`` build the phase
 loss from the batch (``real`` images, ``label`` / ``attrs`` / ``src`` where the
-data has them), fresh noise and labels, and report their statistics. Adding a
-conditioning mode or objective happens here and in ``distgan.losses``; the
-optimisation mechanics (autocast, scaling, DDP, stepping) stay in ``phases.py``.
+data has them), fresh noise and labels, and report their statistics: the loss,
+and the scores of ``train.loss``'s entry in :data:`distgan.losses.LOSSES` (an
+adversarial loss is added there, not here). Adding a conditioning mode or another
+objective term happens here; the optimisation mechanics (autocast, scaling, DDP,
+stepping) stay in ``phases.py``.
 
 With ``train.reuse_fakes`` the D phase draws its fakes through the prepared G
 with the graph kept and hands them to the G phase in the batch (``FAKES_KEY``);
@@ -12,7 +14,7 @@ the G phase judges them with the updated D and backpropagates through that
 graph: one G forward per step (pytorch/examples' DCGAN), the same update as
 the default path given the same noise in both phases.
 
-The losses read the models from :class:`~distgan.train.engine.GanModules`
+The losses read the models from :class:`~distgan.train.modules.GanModules`
 (built by ``engine.wrap_models``, or ``engine.gan_models`` around plain
 modules); the loop builds the rest with helpers of this module:
 
@@ -31,7 +33,7 @@ from distgan import losses
 from distgan.data import build_loader, normalize
 from distgan.models import select_attributes
 from distgan.train import stats
-from distgan.train.engine import GanModules
+from distgan.train.modules import GanModules
 
 
 @dataclass
@@ -145,7 +147,8 @@ def d_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
                 fake = m.G_raw(z, y_fake)
     out_real = m.D(real, y_real)
     out_fake = m.D(fake, y_fake)
-    loss = losses.d_loss(s.loss, _adv(out_real), _adv(out_fake))
+    adversarial = losses.adversarial(s.loss)
+    loss = adversarial.d_loss(_adv(out_real), _adv(out_fake))
     if s.acgan:  # Viel's Algorithm 4: class loss on real and on fake
         aux = losses.aux_class_loss(out_real.class_logits, y_real) + \
             losses.aux_class_loss(out_fake.class_logits, y_fake)
@@ -153,8 +156,8 @@ def d_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
         stats.report("acc_d_real", (out_real.class_logits.argmax(1) == y_real).float())
         loss = loss + s.aux_weight * aux
     stats.report("loss_d", loss)
-    stats.report("d_real", torch.sigmoid(_adv(out_real)))
-    stats.report("d_fake", torch.sigmoid(_adv(out_fake)))
+    for name, value in adversarial.scores(_adv(out_real), _adv(out_fake)).items():
+        stats.report(name, value)
     return loss
 
 
@@ -169,12 +172,13 @@ def g_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
         z, y_fake = sample_latent(real.shape[0], m, real.device, real_condition(m, batch))
         fake = m.G(z, y_fake)
     out_fake = m.D_raw(fake, y_fake)
+    adversarial = losses.adversarial(s.loss)
     if s.feature_matching:  # Viel's Algorithm 2
         with torch.no_grad():
             real_feats = m.D_raw(real, batch["src"] if m.paired else real_condition(m, batch)).features
         loss = losses.feature_matching(real_feats, out_fake.features)
     else:
-        loss = losses.g_loss(s.loss, _adv(out_fake))
+        loss = adversarial.g_loss(_adv(out_fake))
     if s.acgan:
         aux = losses.aux_class_loss(out_fake.class_logits, y_fake)
         stats.report("loss_g_aux", aux)
@@ -184,7 +188,8 @@ def g_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
         stats.report("loss_g_l1", l1)
         loss = loss + s.l1_weight * l1
     stats.report("loss_g", loss)
-    stats.report("d_fake_g", torch.sigmoid(_adv(out_fake)))
+    for name, value in adversarial.scores(None, _adv(out_fake)).items():  # the fakes as the updated D sees them
+        stats.report(f"{name}_g", value)
     return loss
 
 

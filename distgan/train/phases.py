@@ -18,9 +18,9 @@ context (DDP skips the all-reduce), the last one synchronises, then one
 optimizer step. A non-finite loss is detected on any rank and decided on all
 ranks together (a rank raising alone would leave the others hanging).
 
-A :class:`Phase` names its engine (``TorchEngine`` for plain/DDP modules,
-``DeepSpeedPhaseEngine``; both in :mod:`distgan.train.engine`), which does the
-backward, the no-sync context and the optimizer step.
+A :class:`Phase` names its engine (:class:`TorchEngine` for plain/DDP modules,
+:class:`DeepSpeedPhaseEngine`; both below), which does the backward, the
+no-sync context and the optimizer step.
 """
 from __future__ import annotations
 
@@ -33,9 +33,59 @@ import torch.nn as nn
 
 from distgan import dist
 from distgan.train import stats
-from distgan.train.engine import GanModules, TorchEngine
+from distgan.train.modules import GanModules
 from distgan.train.objectives import LossSettings
 from distgan.train.precision import Precision
+
+
+class TorchEngine:
+    """Backward / no-sync / optimizer step for plain or DDP-wrapped modules (the Accelerate path)."""
+
+    name = "accelerate"
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        model = getattr(model, "_orig_mod", model)  # torch.compile'd DDP: the wrapper owns no_sync
+        return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
+
+    def backward(self, phase: "Phase", loss: torch.Tensor) -> None:
+        phase.scaler.scale(loss).backward()
+
+    def step(self, phase: "Phase") -> torch.Tensor:
+        """Unscale, measure the gradient norm, step optimizer + scaler + schedule; returns the norm."""
+        phase.scaler.unscale_(phase.opt)
+        grads = [p.grad for p in phase.model.parameters() if p.grad is not None]
+        gn = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())  # foreach kernels
+        phase.scaler.step(phase.opt)  # skipped by the scaler (fp16) when grads are inf/nan
+        phase.scaler.update()
+        phase.sched.step()
+        return gn
+
+    def zero_grad(self, phase: "Phase") -> None:
+        phase.opt.zero_grad(set_to_none=True)
+
+
+class DeepSpeedPhaseEngine(TorchEngine):
+    """Backward / step through a DeepSpeed engine (it owns gradient reduction and ZeRO partitions)."""
+
+    name = "deepspeed"
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        # DeepSpeed schedules the reduction across micro-steps itself (gradient_accumulation_steps
+        # in its config); its own no_sync() refuses ZeRO stage 2
+        return contextlib.nullcontext()
+
+    def backward(self, phase: "Phase", loss: torch.Tensor) -> None:
+        # run_phase already divided by grad_accum; DeepSpeed must not divide again
+        phase.model.backward(loss, scale_wrt_gas=False)
+        phase.model.step()  # a no-op between accumulation boundaries; the optimizer step at one
+
+    def step(self, phase: "Phase") -> torch.Tensor:
+        phase.sched.step()  # the schedule drives the base optimizer's param_groups
+        gn = phase.model.get_global_grad_norm()
+        return torch.tensor(float("nan") if gn is None else float(gn))
+
+    def zero_grad(self, phase: "Phase") -> None:
+        phase.model.zero_grad()
 
 
 class NonFiniteLoss(FloatingPointError):

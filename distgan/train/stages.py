@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from distgan.log import get_logger
+from distgan.ranks import launch_ranks
 from distgan.rundir import list_checkpoints
 
 EXIT_HUNG = 4  # a rank ended because a distributed wait ran out (never requeued: 3 means "resume me")
@@ -57,7 +58,7 @@ def enter(name: str, bounded: bool = True) -> None:
     with _lock:
         _stage, _since, _bounded = name, time.monotonic(), bounded
     hook = _hang_hook()
-    if hook is not None and hook == (int(os.environ.get("RANK", "0")), name):
+    if hook is not None and hook == (launch_ranks().rank, name):
         log.warning(f"test hook DISTGAN_TEST_HANG_AT: rank {hook[0]} blocks in {name!r}")
         while True:
             time.sleep(3600)
