@@ -71,3 +71,16 @@ def test_a_failing_rank_stops_the_others_and_sets_the_exit_code(tmp_path):
     pid0 = int((tmp_path / "pid0").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid0, 0)  # rank 0 is gone, not orphaned
+
+
+@pytest.mark.timeout(300)
+def test_one_local_process_goes_the_workers_way(mnist_shards, tmp_path):
+    # the same path as every rank of a bigger launch: status.json, the run's lock, the summary
+    run = tmp_path / "run"
+    out = _launch("--run-dir", str(run), f"data.shards={mnist_shards}", "train.steps=4", "train.ckpt_every=4",
+                  "log.progress=false")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "finished at step 4" in out.stdout
+    st = read_status(run)
+    assert st["state"] == "completed" and st["step"] == 4 and st["world_size"] == 1, st
+    assert (run / "train.lock").read_bytes() == b""  # held while training, released cleanly

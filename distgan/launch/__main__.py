@@ -20,6 +20,7 @@ separate steps: this module only does the first two (ranks run
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from distgan.launch.local import launch_local
 from distgan.launch.profiles import load_profile, resolve_resources
 from distgan.launch.sbatch import write_sbatch
 from distgan.launch.site import cpu_job_warning, default_profile, discover_gpus
+from distgan.launch.worker import run_rank
 from distgan.log import get_logger, setup_console
 from distgan.rundir import config_path, logs_dir, read_status
 
@@ -142,10 +144,10 @@ def _local(args: argparse.Namespace) -> int:
     if procs < 1:
         raise LaunchError(f"--procs-per-node must be >= 1, got {procs}")
     run_dir, cfg = prepare_run(args, procs)
-    if procs == 1:  # one process: train right here (no rendezvous to set up)
-        from distgan.train import train  # noqa: PLC0415 - torch and the trainer: only when training here
-
-        summary = train(cfg, run_dir)
+    if procs == 1:  # one process: the worker's path right here (status.json, the run's lock), no rendezvous
+        for k in [k for k in os.environ if k.startswith("SLURM_")]:
+            del os.environ[k]  # a local launch inside an allocation is no Slurm step (as for local ranks)
+        summary = run_rank(run_dir)
         print_summary(run_dir, summary)
         return exit_code(summary)
     log.info("%d local ranks; rank 0 below, all ranks in %s/rank*.out", procs, logs_dir(run_dir))
