@@ -100,6 +100,9 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     steps: int = _f(200, "total generator steps", min=1)
+    stop_at: int = _f(0, "pause (checkpointed) after this many steps, 0 = train.steps; schedules and EMA warm-up "
+                      "still span train.steps, so a run paused here and re-run with a larger stop_at trains "
+                      "exactly as one that never paused (a sweep round's budget)", min=0)
     batch_size: int = _f(64, "per-rank batch size", min=1)
     seed: int = _f(0, "global seed (each rank derives its own)")
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "autocast precision")
@@ -469,6 +472,9 @@ def _check_model(cfg: Config) -> None:
 
 def _check_train(cfg: Config) -> None:
     tc = cfg.train
+    if tc.stop_at > tc.steps:
+        raise _refuse("train.stop_at", tc.stop_at, f"at most train.steps={tc.steps} (the schedules' horizon; "
+                      "0 = train.steps)")
     if tc.precision == "fp16" and tc.engine == "deepspeed":
         raise _refuse("train.precision", "fp16", "bf16 or fp32 with train.engine=deepspeed (DeepSpeed's own fp16 "
                       "loss scaling would replace distgan's per-optimizer scalers)")

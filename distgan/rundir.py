@@ -9,7 +9,7 @@
       tb/                  TensorBoard events
       stats.jsonl          training scalars, one JSON record per line
       metrics.jsonl        metric records, one JSON record per line
-      status.json          where the run stands (running / stopped / completed / failed)
+      status.json          where the run stands (running / paused / stopped / completed / failed)
       train.lock           held by the training process that owns the run (distgan.runlock)
 
 Every other module asks this one for these paths, so the layout is written

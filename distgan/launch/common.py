@@ -96,14 +96,17 @@ def check_run_config(cfg: Config) -> Config:
 
 
 def exit_code(summary: dict) -> int:
-    """A training summary as an exit code: 0 completed, ``EXIT_STOPPED`` stopped after checkpointing."""
-    return 0 if summary.get("completed") else EXIT_STOPPED
+    """A training summary as an exit code: 0 completed or paused at ``train.stop_at``, ``EXIT_STOPPED``
+    stopped after checkpointing (by a signal or a health verdict: re-run to resume)."""
+    return 0 if summary.get("completed") or summary.get("paused") else EXIT_STOPPED
 
 
 def print_summary(run_dir: Path, summary: dict) -> None:
     """The command's result: how the run ended and where its outputs are."""
-    state = "finished" if summary.get("completed") else "stopped"
+    state = "finished" if summary.get("completed") else "paused" if summary.get("paused") else "stopped"
     print(f"\n{state} at step {summary['step']}. Run directory: {run_dir}")
+    if summary.get("paused"):
+        print("  (train.stop_at reached: re-run with a larger train.stop_at, or 0, to continue)")
     print(f"  TensorBoard logs: {run_dir / 'tb'}")
     print(f"  sample grids:     {run_dir / 'samples'}")
     print(f"  checkpoints:      {run_dir / 'checkpoints'}")

@@ -81,7 +81,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         max_requeues = getattr(self, "max_requeues", 3)  # tasks pickled by an older distgan lack it
         check_at_start(self.run_dir, max_requeues, rank)
         summary = run_rank(self.run_dir, log_path)
-        if summary.get("completed"):
+        if summary.get("completed") or summary.get("paused"):  # paused: its budget (train.stop_at) is spent
             return summary
         # stopped by a signal after checkpointing: the job must run again
         env = submitit.JobEnvironment()

@@ -7,7 +7,7 @@ The run's resolved config is read from ``RUN_DIR/config.yaml`` (the launcher
 writes it before starting the ranks), then ``distgan.train.train`` runs.
 
 ``RUN_DIR/status.json`` says where the run stands, for people and for sweeps:
-``{"state": "running"|"completed"|"stopped"|"failed", "step", "total_steps",
+``{"state": "running"|"completed"|"paused"|"stopped"|"failed", "step", "total_steps",
 "world_size", "job_id", "host", "error", "log", "time"}`` (Slurm jobs add ``requeues`` and
 ``max_requeues``: :mod:`distgan.launch.requeue`). Rank 0 writes it;
 a failing rank writes ``failed`` with the error. Exit codes (:mod:`distgan.launch.common`):
@@ -91,7 +91,8 @@ def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, l
         raise e
     if rank == 0:
         why = {"reason": lifeline.reason} if lifeline is not None and lifeline.reason else {}
-        write_status(run_dir, "completed" if summary.get("completed") else "stopped",
+        state = "completed" if summary.get("completed") else "paused" if summary.get("paused") else "stopped"
+        write_status(run_dir, state,
                      step=summary.get("step"), total_steps=cfg.train.steps,
                      world_size=summary.get("world_size", world), log=log_path, **why)
     return summary

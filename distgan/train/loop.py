@@ -134,10 +134,11 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     duties = _duties(cfg, rank, world, models, phases, ema, steps, interval, out, grid, deferred, stop, ckpt,
                      metrics, device)
     first_step = step  # this attempt's first step may compile/autotune for long: not bounded by the watch
-    while step < tc.steps:
+    end = tc.stop_at or tc.steps  # a budget below the horizon pauses the run there
+    while step < end:
         steps.run(step, bounded=step > first_step)
         step += 1
-        done = AfterStep(step, final=step == tc.steps)
+        done = AfterStep(step, final=step == end)
         stages.enter(f"step {step} logging and stop agreement")
         for duty in duties:
             if duty.due(done):
@@ -155,7 +156,9 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     stop.restore()
     del steps, metrics, ckpt, phases, models
     accelerator.free_memory()
-    return {"step": step, "completed": step >= tc.steps, "run_dir": str(run_dir), "world_size": world}
+    completed = step >= tc.steps
+    return {"step": step, "completed": completed, "paused": not completed and step >= end, "run_dir": str(run_dir),
+            "world_size": world}
 
 
 def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list[Phase], ema: EMA | None,
@@ -183,7 +186,7 @@ def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list
     duties += [StopAgreement(lambda: stop.requested, at_boundary if tc.sync_free else None),
                Checkpoints(tc.ckpt_every, ckpt)]
     if metrics is not None:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
-        duties.append(MetricsDuty(metrics, g_eval, ema is not None, out, tc.steps))
+        duties.append(MetricsDuty(metrics, g_eval, ema is not None, out, tc.stop_at or tc.steps))
     return duties
 
 
