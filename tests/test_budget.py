@@ -70,3 +70,19 @@ def test_paused_is_what_the_worker_records(debug_cfg, tmp_path, monkeypatch):
 def test_a_budget_beyond_the_horizon_is_refused(debug_cfg):
     with pytest.raises(ConfigError, match=r"'train.stop_at': got 30, expected at most train.steps=20"):
         debug_cfg("train.steps=20", "train.stop_at=30")
+
+
+def test_a_run_stopped_by_its_health_says_so_for_the_sweeps(debug_cfg, tmp_path, monkeypatch):
+    # halving ranks such a run last: the reason in status.json is how it knows the run diverged
+    from distgan.config import save_config
+    from distgan.launch.worker import run_rank
+    from distgan.rundir import config_path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(debug_cfg("train.steps=20", "log.every=1", "health.window=3", "health.d_fake_min=1.0",
+                          "train.stop_on=[d_win]"), config_path(run))
+    monkeypatch.delenv("RANK", raising=False)
+    assert not run_rank(run)["completed"]
+    st = read_status(run)
+    assert st["state"] == "stopped" and st["step"] == 3 and st["reason"] == "health signal in train.stop_on"

@@ -68,6 +68,9 @@ def reuse_rank() -> dict:
     big_twice = _train(lambda m: m, slice(0, 2 * B), reuse=False, same_noise=True)
     big_default = _train(lambda m: m, slice(0, 2 * B), reuse=False, same_noise=False)
     ddp_reuse = _train(DDP, slice(me * B, (me + 1) * B), reuse=True, same_noise=False)
+    # both ranks past their last collective before either tears its group down: a rank whose peer
+    # closed the connection first was seen to abort in gloo's teardown ("terminate called ...")
+    tdist.barrier()
     tdist.destroy_process_group()
     return {"reuse_vs_same_noise": float((big_reuse - big_twice).abs().max()),
             "ddp_vs_big": float((big_reuse - ddp_reuse).abs().max()),

@@ -347,3 +347,30 @@ def test_cancelled_job_leaves_no_process_of_distgan_behind(cluster, mnist_shards
             proc.kill()
     assert left == [], f"processes of cancelled job {job} survived: {left}"
     assert _job_processes(job) == []
+
+
+@pytest.mark.timeout(420)
+def test_halving_sweep_runs_its_rungs_as_job_arrays_and_promotes_by_resuming(cluster, mnist_shards, tmp_path):
+    sweep = tmp_path / "h.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "halving", "base": str(ROOT / "configs/debug.yaml"), "out": str(tmp_path / "sweep"),
+        "overrides": {"train.steps": 6, "log.progress": False, "data.shards": str(mnist_shards),
+                      "metrics.names": ["classifier"], "metrics.num_fake": 200, "log.every": 1},
+        "grid": {"train.lr_d": [1e-4, 2e-3, 5e-3, 2e-2]}, "seeds": [0], "metric": "classifier_fd",
+        "strategy": {"name": "halving", "eta": 2, "min_steps": 3}}))
+    out = _py(cluster, "-m", "distgan.sweep", str(sweep), "--cluster", "slurm", "--profile", "local",
+              "--max-parallel", "4")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(re.findall(r"submitted job array", out.stdout + out.stderr)) == 2  # one array per rung
+    state = json.loads((tmp_path / "sweep" / "halving.json").read_text())
+    assert state["budgets"] == [3, 6] and state["steps"] == {"used": 2 * 3 + 2 * 6, "full_grid": 4 * 6}
+    fates = sorted(c["fate"] for c in state["cells"].values())
+    assert fates == ["completed", "completed", "pruned at rung 1", "pruned at rung 1"]
+    for cell in state["cells"].values():
+        run = tmp_path / "sweep" / "runs" / cell["runs"][0]
+        st, log = read_status(run), (run / "logs" / "rank0.log").read_text()
+        if cell["fate"] == "completed":  # promoted: resumed from its rung-1 checkpoint, not started again
+            assert st["state"] == "completed" and st["step"] == 6 and "resumed from step 3 of 6" in log
+        else:
+            assert st["state"] == "paused" and st["step"] == 3 and "resumed from" not in log
+    assert "## Successive halving" in (tmp_path / "sweep" / "results.md").read_text()

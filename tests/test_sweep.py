@@ -149,8 +149,9 @@ def test_local_sweep_runs_the_pool_and_collects(mnist_shards, tmp_path, capsys):
 
 def test_the_strategy_is_a_registry_entry_checked_before_anything_is_written(tmp_path, capsys, monkeypatch):
     from distgan.sweep import strategies
+    from distgan.sweep.round import Round
 
-    for bad, needle in (("halvng", "unknown strategy 'halvng'; available: grid"),
+    for bad, needle in (("halvng", "unknown strategy 'halvng'; available: grid, halving"),
                         ({"name": "grid", "eta": 3}, "strategy 'grid' takes no settings, got eta")):
         path = _sweep_file(tmp_path, strategy=bad)
         assert main([str(path), "--cluster", "local"]) == 2
@@ -169,7 +170,7 @@ def test_the_strategy_is_a_registry_entry_checked_before_anything_is_written(tmp
             if not left:
                 return None
             self.rounds.append(left[0].name)
-            return strategies.Round([left[0]], needs_results=True)
+            return Round([left[0]], needs_results=True)
 
     trained: list[list[str]] = []
     monkeypatch.setitem(strategies.STRATEGIES, "one_at_a_time", OneAtATime)

@@ -90,7 +90,8 @@ def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, l
                             world)
         raise e
     if rank == 0:
-        why = {"reason": lifeline.reason} if lifeline is not None and lifeline.reason else {}
+        reason = lifeline.reason if lifeline is not None and lifeline.reason else summary.get("stop_reason")
+        why = {"reason": reason} if reason else {}
         state = "completed" if summary.get("completed") else "paused" if summary.get("paused") else "stopped"
         write_status(run_dir, state,
                      step=summary.get("step"), total_steps=cfg.train.steps,

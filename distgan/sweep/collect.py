@@ -30,6 +30,7 @@ from distgan import rundir
 from distgan.extras import pyplot
 from distgan.fsutil import atomic_write_bytes, atomic_write_text
 from distgan.rundir import read_jsonl, read_status
+from distgan.sweep import halving
 from distgan.sweep.submit import read_jobs
 
 
@@ -70,6 +71,11 @@ def run_result(sweep_dir: Path, run: dict[str, Any], metric: str, jobs: dict[str
             res.state, res.value, res.record = "ok", float(rec["value"]), rec
     elif state == "failed":
         res.state, res.error = "failed", str(st.get("error", "unknown error"))
+    elif state == "paused":  # its budget (train.stop_at) is spent: a sweep strategy stopped it early
+        rec = read_metric(run_dir, metric)
+        last = f"; {metric} {rec['value']:.5g} at step {rec.get('step')}" if rec else ""
+        res.state = "paused"
+        res.error = f"paused at step {st.get('step')} of {st.get('total_steps')} (its budget){last}"
     elif state in ("running", "stopped"):
         res.state = "failed" if state == "stopped" else "pending"
         res.error = (f"stopped at step {st.get('step')} (preempted or cancelled, not finished)"
@@ -147,6 +153,8 @@ def write_markdown(path: Path, name: str, results: list[RunResult], rows: list[d
             lines.append(f"| `{r.name}` | {r.seed} | {r.state} | {err} | `{r.log}` |")
     if plot:
         lines += ["", f"![{metric} per grid point]({plot})"]
+    if (path.parent / halving.STATE).is_file():
+        lines += ["", *halving.markdown(json.loads((path.parent / halving.STATE).read_text()))]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -6,8 +6,9 @@
     round = strategy.next_round(sweep)           # None: the sweep has nothing more to train
 
 A strategy is one entry of :data:`STRATEGIES`: a class built from the settings
-of the sweep file's ``strategy:`` mapping (checked when the sweep file is
-loaded, before anything is submitted) with one method, ``next_round``. The
+of the sweep file's ``strategy:`` mapping (checked right after the sweep file is
+loaded, before anything is laid out or submitted; an optional ``bind(sweep)``
+checks what depends on the sweep's runs) with one method, ``next_round``. The
 controller (:mod:`distgan.sweep.__main__`) asks it for rounds until it returns
 None, trains each round locally or as one Slurm job array, and waits for a
 round's results only when the strategy needs them to choose the next one.
@@ -17,20 +18,12 @@ running the same command again.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from distgan.sweep.spec import Sweep, SweepError, SweepRun
+from distgan.sweep.halving import Halving
+from distgan.sweep.round import Round
+from distgan.sweep.spec import Sweep, SweepError
 from distgan.sweep.submit import plan
-
-
-@dataclass
-class Round:
-    """Runs to train now; the runs left out and why; whether the next round depends on these results."""
-
-    runs: list[SweepRun]
-    skipped: list[tuple[SweepRun, str]] = field(default_factory=list)
-    needs_results: bool = False
 
 
 class Strategy(Protocol):
@@ -57,7 +50,7 @@ class Grid:
         return Round(todo, skipped)
 
 
-STRATEGIES: dict[str, type] = {"grid": Grid}
+STRATEGIES: dict[str, type] = {"grid": Grid, "halving": Halving}
 
 
 def make_strategy(sweep: Sweep) -> Strategy:
@@ -68,4 +61,7 @@ def make_strategy(sweep: Sweep) -> Strategy:
     where = f"sweep {sweep.path}: strategy"
     if name not in STRATEGIES:
         raise SweepError(f"{where}: unknown strategy '{name}'; available: {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name](settings, where)
+    strategy = STRATEGIES[name](settings, where)
+    if hasattr(strategy, "bind"):  # settings that depend on the sweep's runs (checked now, before any layout)
+        strategy.bind(sweep)
+    return strategy

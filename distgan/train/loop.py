@@ -147,6 +147,8 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
             why = "health signal in train.stop_on" if done.health_stop else "stop requested"
             log.info(f"{why}: checkpointed at step {step}, exiting")
             break
+    else:
+        why = ""
 
     # ---- finish: drop the DDP wrappers (held by the phases, checkpointer and metrics) before
     # the process group goes away
@@ -158,7 +160,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     accelerator.free_memory()
     completed = step >= tc.steps
     return {"step": step, "completed": completed, "paused": not completed and step >= end, "run_dir": str(run_dir),
-            "world_size": world}
+            "world_size": world, "stop_reason": why}
 
 
 def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list[Phase], ema: EMA | None,
