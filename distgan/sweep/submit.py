@@ -35,13 +35,19 @@ log = get_logger("sweep")
 
 
 def active_slurm_jobs(job_ids: list[str]) -> set[str]:
-    """Which of ``job_ids`` (``123`` or ``123_4``) Slurm still has pending or running."""
+    """Which of ``job_ids`` (``123`` or ``123_4``) Slurm still has pending or running.
+
+    A task in COMPLETING has run its script (its run directory says how it ended) and
+    is not counted: a strategy that waited for a round plans the next one at once.
+    A task requeued meanwhile that starts again beside a new submission of its run
+    cannot train at the same time as it: the run directory's lock lets one of them.
+    """
     if not job_ids or shutil.which("squeue") is None:
         return set()
     arrays = sorted({j.split("_")[0] for j in job_ids})
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-t", "PENDING,RUNNING,REQUEUED,CONFIGURING,COMPLETING,"
-                              "SUSPENDED", "-o", "%i", "-j", ",".join(arrays)],
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "PENDING,RUNNING,REQUEUED,CONFIGURING,SUSPENDED",
+                              "-o", "%i", "-j", ",".join(arrays)],
                              capture_output=True, text=True, timeout=60).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return set()
@@ -140,8 +146,9 @@ def read_jobs(sweep_dir: str | Path) -> dict[str, str]:
         return {}
 
 
-def wait_slurm(jobs: list[Any], poll_s: float = 5.0) -> None:
-    """Block until every task of the array has ended, printing state counts as they change."""
+def wait_slurm(jobs: list[Any], poll_s: float = 5.0, settle_s: float = 120.0) -> None:
+    """Block until every task of the array has ended, printing state counts as they change, and Slurm's
+    queue has let them go (at most ``settle_s`` more)."""
     last = ""
     while True:
         done = [j.done(force_check=True) for j in jobs]
@@ -153,8 +160,13 @@ def wait_slurm(jobs: list[Any], poll_s: float = 5.0) -> None:
             log.info("%d/%d tasks ended (%s)", sum(done), len(jobs), text)
             last = text
         if all(done):
-            return
+            break
         time.sleep(poll_s)
+    # a task's result is written a moment before Slurm lets it go: the round is over when the queue is
+    # empty of it, so that planning the next round does not see its runs as still queued (bounded wait)
+    ids, end = [str(j.job_id) for j in jobs], time.monotonic() + settle_s
+    while active_slurm_jobs(ids) and time.monotonic() < end:
+        time.sleep(1.0)
 
 
 def print_plan(sweep: Sweep, todo: list[SweepRun], skipped: list[tuple[SweepRun, str]],
