@@ -144,6 +144,11 @@ class TrainConfig:
     check_replicas_every: int = _f(0, "compare G/D replicas across ranks every K steps (0 = off)", min=0)
     stop_on: list = _f([], "health warnings that stop the run (e.g. [mode_collapse])")
 
+    @property
+    def end_step(self) -> int:
+        """The step this run trains to now: ``stop_at`` when set (a budget), else ``steps`` (the horizon)."""
+        return self.stop_at or self.steps
+
 
 @dataclass
 class DistConfig:

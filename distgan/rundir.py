@@ -229,6 +229,14 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
         return {}
 
 
+def slurm_job_id() -> str | None:
+    """This process's Slurm job (``ARRAY_TASK`` for an array task), or None outside Slurm."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 def write_status(run_dir: str | Path, state: str, **fields: Any) -> None:
     """Atomically (re)write RUN_DIR/status.json, keeping fields of the previous record but its error and reason.
 
@@ -237,8 +245,7 @@ def write_status(run_dir: str | Path, state: str, **fields: Any) -> None:
     run_dir = Path(run_dir)
     rec = {k: v for k, v in read_status(run_dir).items() if k not in ("error", "reason")}
     rec.update(state=state, host=socket.gethostname(), time=time.time(), **fields)
-    job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
+    job = slurm_job_id()
     if job:
         rec["job_id"] = job
     run_dir.mkdir(parents=True, exist_ok=True)

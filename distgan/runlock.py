@@ -47,7 +47,7 @@ from typing import Any, Iterator
 
 from distgan.errors import UserError
 from distgan.log import get_logger
-from distgan.rundir import lock_path
+from distgan.rundir import lock_path, slurm_job_id
 
 log = get_logger("run")
 
@@ -75,20 +75,13 @@ def _key(run_dir: str | Path) -> str:
     return os.path.realpath(lock_path(run_dir))
 
 
-def job_id() -> str | None:
-    """This process's Slurm job (``ARRAY_TASK`` for an array task), or None outside Slurm."""
-    array = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if array:
-        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    return os.environ.get("SLURM_JOB_ID") or None
-
-
 def _own_record() -> dict[str, Any]:
     rec: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     if os.environ.get("SLURMD_NODENAME"):
         rec["node"] = os.environ["SLURMD_NODENAME"]
-    if job_id():
-        rec["job_id"] = job_id()
+    job = slurm_job_id()
+    if job:
+        rec["job_id"] = job
     return rec
 
 

@@ -209,15 +209,23 @@ def test_debug_grid_as_one_job_array_ends_with_table_and_plot(cluster, mnist_sha
     assert (out_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _classifier_sweep(tmp_path: Path, name: str, shards: Path, steps: int, overrides: dict | None = None,
+                      **fields) -> Path:
+    """A sweep file over the debug preset, ranked by the classifier FD on 200 samples, its output in tmp_path."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name, "base": str(ROOT / "configs/debug.yaml"), "out": str(tmp_path / "sweep"),
+        "overrides": {"train.steps": steps, "log.progress": False, "data.shards": str(shards),
+                      "metrics.names": ["classifier"], "metrics.num_fake": 200, **(overrides or {})},
+        "metric": "classifier_fd", **fields}))
+    return path
+
+
 @pytest.mark.timeout(420)
 def test_failed_task_is_in_the_table_and_only_it_is_resubmitted(cluster, mnist_shards, tmp_path):
-    sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "name": "fails", "base": str(ROOT / "configs/debug.yaml"), "out": str(tmp_path / "sweep"),
-        "overrides": {"train.steps": 4, "log.progress": False, "data.shards": str(mnist_shards),
-                      "metrics.names": ["classifier"], "metrics.num_fake": 200},
-        "variants": {"good": {}, "broken": {"data.shards": str(tmp_path / "no_such_shards")}},
-        "metric": "classifier_fd", "lower_is_better": True}))
+    sweep = _classifier_sweep(tmp_path, "fails", mnist_shards, 4,
+                              variants={"good": {}, "broken": {"data.shards": str(tmp_path / "no_such_shards")}},
+                              lower_is_better=True)
     args = ["-m", "distgan.sweep", str(sweep), "--cluster", "slurm", "--profile", "local"]
     out = _py(cluster, *args, "--wait")
     assert out.returncode == 1, out.stdout + out.stderr  # a failed run fails the sweep command
@@ -351,13 +359,9 @@ def test_cancelled_job_leaves_no_process_of_distgan_behind(cluster, mnist_shards
 
 @pytest.mark.timeout(420)
 def test_halving_sweep_runs_its_rungs_as_job_arrays_and_promotes_by_resuming(cluster, mnist_shards, tmp_path):
-    sweep = tmp_path / "h.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "name": "halving", "base": str(ROOT / "configs/debug.yaml"), "out": str(tmp_path / "sweep"),
-        "overrides": {"train.steps": 6, "log.progress": False, "data.shards": str(mnist_shards),
-                      "metrics.names": ["classifier"], "metrics.num_fake": 200, "log.every": 1},
-        "grid": {"train.lr_d": [1e-4, 2e-3, 5e-3, 2e-2]}, "seeds": [0], "metric": "classifier_fd",
-        "strategy": {"name": "halving", "eta": 2, "min_steps": 3}}))
+    sweep = _classifier_sweep(tmp_path, "halving", mnist_shards, 6, {"log.every": 1},
+                              grid={"train.lr_d": [1e-4, 2e-3, 5e-3, 2e-2]}, seeds=[0],
+                              strategy={"name": "halving", "eta": 2, "min_steps": 3})
     out = _py(cluster, "-m", "distgan.sweep", str(sweep), "--cluster", "slurm", "--profile", "local",
               "--max-parallel", "4")
     assert out.returncode == 0, out.stdout + out.stderr

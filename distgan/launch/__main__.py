@@ -36,7 +36,7 @@ from distgan.launch.common import (
     exit_code,
     print_summary,
 )
-from distgan.launch.local import launch_local
+from distgan.launch.local import drop_slurm_env, launch_local
 from distgan.launch.profiles import load_profile, resolve_resources
 from distgan.launch.sbatch import write_sbatch
 from distgan.launch.site import cpu_job_warning, default_profile, discover_gpus
@@ -145,8 +145,7 @@ def _local(args: argparse.Namespace) -> int:
         raise LaunchError(f"--procs-per-node must be >= 1, got {procs}")
     run_dir, cfg = prepare_run(args, procs)
     if procs == 1:  # one process: the worker's path right here (status.json, the run's lock), no rendezvous
-        for k in [k for k in os.environ if k.startswith("SLURM_")]:
-            del os.environ[k]  # a local launch inside an allocation is no Slurm step (as for local ranks)
+        drop_slurm_env(os.environ)  # as for the ranks of a bigger local launch
         summary = run_rank(run_dir)
         print_summary(run_dir, summary)
         return exit_code(summary)

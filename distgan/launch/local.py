@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, MutableMapping
 
 from distgan.launch.common import EXIT_DEADLINE, EXIT_STOPPED
 from distgan.launch.env import free_port
@@ -38,11 +38,16 @@ from distgan.rundir import logs_dir
 log = get_logger("launch")
 
 
+def drop_slurm_env(env: MutableMapping[str, str]) -> None:
+    """Remove Slurm's variables from ``env``: a local launch inside an allocation is no Slurm step."""
+    for k in [k for k in env if k.startswith("SLURM_")]:
+        del env[k]
+
+
 def rank_env(rank: int, world: int, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of local rank ``rank`` of ``world`` (single node)."""
     env = dict(os.environ if base is None else base)
-    for k in [k for k in env if k.startswith("SLURM_")]:
-        del env[k]  # a local launch inside an allocation must not look like a Slurm step
+    drop_slurm_env(env)
     env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PYTHONUNBUFFERED="1")
     env.setdefault("OMP_NUM_THREADS", "1")  # 2+ threads per rank on few cores is many times slower

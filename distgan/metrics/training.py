@@ -102,7 +102,7 @@ class TrainMetrics:
         if any). A new best at a step without a checkpoint is saved first through
         the (collective) checkpointer, so ``best`` always points at a file.
         """
-        if not self.due(step, self.cfg.train.stop_at or self.cfg.train.steps):  # the end of this run or its budget
+        if not self.due(step, self.cfg.train.end_step):  # the end of this run or its budget
             return
         if self(step, G, ema=ema):
             if self.checkpointer is None:

@@ -39,7 +39,7 @@ from typing import Any
 
 from distgan.fsutil import atomic_write_text
 from distgan.log import get_logger
-from distgan.rundir import read_jsonl, read_status
+from distgan.rundir import METRICS, read_jsonl, read_status
 from distgan.sweep.round import Round
 from distgan.sweep.spec import Sweep, SweepError, SweepRun, run_config
 from distgan.sweep.submit import plan
@@ -90,7 +90,8 @@ class Halving:
         """Fix what depends on the sweep: the horizon (its runs' train.steps unless set) and the rung metric,
         which every run must write (checked before anything is laid out or submitted)."""
         # the metric registry loads torch: only a halving sweep pays for it, once, in the controller
-        from distgan.metrics.registry import records as metric_records  # noqa: PLC0415
+        from distgan.metrics.registry import lower_is_better  # noqa: PLC0415
+        from distgan.metrics.registry import records as metric_records
 
         configs = [run_config(sweep, r) for r in sweep.runs()]
         self.max_steps = self.max_steps or max(c.train.steps for c in configs)
@@ -103,8 +104,7 @@ class Halving:
             raise SweepError(f"{self.where}: the rung metric '{self.metric}' is not a record the runs write "
                              f"(metrics.names gives: {', '.join(records) or 'none'}); add its metric to "
                              "metrics.names in the overrides")
-        self.lower = sweep.lower_is_better if self.metric == sweep.metric else not self.metric.endswith(
-            ("_acc", "precision", "recall"))
+        self.lower = sweep.lower_is_better if self.metric == sweep.metric else lower_is_better(self.metric)
 
     def budgets(self) -> list[int]:
         out, b = [], self.min_steps
@@ -137,7 +137,7 @@ class Halving:
         st = read_status(run_dir)
         if st.get("state") == "stopped" and "train.stop_on" in str(st.get("reason", "")):
             return math.inf
-        for rec in read_jsonl(run_dir / "metrics.jsonl"):
+        for rec in read_jsonl(run_dir / METRICS):
             if isinstance(rec, dict) and rec.get("name") == self.metric and int(rec.get("step", -1)) == budget:
                 value = float(rec["value"])
                 return value if self.lower else -value

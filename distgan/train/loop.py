@@ -134,7 +134,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     duties = _duties(cfg, rank, world, models, phases, ema, steps, interval, out, grid, deferred, stop, ckpt,
                      metrics, device)
     first_step = step  # this attempt's first step may compile/autotune for long: not bounded by the watch
-    end = tc.stop_at or tc.steps  # a budget below the horizon pauses the run there
+    end = tc.end_step  # a budget below the horizon pauses the run there
     while step < end:
         steps.run(step, bounded=step > first_step)
         step += 1
@@ -188,7 +188,7 @@ def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list
     duties += [StopAgreement(lambda: stop.requested, at_boundary if tc.sync_free else None),
                Checkpoints(tc.ckpt_every, ckpt)]
     if metrics is not None:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
-        duties.append(MetricsDuty(metrics, g_eval, ema is not None, out, tc.stop_at or tc.steps))
+        duties.append(MetricsDuty(metrics, g_eval, ema is not None, out, tc.end_step))
     return duties
 
 
