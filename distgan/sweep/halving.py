@@ -90,12 +90,11 @@ class Halving:
         """Fix what depends on the sweep: the horizon (its runs' train.steps unless set) and the rung metric,
         which every run must write (checked before anything is laid out or submitted)."""
         # the metric registry loads torch: only a halving sweep pays for it, once, in the controller
-        from distgan.metrics.registry import lower_is_better  # noqa: PLC0415
-        from distgan.metrics.registry import records as metric_records
+        from distgan.metrics import registry  # noqa: PLC0415
 
         configs = [run_config(sweep, r) for r in sweep.runs()]
         self.max_steps = self.max_steps or max(c.train.steps for c in configs)
-        records = sorted(set.intersection(*(set(metric_records(list(c.metrics.names))) for c in configs)))
+        records = sorted(set.intersection(*(set(registry.records(list(c.metrics.names))) for c in configs)))
         if self.max_steps < self.min_steps:
             raise SweepError(f"{self.where}: min_steps={self.min_steps} is above the runs' train.steps="
                              f"{self.max_steps} (set max_steps, or lower min_steps)")
@@ -104,7 +103,7 @@ class Halving:
             raise SweepError(f"{self.where}: the rung metric '{self.metric}' is not a record the runs write "
                              f"(metrics.names gives: {', '.join(records) or 'none'}); add its metric to "
                              "metrics.names in the overrides")
-        self.lower = sweep.lower_is_better if self.metric == sweep.metric else lower_is_better(self.metric)
+        self.lower = sweep.lower_is_better if self.metric == sweep.metric else registry.lower_is_better(self.metric)
 
     def budgets(self) -> list[int]:
         out, b = [], self.min_steps
