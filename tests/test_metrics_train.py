@@ -54,6 +54,27 @@ def test_loop_writes_records_tensorboard_and_best(trained_run):
 
 
 @pytest.mark.timeout(300)
+def test_reference_statistics_come_from_metrics_real_shards(trained_run, mnist_shards, tmp_path):
+    """metrics.real_shards (a held-out split) is what the training-time metrics compare against."""
+    from distgan.config import load_config
+    from distgan.shards import write_shards
+    from distgan.shards.records import SourceOptions
+    from distgan.train import train
+
+    _, cache = trained_run
+    held_out = tmp_path / "held_out"  # 240 digits: a count the training shards (5,000) cannot give
+    write_shards("mnist-embedded", None, held_out, shard_size=120, opts=SourceOptions(limit=240), progress=False)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml", [
+        f"data.shards={mnist_shards}", "log.progress=false", "train.steps=2", "metrics.names=[classifier]",
+        "metrics.num_fake=50", f"metrics.real_shards={held_out}",
+        f"metrics.cache_dir={cache}"])
+    train(cfg, tmp_path / "run")
+    fd = [r for r in read_jsonl(tmp_path / "run" / METRICS) if r["name"] == "classifier_fd"]
+    assert [r["step"] for r in fd] == [2]
+    assert fd[0]["provenance"]["num_real"] == 240  # all of the held-out split (metrics.num_real=0)
+
+
+@pytest.mark.timeout(300)
 def test_cli_evaluates_a_run(trained_run, capsys):
     run_dir, cache = trained_run
     assert main(["classifier", "--run", str(run_dir), "--checkpoint", "best", "--num", "64", "--no-ema"]) == 0

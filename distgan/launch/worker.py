@@ -80,6 +80,11 @@ def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, l
             nccl = cfg.dist.backend == "nccl" or (cfg.dist.backend == "auto" and torch.cuda.is_available())
             stages.watch(cfg.dist.timeout_s, rank, run_dir, world, factor=1.0 if nccl else 1.5)
         summary = train(cfg, run_dir)
+        # leave the process group while the interpreter is whole: torch's gloo threads left to
+        # interpreter finalization can abort a rank that has finished (SIGABRT after a good run)
+        from distgan.rendezvous import leave  # noqa: PLC0415 - torch.distributed, loaded with the trainer
+
+        leave()
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
         e = _named_dist_failure(e, rank, world, cfg, run_dir)
         # keep the first failure of this attempt: when one rank dies, the others

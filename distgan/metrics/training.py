@@ -57,7 +57,8 @@ class TrainMetrics:
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)
         cond = conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes)
-        self.evaluator = Evaluator(cfg.metrics, cfg.data.shards, cfg.data.resolution, cond, cfg.model.z_dim,
+        real = cfg.metrics.real_shards or cfg.data.shards  # the reference set; G's labels follow data.shards
+        self.evaluator = Evaluator(cfg.metrics, real, cfg.data.resolution, cond, cfg.model.z_dim,
                                    device=device, seed=cfg.train.seed, **pixel_policy(cfg))
         past = [r["value"] for r in read_jsonl(Path(run_dir) / METRICS) if r.get("name") == self.main
                 and (start_step is None or r.get("step", 0) < start_step)]  # resumed: only the kept past
