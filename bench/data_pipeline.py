@@ -117,9 +117,8 @@ def run(quick: bool) -> list[dict]:
         rows.append({"case": f"converter imagefolder jpeg->64 png ({n} img), 2 vs 1 process",
                      "value": conv2, "reference": conv1, "unit": "img/s"})
         # the same 64x64 pixels as PNG files, for the equal-decode comparison
-        from distgan.data import DataSpec, build_loader
-        for b in build_loader(tmp / "shards", DataSpec(resolution=64, batch_size=BATCH, shuffle_buffer=0,
-                                                       resampled=False, drop_last=False), epochs=1):
+        from distgan.data.pipeline import in_order
+        for b in in_order(tmp / "shards", 64, BATCH):
             for key, img, label in zip(b["key"], b["image"], b["label"]):
                 d = tmp / "png" / m.classes[int(label)]
                 d.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,11 @@ class DataConfig:
     shards: str = _f("shards/mnist", "directory with WebDataset shards and manifest.json")
     resolution: int = _f(32, "image side length fed to the models (images are resized)", min=4)
     num_workers: int = _f(0, "DataLoader worker processes per rank", min=0)
-    shuffle_buffer: int = _f(1000, "sample shuffle buffer size (0 = no sample shuffle)", min=0)
+    shuffle_buffer: int = _f(1000, "samples held for shuffling, over all lanes of the run (0 = no sample shuffle)",
+                             min=0)
+    lanes: int = _f(0, "independent sample streams the global batch is drawn from; the world size must divide it, "
+                    "on every resume too (0 = the largest divisor of the global batch up to 64 that the first "
+                    "world size divides; kept in checkpoints)", min=0)
     normalize: Literal["minmax", "zscore"] = _f("minmax",
                                                 "pixel normalisation: minmax -> [-1,1], zscore -> per-channel")
     epoch_samples: int = _f(0, "resampled mode: samples per epoch over all ranks; 0 = the manifest's count", min=0)
@@ -103,7 +107,11 @@ class TrainConfig:
     stop_at: int = _f(0, "pause (checkpointed) after this many steps, 0 = train.steps; schedules and EMA warm-up "
                       "still span train.steps, so a run paused here and re-run with a larger stop_at trains "
                       "exactly as one that never paused (a sweep round's budget)", min=0)
-    batch_size: int = _f(64, "per-rank batch size", min=1)
+    batch_size: int = _f(64, "per-rank batch size; with train.global_batch, the largest micro-batch a rank runs",
+                         min=1)
+    global_batch: int = _f(0, "samples per optimizer step over all ranks, kept on any world size (0 = "
+                           "train.batch_size x train.grad_accum x the world size); the per-rank micro-batch and "
+                           "the accumulation follow from the world size", min=0)
     seed: int = _f(0, "global seed (each rank derives its own)")
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "autocast precision")
     lr_d: float = _f(2e-4, "discriminator learning rate", min=0.0)
@@ -148,6 +156,26 @@ class TrainConfig:
     def end_step(self) -> int:
         """The step this run trains to now: ``stop_at`` when set (a budget), else ``steps`` (the horizon)."""
         return self.stop_at or self.steps
+
+    def batch_split(self, world: int) -> tuple[int, int]:
+        """(micro-batch per rank, accumulation steps) for ``world`` ranks.
+
+        Without ``global_batch`` these are ``batch_size`` and ``grad_accum``. With it,
+        each rank's share ``global_batch / world`` is split into the fewest equal
+        micro-batches (at least ``grad_accum``) of at most ``batch_size`` each.
+        Raises :class:`ConfigError` when the world size does not divide the global batch.
+        """
+        if not self.global_batch:
+            return self.batch_size, self.grad_accum
+        if self.global_batch % world:
+            fits = [w for w in range(1, min(self.global_batch, 4096) + 1) if self.global_batch % w == 0]
+            raise ConfigError(f"config key 'train.global_batch': {self.global_batch} samples cannot be shared "
+                              f"equally by {world} ranks; world sizes that can: {', '.join(map(str, fits))}")
+        share = self.global_batch // world
+        accum = max(self.grad_accum, -(-share // self.batch_size))
+        while share % accum:
+            accum += 1
+        return share // accum, accum
 
 
 @dataclass

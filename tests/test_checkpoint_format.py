@@ -44,9 +44,11 @@ def test_a_format1_checkpoint_resumes_where_it_stopped(mnist_shards, tmp_path, c
     text = caplog.text
     assert summary["step"] == 4 and summary["completed"]
     assert "resumed from step 2 of 4" in text
-    assert "data stream changed" not in text and "new RNG streams" not in text  # position and RNG continued
+    assert "new RNG streams" not in text  # the RNG streams continued
+    # its data position counts per-rank batches of the stream before lanes: that epoch restarts, said once
+    assert "data stream changed since the checkpoint (global_batch: none -> 4, lanes: none -> 4)" in text
     state = load_file(resolve_checkpoint(run, "latest"))
-    assert state["step"] == 4 and state["data"]["batches"] == 4  # 2 batches then, 2 now: the same stream
+    assert state["step"] == 4 and state["data"]["batches"] == 2 and state["data"]["lanes"] == 4
     adam_steps = {int(s["step"]) for s in state["opt_g"]["state"].values()}
     assert adam_steps == {4}  # the optimizer continued its moments (a fresh one would count 2)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distgan.data import DataSpec, build_loader
+from distgan.data.pipeline import in_order
 from distgan.shards import read_manifest, verify, write_shards
 from distgan.shards.arrays import FASHION_CLASSES
 from distgan.shards.sources import SourceError, SourceOptions, fit, load_image
@@ -31,11 +31,9 @@ CELEBA_ATTRS = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bal
 
 
 def read_all(shard_dir, resolution, batch_size=4) -> dict[str, dict]:
-    """Every sample of a shard set, by key, through the real streaming pipeline (exact mode, one epoch)."""
-    spec = DataSpec(resolution=resolution, batch_size=batch_size, shuffle_buffer=0, resampled=False,
-                    drop_last=False)
+    """Every sample of a shard set, by key, through the pipeline's read and decode stages."""
     out = {}
-    for b in build_loader(shard_dir, spec, epochs=1):
+    for b in in_order(shard_dir, resolution, batch_size):
         for i, k in enumerate(b["key"]):
             assert k not in out
             out[k] = {name: b[name][i] for name in ("image", "label", "attrs", "src") if name in b}

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from distgan.data import DataSpec, build_loader
-from distgan.data.plan import Layout, consumed_per_worker
 from distgan.shards import ShardError
 from distgan.shards.writer import ShardWriter
 
@@ -130,26 +129,48 @@ def test_equal_steps_on_every_rank_with_uneven_shards(rank_runs, world, case):
         assert ranks[0][case]["0"] != ranks[1][case]["0"]
 
 
-def test_too_few_shards_refused_with_the_number_needed(even):
-    spec = DataSpec(resolution=4, batch_size=3, resampled=False, num_workers=2)
-    with pytest.raises(ShardError, match=r"8 shards, but 8 ranks x 2 workers = 16 consumers need at least 16"):
-        build_loader(even, spec, rank=1, world=8)
-    # resampled streams draw from every shard, so few shards are fine there
-    assert len(next(build_loader(even, DataSpec(resolution=4, batch_size=3, num_workers=2), 1, 8))["key"]) == 3
+def test_world_size_must_divide_the_lanes(even):
+    spec = DataSpec(resolution=4, batch_size=4, resampled=False, lanes=4)  # a global batch of 12 on 3 ranks
+    with pytest.raises(ShardError, match=r"4 lanes, which 3 ranks cannot share equally; world sizes that can: 1, 2, 4"):
+        build_loader(even, spec, rank=1, world=3)
+    # lanes cut shards into pieces: 8 ranks x 2 workers read 8 shards exactly once per epoch
+    spec = DataSpec(resolution=4, batch_size=3, resampled=False, num_workers=2, shuffle_buffer=0)
+    loaders = [build_loader(even, spec, r, 8, seed=1, epochs=1) for r in range(8)]
+    keys = [k for batches in zip(*loaders) for b in batches for k in b["key"]]
+    assert sorted(keys) == [f"s{i:05d}" for i in range(sum(EVEN))]
 
 
-def test_round_robin_model_matches_torch_dataloader(lopsided):
-    """consumed_per_worker replays the DataLoader's merge, exhausted workers included."""
-    spec = DataSpec(resolution=4, batch_size=3, shuffle_buffer=0, resampled=False, num_workers=2)
-    layout = Layout(tuple(LOPSIDED), 1, 2, 3, 0, False)
-    counts = layout.worker_batches(0, 0)
-    assert counts == [8, 2]
-    owner = {f"s{k:05d}": 0 if k < 24 else 1 for k in range(30)}  # shard 0 -> worker 0, shards 1, 2 -> worker 1
-    seq = [owner[b["key"][0]] for b in build_loader(lopsided, spec, epochs=1)]
-    assert seq == [0, 1, 0, 1, 0, 0, 0, 0, 0, 0]
-    for k in range(len(seq) + 1):
-        taken, _ = consumed_per_worker(counts, k)
-        assert taken == [seq[:k].count(0), seq[:k].count(1)]
+def _global_sequence(shards: Path, resampled: bool, plan: list[tuple[int, int, int]]) -> list[list[str]]:
+    """Global batches (keys, rank 0 first) read in legs of (world, workers, global batches), each leg
+    resuming from the position the previous leg's rank 0 saved (every rank saves the same one)."""
+    out, pos = [], None
+    for world, workers, n in plan:
+        spec = DataSpec(resolution=4, batch_size=12 // world, shuffle_buffer=7, resampled=resampled,
+                        num_workers=workers, epoch_samples=60)
+        loaders = [build_loader(shards, spec, r, world, seed=5, epochs=None, position=pos) for r in range(world)]
+        for _ in range(n):
+            out.append([k for ld in loaders for k in next(ld)["key"]])
+        assert len({json.dumps(ld.state_dict()["batches"]) for ld in loaders}) == 1  # one global position
+        pos = json.loads(json.dumps(loaders[0].state_dict()))
+        for ld in loaders:
+            ld.close()
+    return out
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("resampled", [False, True])
+def test_global_order_is_independent_of_world_size_workers_and_resumes(uneven, resampled):
+    """A stream read on 2 ranks, resumed on 1 and then on 3 (with and without worker processes), is the
+    stream one rank reads straight through: the same samples in the same global order, across epochs."""
+    straight = _global_sequence(uneven, resampled, [(1, 0, 15)])
+    assert _global_sequence(uneven, resampled, [(2, 2, 4), (1, 0, 5), (3, 1, 6)]) == straight
+    assert _global_sequence(uneven, resampled, [(4, 0, 3), (6, 2, 12)]) == straight
+    per_epoch = build_loader(uneven, DataSpec(resolution=4, batch_size=12, resampled=resampled, epoch_samples=60),
+                             epochs=None).steps_per_epoch(0)
+    assert per_epoch < 15  # the legs cross an epoch boundary
+    if not resampled:  # exact mode: no sample twice within an epoch
+        first = [k for b in straight[:per_epoch] for k in b]
+        assert len(first) == len(set(first)) > sum(UNEVEN) - 12
 
 
 @pytest.mark.parametrize("workers,resampled,shards", [(0, False, "uneven"), (2, False, "lopsided"),

@@ -72,3 +72,13 @@ def test_emit_sbatch_writes_a_complete_script(tmp_path, capsys):
     assert cfg["train"]["steps"] == 5 and cfg["dist"]["expect_world_size"] == 16
     res = resolve_resources({}, procs_per_node=2)
     assert "#SBATCH --ntasks-per-node=2" in sbatch_script(tmp_path, res, "x")
+
+
+def test_a_global_batch_the_launched_world_cannot_share_is_refused_before_submitting(tmp_path, capsys):
+    script = tmp_path / "job.sbatch"
+    code = main(["--config", str(ROOT / "configs/debug.yaml"), "--profile", "example-gpu", "--nodes", "2",
+                 "--run-dir", str(tmp_path / "run"), "--emit-sbatch", str(script), "train.global_batch=24"])
+    assert code != 0 and not script.exists() and not (tmp_path / "run" / "config.yaml").exists()
+    err = capsys.readouterr().err
+    assert "train.global_batch" in err and "24 samples cannot be shared equally by 16 ranks" in err
+    assert "Traceback" not in err

@@ -87,7 +87,8 @@ def test_device_cache_and_channels_last_switches_train_and_resume(debug_cfg, tmp
     opts = ("data.device_cache=true", "model.channels_last=true", "train.fused_adam=true", "train.ckpt_every=2")
     train(debug_cfg("train.steps=2", *opts), run)
     ck = load_file(run / "checkpoints" / "step_00000002.pt")
-    assert ck["data"] == {"epoch": 0, "batch_index": 2}  # the in-memory stream's position is checkpointed
+    # the in-memory stream's global position is checkpointed
+    assert ck["data"] == {"epoch": 0, "batch_index": 2, "global_batch": 16, "world": 1}
     out = train(debug_cfg("train.steps=4", *opts), run)
     assert out["completed"] and load_file(run / "checkpoints" / "step_00000004.pt")["data"]["batch_index"] == 4
 

@@ -2,9 +2,10 @@
 
 The shards are decoded ONCE into a uint8 tensor on the device (5,000 MNIST
 digits at 32x32 are 5 MB; 20,580 dogs at 64x64 are 253 MB). Every epoch all
-ranks draw the same permutation from (seed, epoch) and rank r takes positions
-r, r+R, r+2R, ... (truncated to an equal length), so the split across ranks is
-exact and every rank runs the same number of steps. Batches are sliced on the
+ranks draw the same permutation from (seed, epoch); global batch b is its
+positions [b*G, (b+1)*G) and rank r takes the r-th slice of that, so the split
+across ranks is exact, every rank runs the same number of steps, and the global
+order does not depend on the world size. Batches are sliced on the
 device: no decode, no host->device copy, no worker processes in the step.
 """
 from __future__ import annotations
@@ -44,17 +45,23 @@ def decode_all(shard_dir: str | Path, resolution: int, manifest: Manifest | None
 
 
 class DeviceCache:
-    """Iterator of batches sliced from a device-resident copy of the data set."""
+    """Iterator of batches sliced from a device-resident copy of the data set.
+
+    Each batch is this rank's slice of one global batch of ``batch_size x world``
+    samples; the global order depends only on (seed, epoch), so a saved position
+    (epoch, global batches consumed) continues exactly on any world size that
+    keeps the global batch.
+    """
 
     def __init__(self, shard_dir: str | Path, resolution: int, batch_size: int, device: torch.device,
                  rank: int = 0, world: int = 1, seed: int = 0, manifest: Manifest | None = None):
         data = decode_all(shard_dir, resolution, manifest)
         self.tensors = {k: v.to(device) for k, v in data.items()}
         self.n = len(self.tensors["image"])
-        self.per_rank = self.n // world
-        if self.per_rank < batch_size:
-            raise ValueError(f"data.device_cache: {self.n} samples over {world} ranks is fewer than one "
-                             f"batch of {batch_size} per rank")
+        self.global_batch = batch_size * world
+        if self.n < self.global_batch:
+            raise ValueError(f"data.device_cache: {self.n} samples are fewer than one global batch of "
+                             f"{self.global_batch} ({world} ranks x {batch_size})")
         self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
         self.device = device
         self.epoch, self.batch_index = 0, 0
@@ -62,12 +69,12 @@ class DeviceCache:
 
     @property
     def batches_per_epoch(self) -> int:
-        return self.per_rank // self.batch_size
+        """Global batches per epoch (the samples that do not fill one are left out of that epoch)."""
+        return self.n // self.global_batch
 
     def _epoch_order(self) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        perm = torch.randperm(self.n, generator=gen)  # identical on every rank
-        return perm[self.rank::self.world][: self.per_rank].to(self.device)
+        return torch.randperm(self.n, generator=gen).to(self.device)  # identical on every rank
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self
@@ -78,22 +85,25 @@ class DeviceCache:
         if self.batch_index >= self.batches_per_epoch:
             self.epoch, self.batch_index = self.epoch + 1, 0
             self._order = self._epoch_order()
-        idx = self._order[self.batch_index * self.batch_size:(self.batch_index + 1) * self.batch_size]
+        start = self.batch_index * self.global_batch + self.rank * self.batch_size
+        idx = self._order[start:start + self.batch_size]
         self.batch_index += 1
         batch = {k: v.index_select(0, idx) for k, v in self.tensors.items()}
         batch["index"] = idx
         return batch
 
     def state_dict(self) -> dict[str, int]:
-        """Stream position, for checkpoints: resuming continues the same order."""
-        return {"epoch": self.epoch, "batch_index": self.batch_index}
+        """The global stream position, for checkpoints: resuming continues the same order."""
+        return {"epoch": self.epoch, "batch_index": self.batch_index, "global_batch": self.global_batch,
+                "world": self.world}
 
     def load_state_dict(self, state: dict[str, int], ctx: Any = None) -> None:
-        """Continue from a saved position; saved at another world size (``ctx.world_changed``: the
-        per-rank order then means other samples), restart the saved epoch, with a warning."""
+        """Continue from a saved position, on any world size. A position saved with another global
+        batch (or before positions were global) restarts the saved epoch, with a warning."""
         self.epoch, self.batch_index = int(state["epoch"]), int(state["batch_index"])
-        if ctx is not None and ctx.world_changed and self.batch_index:
-            log.warning(f"data position saved at world size {ctx.saved_world_size}, now {ctx.world_size}: "
+        saved = state.get("global_batch")
+        if saved != self.global_batch and self.batch_index:
+            log.warning(f"data position saved with global batch {saved or 'per rank'}, now {self.global_batch}: "
                         f"restarting epoch {self.epoch} from its beginning")
             self.batch_index = 0
         self._order = None if self.batch_index == 0 else self._epoch_order()

@@ -10,8 +10,9 @@ stream position and is what :func:`build_loader` returns.
     loader = build_loader(shard_dir, DataSpec(resolution=32, batch_size=64), rank=0, world=1, seed=0)
     for batch in loader: ...   # batch["image"] uint8 NCHW, batch["label"] long, batch["key"] list
 
-Shuffling is seeded from (seed, epoch, rank, worker); epoch plans (which
-shards, how many batches) live in :mod:`distgan.data.plan`.
+Shuffling is seeded from (seed, epoch, lane), never from the rank or the worker;
+epoch plans (which lanes, which pieces of which shards, how many batches) live in
+:mod:`distgan.data.plan`.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from distgan.data.plan import Layout, stream_seed
+from distgan.data.plan import Layout, auto_lanes, stream_seed
 from distgan.data.tarstream import iter_members
 from distgan.log import get_logger
 from distgan.shards.location import member_url, open_url
@@ -45,7 +46,7 @@ _NATIVE = Canonicalizer(SampleFormat(), [], [])
 class DataSpec:
     resolution: int = 32
     batch_size: int = 64
-    shuffle_buffer: int = 1000
+    shuffle_buffer: int = 1000  # samples held for shuffling, over all lanes of the run
     resampled: bool = True
     num_workers: int = 0
     normalize: str = "minmax"  # minmax -> [-1, 1]; zscore -> (x - mean) / std per channel
@@ -53,7 +54,7 @@ class DataSpec:
     epoch_samples: int = 0  # resampled: samples per epoch over all ranks (0 = the manifest's count)
     verify_checksums: bool = False  # sha256 of every shard at start-up
     shuffle_shards: bool = True  # exact mode: reshuffle the shard list every epoch
-    drop_last: bool = True  # drop each worker's partial last batch (fixed batch size)
+    lanes: int = 0  # independent sample streams of the run (0 = distgan.data.plan.auto_lanes)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -174,6 +175,17 @@ def _decode_image(data: bytes, resolution: int, channels: int, url: str, key: st
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
+def in_order(shard_dir: str | Path, resolution: int, batch_size: int,
+             manifest: Manifest | None = None) -> Iterator[dict[str, Any]]:
+    """Every sample once, in manifest order, in batches (the last one partial): for reading a
+    shard set whole (fixed inputs, conversions), not for training."""
+    manifest = manifest or read_manifest(shard_dir)
+    urls = shard_urls(shard_dir, manifest)
+    samples = tar_samples(urls, expected={u: s.count for u, s in zip(urls, manifest.shards)},
+                          canonical=Canonicalizer.for_manifest(manifest))
+    yield from batched(decoded(samples, resolution, manifest.channels), batch_size, drop_last=False)
+
+
 def batched(samples: Iterable[dict[str, Any]], batch_size: int, drop_last: bool = True) -> Iterator[dict[str, Any]]:
     """Collate batches; the partial last batch is dropped unless ``drop_last=False``."""
     buf: list[dict[str, Any]] = []
@@ -201,65 +213,83 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- one epoch of one rank
 
 class ShardStream(IterableDataset):
-    """One epoch of uint8 batches for ``rank``; DataLoader workers split the rank's shards.
+    """One epoch of one rank's batches; DataLoader workers split the rank's lanes.
 
-    ``epoch`` selects the shuffles; ``skip``/``rotation`` (set by StreamLoader
-    on resume) say how many batches each worker already delivered and which
-    worker the DataLoader's round-robin must start with. Iterated directly
-    (no DataLoader) it acts as a single worker.
+    ``layout`` (:class:`~distgan.data.plan.Layout`) fixes the lanes and the global
+    batch; ``epoch`` selects the shuffles; ``skip`` (set by StreamLoader on
+    resume) is how many global batches of the epoch were already consumed.
+    Each worker yields one item per global batch: its lanes' chunks, lane by
+    lane, tagged ``_batch`` (the global batch index) and ``_worker``; the
+    loader concatenates the workers' items in worker order. Iterated directly
+    (no DataLoader) it acts as a single worker that reads all the rank's lanes.
     """
 
     def __init__(self, shard_dir: str | Path, spec: DataSpec, rank: int, world: int, seed: int,
-                 manifest: Manifest | None = None, urls: list[str] | None = None, epoch: int = 0):
+                 manifest: Manifest | None = None, urls: list[str | None] | None = None, epoch: int = 0,
+                 lanes: int = 0):
         if not 0 <= rank < world:
             raise ValueError(f"rank must lie in 0..{world - 1}, got {rank}")
         self.shard_dir = shard_dir
         self.manifest = manifest or read_manifest(shard_dir)
         self.spec, self.rank, self.world, self.seed = spec, rank, world, seed
         # urls[i] is None for a shard dropped at start-up (damaged, with data.skip_corrupt)
-        self.urls = urls if urls is not None else shard_urls(shard_dir, self.manifest)
+        self.urls = urls if urls is not None else list(shard_urls(shard_dir, self.manifest))
         self.expected = {u: s.count for u, s in zip(self.urls, self.manifest.shards) if u}
-        self.epoch, self.skip, self.rotation = epoch, [], 0
-        if not spec.resampled:
-            check_enough_shards(sum(u is not None for u in self.urls), world, spec.num_workers, str(shard_dir),
-                                self.manifest.num_samples)
+        self.epoch, self.skip = epoch, 0
+        self.layout = self.make_layout(lanes or spec.lanes or auto_lanes(spec.batch_size * world, world))
 
-    def layout(self, workers: int) -> Layout:
+    def make_layout(self, lanes: int) -> Layout:
         counts = tuple(s.count if u else 0 for u, s in zip(self.urls, self.manifest.shards))
-        return Layout(counts, self.world, workers, self.spec.batch_size, self.seed, self.spec.resampled,
-                      self.spec.epoch_samples, self.spec.shuffle_shards, self.spec.drop_last)
+        layout = Layout(counts, self.spec.batch_size * self.world, lanes, self.seed, self.spec.resampled,
+                        self.spec.epoch_samples, self.spec.shuffle_shards)
+        layout.check_world(self.world)
+        return layout
+
+    @property
+    def workers(self) -> int:
+        """Worker processes this rank's DataLoader runs (0 = none)."""
+        return self.layout.workers(self.world, self.spec.num_workers)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        workers = info.num_workers if info else 1
-        worker = (info.id + self.rotation) % workers if info else 0
-        layout = self.layout(workers)
-        todo = layout.worker_batches(self.epoch, self.rank)[worker]
-        skip = self.skip[worker] if worker < len(self.skip) else 0
-        spec = self.spec
-        # one reproducible stream per (seed, epoch, rank, worker)
-        rng = random.Random(stream_seed(self.seed, self.epoch, self.rank, worker, "samples"))
-        live = [u for u in self.urls if u]
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        layout = self.layout
+        lanes = layout.worker_lanes(self.rank, self.world, worker, workers) if info else \
+            layout.rank_lanes(self.rank, self.world)
+        streams = [self._lane(lane) for lane in lanes]
+        for b in range(self.skip, layout.steps(self.epoch)):
+            chunk: list[dict[str, Any]] = []
+            for lane, stream in zip(lanes, streams):
+                got = list(itertools.islice(stream, layout.chunk))
+                if len(got) < layout.chunk:
+                    log.warning(f"rank {self.rank}: lane {lane} ran out in epoch {self.epoch} at global batch {b} "
+                                "(skipped corrupt data?)")
+                    return
+                chunk += got
+            item = collate(chunk)
+            item["_batch"], item["_worker"] = b, worker
+            yield item
+
+    def _lane(self, lane: int) -> Iterator[dict[str, Any]]:
+        """The decoded samples of ``lane`` in this epoch, from its resume position on."""
+        spec, layout = self.spec, self.layout
+        canon = Canonicalizer.for_manifest(self.manifest)
         if spec.resampled:
-            shard_seed = stream_seed(self.seed, self.epoch, self.rank, worker, "shards")
-            urls: Iterable[str] = resampled_shards(live, shard_seed)
+            live = [u for u in self.urls if u]
+            samples = tar_samples(resampled_shards(live, stream_seed(self.seed, self.epoch, lane, "shards")),
+                                  spec.skip_corrupt, self.expected, canon)
         else:
-            urls = [self.urls[i] for i in layout.worker_shards(self.epoch, self.rank, worker) if self.urls[i]]
-        samples: Iterator[dict[str, Any]] = tar_samples(urls, spec.skip_corrupt, self.expected,
-                                                        Canonicalizer.for_manifest(self.manifest))
-        samples = shuffle(samples, spec.shuffle_buffer, rng)
+            samples = itertools.chain.from_iterable(
+                self._segment(seg.shard, seg.start, seg.stop, canon) for seg in layout.segments(self.epoch, lane))
+        # the shuffle budget is the run's, spread over its lanes (each lane holds one buffer)
+        buf = -(-spec.shuffle_buffer // layout.lanes) if spec.shuffle_buffer else 0
+        samples = shuffle(samples, buf, random.Random(stream_seed(self.seed, self.epoch, lane, "samples")))
         # resume: drop what was already delivered BEFORE decoding (raw bytes are cheap to skip)
-        samples = itertools.islice(samples, skip * spec.batch_size, None)
-        images = decoded(samples, spec.resolution, self.manifest.channels, spec.skip_corrupt)
-        yield from itertools.islice(batched(images, spec.batch_size, spec.drop_last), max(0, todo - skip))
+        samples = itertools.islice(samples, self.skip * layout.chunk, None)
+        return decoded(samples, spec.resolution, self.manifest.channels, spec.skip_corrupt)
 
-
-def check_enough_shards(num_shards: int, world: int, num_workers: int, where: str, num_samples: int) -> None:
-    """Exact mode needs a shard for every consumer: refuse at start-up instead of idling a worker."""
-    consumers = world * max(1, num_workers)
-    if num_shards < consumers:
-        per = max(1, num_samples // consumers)
-        raise ShardError(f"{where} has {num_shards} shards, but {world} ranks x {max(1, num_workers)} workers "
-                         f"= {consumers} consumers need at least {consumers} shards (a multiple of {consumers} "
-                         f"for exactly-once epochs). Rewrite with --shard-size {per} or less, use fewer "
-                         "data.num_workers, or set data.resampled=true")
+    def _segment(self, shard: int, start: int, stop: int, canon: Canonicalizer) -> Iterator[dict[str, Any]]:
+        url = self.urls[shard]
+        # a segment that ends the shard reads it to its end, so the manifest's count is checked there
+        expected = self.expected if stop == self.manifest.shards[shard].count else None
+        yield from itertools.islice(tar_samples([url], self.spec.skip_corrupt, expected, canon), start, stop)

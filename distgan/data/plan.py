@@ -1,27 +1,35 @@
-"""Epoch plans: which shards each (rank, worker) reads and how many batches it yields.
+"""Epoch plans: the global sample order, cut into lanes, and which lanes each rank and worker reads.
 
 Everything here is a pure function of the manifest's shard counts and
-(seed, epoch, rank, worker), so every rank computes every other rank's plan
-without communication. Two modes:
+(seed, epoch, lane), so every rank computes every plan without communication,
+and none of it depends on the world size or the worker count. That is what
+lets a run resume on another allocation and see exactly the samples an
+uninterrupted run would have seen, in the same global order.
+
+Lanes
+    A run's data is ``lanes`` independent streams of samples. Global batch b
+    is the b-th chunk of ``global_batch / lanes`` samples of every lane, lane 0
+    first. Rank r of W reads the contiguous block of ``lanes / W`` lanes
+    starting at ``r * lanes / W``, so its share of a global batch is the slice
+    ``[r * S, (r + 1) * S)`` with ``S = global_batch / W``; a rank's DataLoader
+    workers split its lanes the same way. The world size must divide the
+    lane count; the lane count is fixed when a run starts (``data.lanes``, or
+    :func:`auto_lanes`) and kept in its checkpoints.
 
 exact (``resampled=False``)
-    Epoch e shuffles the shard list with (seed, e), identically on all ranks,
-    then deals it to ranks and, within a rank, to workers (round-robin for
-    equal shards, balanced by sample count for uneven ones; see
-    :func:`balanced_split`): every sample of the epoch goes to exactly one consumer.
-    Each rank then stops after ``min over ranks`` batches, so all ranks run
-    the same number of steps even when shard sizes differ (the few samples a
-    longer rank had in excess are dropped for that epoch).
+    Epoch e concatenates the shards in a (seed, e)-shuffled order and deals the
+    sequence to lanes in equal contiguous segments of ``N // lanes`` samples (a
+    lane may start or end inside a shard). Each lane shuffles its segment with
+    a buffer seeded from (seed, e, lane). Every sample is read at most once per
+    epoch; fewer than ``global_batch`` samples per epoch are left out (the
+    remainders that do not fill a lane or a chunk).
 resampled (``resampled=True``, the training default)
-    Each worker draws shards with replacement from its own (seed, epoch, rank,
-    worker) stream. An epoch is ``epoch_samples`` samples over all ranks
-    (default: the manifest's count), i.e. ``epoch_samples // (world * batch)``
-    batches on every rank.
+    Lane l draws shards with replacement from its own (seed, e, lane) stream.
+    An epoch is ``epoch_samples // global_batch`` global batches (default: the
+    manifest's sample count).
 
-A DataLoader merges its workers' batches round-robin (skipping exhausted
-workers). :func:`consumed_per_worker` replays that merge, so a stream position
-"k batches into epoch e" maps to how many batches each worker already gave,
-and which worker is next: resuming continues the identical batch sequence.
+The stream position is (epoch, global batches consumed): the same number on
+every rank, whatever the world size.
 """
 from __future__ import annotations
 
@@ -29,83 +37,100 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+MAX_AUTO_LANES = 64  # each lane holds an open shard and a shuffle buffer: bound the count auto picks
+
 
 def stream_seed(*parts: object) -> int:
     """A 64-bit seed from any tuple of ints/strings; stable across runs and Python versions."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
 
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def auto_lanes(global_batch: int, world: int) -> int:
+    """The lane count a run starts with: the largest divisor of ``global_batch`` (at most
+    :data:`MAX_AUTO_LANES`) that ``world`` divides, so that a resume can use as many other
+    world sizes as possible (every divisor of the count)."""
+    fits = [d for d in divisors(global_batch) if d <= MAX_AUTO_LANES and d % world == 0]
+    return max(fits) if fits else world
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Samples ``[start, stop)`` of shard ``shard`` (manifest index), in shard order."""
+    shard: int
+    start: int
+    stop: int
+
+
 @dataclass(frozen=True)
 class Layout:
-    """The fixed shape of a stream: shard sizes, consumers and batch size."""
-    counts: tuple[int, ...]  # samples per shard, manifest order
-    world: int
-    workers: int  # worker processes per rank (1 when loading in the main process)
-    batch_size: int
+    """The fixed shape of a stream: shard sizes, global batch, lanes; and who reads which lanes."""
+    counts: tuple[int, ...]  # samples per shard, manifest order (0 = dropped at start-up)
+    global_batch: int
+    lanes: int
     seed: int
     resampled: bool
-    epoch_samples: int = 0  # resampled: samples per epoch over all ranks (0 = sum of counts)
+    epoch_samples: int = 0  # resampled: samples per epoch (0 = sum of counts)
     shuffle_shards: bool = True
-    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lanes < 1 or self.global_batch % self.lanes:
+            raise ValueError(f"{self.lanes} lanes do not divide the global batch of {self.global_batch}")
+
+    @property
+    def chunk(self) -> int:
+        """Samples each lane gives to one global batch."""
+        return self.global_batch // self.lanes
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
 
     def shard_order(self, epoch: int) -> list[int]:
-        order = list(range(len(self.counts)))
+        order = [i for i, c in enumerate(self.counts) if c]
         if self.shuffle_shards:
             random.Random(stream_seed(self.seed, epoch, "shards")).shuffle(order)
         return order
 
-    def worker_shards(self, epoch: int, rank: int, worker: int) -> list[int]:
-        """Exact mode: the shard indices (manifest order) read by (rank, worker) in ``epoch``."""
-        mine = balanced_split(self.shard_order(epoch), self.counts, self.world)[rank]
-        return balanced_split(mine, self.counts, self.workers)[worker]
-
-    def worker_batches(self, epoch: int, rank: int) -> list[int]:
-        """Batches each worker of ``rank`` yields in ``epoch`` (before the equal-steps cut)."""
+    def steps(self, epoch: int = 0) -> int:
+        """Global batches in ``epoch`` (the same on every rank, for every world size)."""
         if self.resampled:
-            steps = self.steps(epoch)
-            return [steps // self.workers + (1 if w < steps % self.workers else 0) for w in range(self.workers)]
-        out = []
-        for w in range(self.workers):
-            n = sum(self.counts[i] for i in self.worker_shards(epoch, rank, w))
-            out.append(n // self.batch_size if self.drop_last else -(-n // self.batch_size))
+            return (self.epoch_samples or self.num_samples) // self.global_batch
+        return (self.num_samples // self.lanes) // self.chunk
+
+    def segments(self, epoch: int, lane: int) -> list[Segment]:
+        """Exact mode: the pieces of shards ``lane`` reads in ``epoch``, in order."""
+        per = self.num_samples // self.lanes
+        lo, hi = lane * per, (lane + 1) * per
+        out, pos = [], 0
+        for i in self.shard_order(epoch):
+            a, b = max(lo, pos), min(hi, pos + self.counts[i])
+            if a < b:
+                out.append(Segment(i, a - pos, b - pos))
+            pos += self.counts[i]
         return out
 
-    def steps(self, epoch: int) -> int:
-        """Batches every rank yields in ``epoch`` (the same number on all ranks)."""
-        if self.resampled:
-            total = self.epoch_samples or sum(self.counts)
-            return total // self.world // self.batch_size
-        return min(sum(self.worker_batches(epoch, r)) for r in range(self.world))
+    # ---------------------------------------------------------------- who reads what
+    def check_world(self, world: int) -> None:
+        if self.lanes % world:
+            raise ValueError(f"the stream has {self.lanes} lanes, which {world} ranks cannot share equally; world "
+                             f"sizes that can: {', '.join(map(str, divisors(self.lanes)))}")
 
+    def rank_lanes(self, rank: int, world: int) -> range:
+        per = self.lanes // world
+        return range(rank * per, (rank + 1) * per)
 
-def balanced_split(order: list[int], counts: tuple[int, ...], parts: int) -> list[list[int]]:
-    """Deal shards to ``parts`` consumers, largest first, each to the least-loaded one (ties: lowest index).
+    def workers(self, world: int, num_workers: int) -> int:
+        """Worker processes a rank uses: at most one per lane (0 = read in the rank's own process)."""
+        return min(num_workers, self.lanes // world)
 
-    Equal-size shards are dealt round-robin in ``order`` (shard i to part i % parts);
-    uneven ones are balanced by sample count, so cutting every rank to the
-    shortest one (equal steps) drops as little data as possible.
-    """
-    loads, out = [0] * parts, [[] for _ in range(parts)]
-    for i in sorted(order, key=lambda i: -counts[i]):  # stable: ties keep the shuffled order
-        p = min(range(parts), key=lambda j: (loads[j], j))
-        out[p].append(i)
-        loads[p] += counts[i]
-    return out
-
-
-def consumed_per_worker(batches: list[int], k: int) -> tuple[list[int], int]:
-    """After ``k`` batches of a round-robin merge of workers yielding ``batches``: (taken per worker, next worker).
-
-    Mirrors torch's DataLoader for iterable data sets: worker 0, 1, ..., W-1,
-    0, ... skipping workers that ran out.
-    """
-    n = len(batches)
-    taken, ptr = [0] * n, 0
-    if k > sum(batches):
-        raise ValueError(f"position {k} is past the end of an epoch of {sum(batches)} batches")
-    for _ in range(k):
-        while taken[ptr] >= batches[ptr]:
-            ptr = (ptr + 1) % n
-        taken[ptr] += 1
-        ptr = (ptr + 1) % n
-    return taken, ptr
+    def worker_lanes(self, rank: int, world: int, worker: int, workers: int) -> range:
+        """The contiguous block of the rank's lanes that ``worker`` of ``workers`` reads."""
+        mine = self.rank_lanes(rank, world)
+        n = max(1, workers)
+        per, extra = divmod(len(mine), n)
+        start = mine.start + worker * per + min(worker, extra)
+        return range(start, start + per + (1 if worker < extra else 0))

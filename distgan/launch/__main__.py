@@ -81,6 +81,7 @@ def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object
     if world_size > 1 and not any(o.startswith("dist.expect_world_size=") for o in overrides):
         overrides.append(f"dist.expect_world_size={world_size}")  # fail loudly if ranks do not join
     cfg = check_run_config(load_config(args.config, overrides))  # refused here: nothing written, nothing started
+    cfg.train.batch_split(world_size)  # a global batch this world cannot share: refused before any queue wait
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
     runlock.ensure_free(run_dir)  # a live training owns it: write nothing, start nothing, submit nothing
     run_dir.mkdir(parents=True, exist_ok=True)

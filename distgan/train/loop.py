@@ -23,6 +23,7 @@ from __future__ import annotations
 import signal
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ from distgan.train.fastpath import format_input, make_adam, setup_backends, to_m
 from distgan.train.health import HealthMonitor
 from distgan.train.logger import RunLogger
 from distgan.train.modules import GanModules
+from distgan.train.noise import GlobalNoise
 from distgan.train.objectives import (
     BatchPrep,
     LossSettings,
@@ -92,6 +94,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
 
 
 def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    # the run's config as written (train.global_batch, if set, holds on any world size), then the
+    # config this attempt trains with: the micro-batch and accumulation resolved for its world size
+    written, cfg = cfg, resolve_batch(cfg, launch_ranks().world)
     tc = cfg.train
 
     # ---- processes and devices: one Accelerator per rank; assert the world size we expect
@@ -102,9 +107,12 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     prec = Precision(tc.precision, device)  # fails fast on an impossible combination (fp16 on CPU)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, config_path(run_dir))
+        save_config(written, config_path(run_dir))
     accelerator.wait_for_everyone()
     out = RunLogger(run_dir, cfg, enabled=rank == 0, rank=rank)
+    if tc.global_batch:  # in the run's log: what this attempt's world size made of the global batch
+        log.info(f"global batch {tc.global_batch} = {world} rank(s) x {tc.grad_accum} micro-batch(es) x "
+                 f"{tc.batch_size}")
     stages.enter("setup (data, models, resume)", bounded=False)  # its collectives are bounded by the group
     stop = _StopFlag()
 
@@ -118,7 +126,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     models, ema, phases = _models(cfg, accelerator, info, device, prec)
     settings, prep = loss_settings(cfg), BatchPrep.for_run(cfg, manifest, info)
     deferred = DeferredNonFinite() if tc.sync_free else None
-    ckpt = Checkpointer(run_dir, run_parts(cfg, models, phases, ema, loader, rank), header(cfg), rank=rank,
+    ckpt = Checkpointer(run_dir, run_parts(cfg, models, phases, ema, loader, rank), header(written), rank=rank,
                         world=world, barrier=accelerator.wait_for_everyone, keep=tc.keep_ckpts,
                         restart_if_unreadable=tc.restart_if_unreadable, total_steps=tc.steps)
     step = ckpt.resume()
@@ -128,7 +136,8 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     # ---- the loop: D phase(s), G phase, EMA; then every duty that is due after the step
     interval = _Throughput(world)
-    steps = _Steps(cfg, models, phases, ema, iter(loader), settings, prep, prec, deferred, device, world, interval)
+    steps = _Steps(cfg, models, phases, ema, iter(loader), settings, prep, prec, deferred, device, rank, world,
+                   interval)
     out.start(step, tc.steps)
     out.hparams(cfg, world)
     duties = _duties(cfg, rank, world, models, phases, ema, steps, interval, out, grid, deferred, stop, ckpt,
@@ -213,16 +222,31 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _data(cfg: Config, manifest: Any, rank: int, world: int, device: torch.device) -> tuple[DataSpec, Any]:
-    """This rank's share of the shard stream: endless (epochs chained), resumable, equal steps on all ranks."""
+def resolve_batch(cfg: Config, world: int) -> Config:
+    """``cfg`` with ``train.batch_size``/``grad_accum`` set to this world size's micro-batch and
+    accumulation (:meth:`~distgan.config.TrainConfig.batch_split`); unchanged without ``train.global_batch``."""
     tc = cfg.train
-    spec = DataSpec(resolution=cfg.data.resolution, batch_size=tc.batch_size,
+    if not tc.global_batch:
+        return cfg
+    micro, accum = tc.batch_split(world)
+    return replace(cfg, train=replace(tc, batch_size=micro, grad_accum=accum))
+
+
+def _data(cfg: Config, manifest: Any, rank: int, world: int, device: torch.device) -> tuple[DataSpec, Any]:
+    """This rank's share of the shard stream: endless (epochs chained), resumable, equal steps on all ranks.
+
+    Each batch is the rank's share of one global batch (all its micro-batches of one
+    optimizer step), so the data position counts global batches whatever the world size.
+    """
+    tc = cfg.train
+    share = tc.batch_size * tc.grad_accum
+    spec = DataSpec(resolution=cfg.data.resolution, batch_size=share, lanes=cfg.data.lanes,
                     shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled,
                     num_workers=cfg.data.num_workers, normalize=cfg.data.normalize,
                     skip_corrupt=cfg.data.skip_corrupt, epoch_samples=cfg.data.epoch_samples,
                     verify_checksums=cfg.data.verify_checksums)
     if cfg.data.device_cache:  # [speed switch] small data sets: decoded once into a device tensor
-        return spec, DeviceCache(cfg.data.shards, cfg.data.resolution, tc.batch_size, device, rank, world,
+        return spec, DeviceCache(cfg.data.shards, cfg.data.resolution, share, device, rank, world,
                                  seed=tc.seed, manifest=manifest)
     return spec, build_loader(cfg.data.shards, spec, rank, world, seed=tc.seed, epochs=None,
                               pin_memory=cfg.data.pin_memory and device.type == "cuda")
@@ -270,24 +294,30 @@ class _Steps:
 
     def __init__(self, cfg: Config, models: GanModules, phases: list[Phase], ema: EMA | None, batches: Any,
                  settings: LossSettings, prep: BatchPrep, prec: Precision, deferred: DeferredNonFinite | None,
-                 device: torch.device, world: int, throughput: _Throughput):
+                 device: torch.device, rank: int, world: int, throughput: _Throughput):
         self.cfg, self.models, self.phases, self.ema, self.batches = cfg, models, phases, ema, batches
         self.settings, self.prep, self.prec, self.deferred = settings, prep, prec, deferred
         self.device, self.world, self.throughput = device, world, throughput
         self.micro: list[dict] = []  # the last real micro-batches (the G phase and the diversity check use them)
+        classes = models.num_classes if models.space.kind == "classes" else 0
+        self.noise = None if models.paired else \
+            GlobalNoise(cfg.train.seed, models.z_dim, classes, rank, world, device)
 
     def run(self, step: int, bounded: bool) -> None:
         """Step ``step + 1``: D phase(s), G phase, replicas made equal, EMA updated."""
         tc = self.cfg.train
-        t_step, t_data = time.perf_counter(), 0.0
+        t_step, t_data, draw = time.perf_counter(), 0.0, 0
         for phase in self.phases:
             t_phase = time.perf_counter()
             stages.enter(f"step {step + 1} phase {phase.name}", bounded=bounded)
             for _ in range(phase.repeats):
                 if phase.new_batch:
                     t0 = time.perf_counter()
-                    self.micro = [self._batch() for _ in range(tc.grad_accum)]
+                    self.micro = split_micro(self._batch(), tc.grad_accum)
                     t_data += time.perf_counter() - t0
+                if self.noise is not None:
+                    self.noise.attach(self.micro, step, draw)
+                draw += 1
                 run_phase(phase, self.models, self.micro, self.settings, self.prec, step, tc.skip_nonfinite,
                           self.deferred)
             took = time.perf_counter() - t_phase
@@ -307,11 +337,19 @@ class _Steps:
         stats.report("time_step", time.perf_counter() - t_step)
 
     def _batch(self) -> dict:
-        """The next real micro-batch on the device: ``real`` and ``label`` / ``attrs`` / ``src``."""
+        """This rank's share of the next global batch on the device: ``real`` and ``label`` / ``attrs`` / ``src``."""
         mb = phase_batch(next(self.batches), self.device, self.prep)
         if self.cfg.model.channels_last:
             mb = {k: format_input(v, True) for k, v in mb.items()}
         return mb
+
+
+def split_micro(batch: dict, k: int) -> list[dict]:
+    """``batch`` (device tensors) as ``k`` equal micro-batches, in order."""
+    if k == 1:
+        return [batch]
+    n = len(batch["real"]) // k
+    return [{key: v[i * n:(i + 1) * n] for key, v in batch.items()} for i in range(k)]
 
 
 class _Throughput:

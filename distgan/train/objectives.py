@@ -24,16 +24,18 @@ modules); the loop builds the rest with helpers of this module:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from distgan import losses
-from distgan.data import build_loader, normalize
+from distgan.data import normalize
+from distgan.data.pipeline import in_order
 from distgan.models import select_attributes
 from distgan.train import stats
 from distgan.train.modules import GanModules
+from distgan.train.noise import NOISE_KEY
 
 
 @dataclass
@@ -122,6 +124,19 @@ def sample_latent(n: int, m: GanModules, device: torch.device,
     return z, y
 
 
+def batch_latent(batch: dict, m: GanModules, real_y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The micro-batch's noise and fake labels: the step's global noise when the loop attached it
+    (:mod:`distgan.train.noise`), otherwise a fresh draw (:func:`sample_latent`)."""
+    real = batch["real"]
+    given = batch.get(NOISE_KEY)
+    if given is None:
+        return sample_latent(real.shape[0], m, real.device, real_y)
+    z, y = given
+    if m.space.kind == "attrs" and real_y is not None:
+        y = real_y[torch.randperm(real_y.shape[0], device=real_y.device)]
+    return z, y
+
+
 def _adv(out: Any) -> torch.Tensor:
     """The logits the adversarial loss sees: per patch for PatchGAN, per image otherwise."""
     return out.patch_logits if out.patch_logits is not None else out.logits
@@ -137,7 +152,7 @@ def d_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
             fake = m.G_raw(y_real)
     else:
         y_real = real_condition(m, batch)
-        z, y_fake = sample_latent(real.shape[0], m, real.device, y_real)
+        z, y_fake = batch_latent(batch, m, y_real)
         if s.reuse_fakes:  # through the prepared G with its graph kept: the G phase backpropagates it
             fake = m.G(z, y_fake)
             batch[FAKES_KEY] = (fake, y_fake)
@@ -169,7 +184,7 @@ def g_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
     elif FAKES_KEY in batch:  # train.reuse_fakes: the D phase's fakes, now judged by the updated D
         fake, y_fake = batch.pop(FAKES_KEY)  # popped: the graph is freed after this backward
     else:
-        z, y_fake = sample_latent(real.shape[0], m, real.device, real_condition(m, batch))
+        z, y_fake = batch_latent(batch, m, real_condition(m, batch))
         fake = m.G(z, y_fake)
     out_fake = m.D_raw(fake, y_fake)
     adversarial = losses.adversarial(s.loss)
@@ -199,10 +214,8 @@ def g_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
 def fixed_sources(shards: str, spec: Any, num: int, prep: BatchPrep) -> torch.Tensor:
     """The first ``num`` source images of the shard set (rank-independent), normalised:
     the fixed inputs of a pix2pix run's sample grids."""
-    loader = build_loader(shards, replace(spec, shuffle_buffer=0, num_workers=0, resampled=False,
-                                               shuffle_shards=False, drop_last=False), 0, 1, seed=0, epochs=1)
     out = []
-    for raw in loader:
+    for raw in in_order(shards, spec.resolution, spec.batch_size):
         out.append(phase_batch(raw, torch.device("cpu"), prep)["src"])
         if sum(len(x) for x in out) >= num:
             break
