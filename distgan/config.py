@@ -185,6 +185,8 @@ class DistConfig:
     timeout_s: float = _f(180.0, "seconds any rank waits for the others (rendezvous and every collective) "
                           "before the run ends with an error naming the rank and stage", min=1)
     check_timeout_s: float = _f(60.0, "launch --check: seconds the preflight waits for the ranks to arrive", min=1)
+    stop_signals: list = _f(["TERM", "USR1"], "signals on which every rank checkpoints at the next step boundary "
+                            "and exits (a Slurm profile's preempt_signals are added at submission)")
     orphan_grace_s: float = _f(60.0, "seconds a rank whose local launcher died may take to checkpoint before it "
                                "exits without one", min=1)
 
@@ -266,6 +268,7 @@ class Config:
         """
         _check_model(self)
         _check_train(self)
+        _check_dist(self)
         return self
 
 
@@ -503,6 +506,16 @@ def _check_model(cfg: Config) -> None:
     if mc.cond == "multilabel" and len(attrs) > MAX_ATTRIBUTES:
         raise _refuse("data.attributes", attrs, f"at most {MAX_ATTRIBUTES} attributes with model.cond=multilabel "
                       "(each combination of them is a category)")
+
+
+STOP_SIGNALS = ("HUP", "INT", "TERM", "USR1", "USR2", "XCPU")  # what a scheduler sends before it kills a job
+
+
+def _check_dist(cfg: Config) -> None:
+    bad = [s for s in cfg.dist.stop_signals if s not in STOP_SIGNALS]
+    if bad or not isinstance(cfg.dist.stop_signals, list):
+        raise _refuse("dist.stop_signals", cfg.dist.stop_signals,
+                      f"a list of signal names from {', '.join(STOP_SIGNALS)} (without SIG)")
 
 
 def _check_train(cfg: Config) -> None:

@@ -82,3 +82,21 @@ def test_a_global_batch_the_launched_world_cannot_share_is_refused_before_submit
     err = capsys.readouterr().err
     assert "train.global_batch" in err and "24 samples cannot be shared equally by 16 ranks" in err
     assert "Traceback" not in err
+
+
+def test_preempt_signals_reach_the_run_config_and_term_is_refused(tmp_path, capsys):
+    from distgan.config import ConfigError, load_config
+
+    profile = tmp_path / "site.yaml"
+    profile.write_text("procs_per_node: 2\npreempt_signals: [HUP, USR2]\n")
+    script = tmp_path / "job.sbatch"
+    assert main(["--config", str(ROOT / "configs/debug.yaml"), "--profile", str(profile), "--run-dir",
+                 str(tmp_path / "run"), "--emit-sbatch", str(script)]) == 0
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["dist"]["stop_signals"] == ["TERM", "USR1", "HUP", "USR2"]  # the ranks of the script stop on them
+    with pytest.raises(ProfileError, match="TERM is what Slurm sends on preemption, requeue and cancel alike"):
+        resolve_resources({"preempt_signals": ["TERM"]})
+    with pytest.raises(ProfileError, match=r"preempt_signals': got 'SIGHUP', expected names from HUP, INT"):
+        resolve_resources({"preempt_signals": ["SIGHUP"]})
+    with pytest.raises(ConfigError, match=r"dist.stop_signals.*expected a list of signal names from HUP"):
+        load_config(ROOT / "configs/debug.yaml", ["dist.stop_signals=[KILL]"]).validate()

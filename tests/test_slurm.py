@@ -67,9 +67,9 @@ def _py(env, *args, timeout=400, **kw):
                           timeout=timeout, **kw)
 
 
-def _launch_args(run, shards, *extra):
+def _launch_args(run, shards, *extra, profile="local"):
     return ["-m", "distgan.launch", "--config", str(ROOT / "configs/debug.yaml"), "--cluster", "slurm",
-            "--profile", "local", "--run-dir", str(run), f"data.shards={shards}", "log.progress=false", *extra]
+            "--profile", str(profile), "--run-dir", str(run), f"data.shards={shards}", "log.progress=false", *extra]
 
 
 def _job_id(stdout: str) -> str:
@@ -120,13 +120,14 @@ def _wait_for_step(run: Path, step: int, proc, timeout: float = 180) -> None:
     raise AssertionError(f"run did not reach step {step} in {timeout} s")
 
 
-def _preempt_and_resume(cluster, shards, tmp_path, preempt, nodes=1, steps=1500) -> tuple[Path, str]:
+def _preempt_and_resume(cluster, shards, tmp_path, preempt, nodes=1, steps=1500, profile="local"
+                        ) -> tuple[Path, str]:
     """Start a long run, preempt it mid-run with ``preempt(job_id)``, follow it to the end."""
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, *_launch_args(run, shards, "--wait", f"train.steps={steps}",
                                                           "--nodes", str(nodes),
                                                           "train.ckpt_every=100000", "log.every=20",
-                                                          "log.sample_every=100000")],
+                                                          "log.sample_every=100000", profile=profile)],
                             cwd=ROOT, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for_step(run, 40, proc)
@@ -165,6 +166,21 @@ def test_time_limit_warning_checkpoints_and_requeues_itself(cluster, mnist_shard
                                  lambda job: subprocess.run(["scancel", "--signal=USR2", job], env=cluster,
                                                             check=True), nodes=2, steps=500)
     assert re.search(r"job \S+ requeued", out)
+
+
+@pytest.mark.timeout(420)
+def test_a_sites_own_preemption_signal_checkpoints_and_requeues(cluster, mnist_shards, tmp_path):
+    # a site that warns with SIGHUP before preempting: the profile names it, every rank checkpoints on
+    # it within the grace time, and the job requeues itself under max_requeues
+    profile = tmp_path / "hup.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "slurm/profiles/local.yaml").read_text()),
+                                       "preempt_signals": ["HUP"]}))
+    run, out = _preempt_and_resume(cluster, mnist_shards, tmp_path,
+                                   lambda job: subprocess.run(["scancel", "--signal=HUP", job], env=cluster,
+                                                              check=True), nodes=2, steps=500, profile=profile)
+    assert re.search(r"job \S+ requeued", out)
+    assert "stop requested (SIGHUP)" in (run / "logs" / "rank0.log").read_text()
+    assert yaml.safe_load((run / "config.yaml").read_text())["dist"]["stop_signals"] == ["TERM", "USR1", "HUP"]
 
 
 @pytest.mark.timeout(300)

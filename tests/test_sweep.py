@@ -117,6 +117,41 @@ def test_collect_tables_plot_failures_and_resubmission(tmp_path):
     assert all(why == "completed" for _, why in skipped) and len(skipped) == 3
 
 
+def test_collect_lays_the_grid_out_as_the_studys_tables(tmp_path):
+    """Several tables in one sweep, rows picked from a zipped axis x a grid axis, published values beside."""
+    tables = [{"title": "Learning rates", "reference": "published",
+               "rows": [{"label": "slow", "point": {"model.width": "8", "train.lr_d/train.lr_g": "0.0001/0.0001"},
+                         "reference": 60.2},
+                        {"label": "fast", "point": {"model.width": "8", "train.lr_d/train.lr_g": "0.0004/0.0008"},
+                         "reference": 56.5}]},
+              {"title": "Width", "rows": [{"label": "n=16", "point": {"model.width": "16",
+                                                                       "train.lr_d/train.lr_g": "0.0001/0.0001"}}]}]
+    sw = load_sweep(_sweep_file(tmp_path, tables=tables))
+    layout(sw, sw.runs())
+    by = {(r.point["model.width"], r.point["train.lr_d/train.lr_g"], r.seed): r for r in sw.runs()}
+    _fake_run(sw, by[("8", "0.0001/0.0001", 0)], 10.0)
+    _fake_run(sw, by[("8", "0.0001/0.0001", 1)], 14.0)
+    _fake_run(sw, by[("8", "0.0004/0.0008", 0)], 7.5)
+    _fake_run(sw, by[("8", "0.0004/0.0008", 1)], state="failed", error="boom")
+    collect(sw.out)
+    md = (sw.out / "results.md").read_text()
+    assert "### Learning rates\n\n|  | published | classifier_fd (mean ± std) | seeds finished |" in md
+    assert "| slow | 60.2 | 12.0 ± 2.8 | 2/2 |" in md and "| fast | 56.5 | 7.5 | 1/2 |" in md
+    assert "### Width" in md and "| n=16 | n/a | 0/2 |" in md
+
+
+@pytest.mark.parametrize("tables,match", [
+    ([{"title": "x", "rows": [{"point": "8"}]}], "is one label, but the sweep has 2 axes"),
+    ([{"title": "x", "rows": [{"point": {"model.width": "32", "train.lr_d/train.lr_g": "0.0001/0.0001"}}]}],
+     r"axis 'model.width' has no label '32'; its labels: 8, 16"),
+    ([{"title": "x", "rows": [{"point": {"model.width": "8"}}]}], "must give a label for each axis"),
+    ([{"title": "x", "rows": []}], "needs 'title' and a non-empty list 'rows'"),
+])
+def test_a_table_row_naming_no_grid_point_is_refused_when_the_file_loads(tmp_path, tables, match):
+    with pytest.raises(SweepError, match=match):
+        load_sweep(_sweep_file(tmp_path, tables=tables))
+
+
 def test_heatmap_for_two_axes_and_missing_runs(tmp_path, capsys):
     sw = load_sweep(_sweep_file(tmp_path, zip=[], grid={"model.width": [8, 16], "model.z_dim": [4, 8]},
                                 seeds=[0]))

@@ -75,13 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def prepare_run(args: argparse.Namespace, world_size: int) -> tuple[Path, object]:
-    """Resolve the config (with dist.expect_world_size = the world we launch) and write it."""
+def prepare_run(args: argparse.Namespace, world_size: int, preempt_signals: list[str] | None = None
+                ) -> tuple[Path, object]:
+    """Resolve the config (with dist.expect_world_size = the world we launch, and the Slurm profile's
+    ``preempt_signals`` among ``dist.stop_signals``) and write it."""
     overrides = list(args.overrides)
     if world_size > 1 and not any(o.startswith("dist.expect_world_size=") for o in overrides):
         overrides.append(f"dist.expect_world_size={world_size}")  # fail loudly if ranks do not join
     cfg = check_run_config(load_config(args.config, overrides))  # refused here: nothing written, nothing started
     cfg.train.batch_split(world_size)  # a global batch this world cannot share: refused before any queue wait
+    cfg.dist.stop_signals += [s for s in preempt_signals or [] if s not in cfg.dist.stop_signals]
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
     runlock.ensure_free(run_dir)  # a live training owns it: write nothing, start nothing, submit nothing
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ def _slurm(args: argparse.Namespace) -> int:
     from distgan.launch.slurm import SubmitError, describe_job, follow, submit_run  # noqa: PLC0415 - submitit: Slurm only
 
     res = _resources(args)
-    run_dir, cfg = prepare_run(args, res.world_size)
+    run_dir, cfg = prepare_run(args, res.world_size, res.preempt_signals)
     _warn_cpu_job(args, cfg, res)
     try:
         job = submit_run(run_dir, res, job_name=f"distgan-{run_dir.name}")
@@ -191,7 +194,7 @@ def _check(args: argparse.Namespace, cluster: str) -> int:
 
 def _emit(args: argparse.Namespace) -> int:
     res = _resources(args)
-    run_dir, cfg = prepare_run(args, res.world_size)
+    run_dir, cfg = prepare_run(args, res.world_size, res.preempt_signals)
     _warn_cpu_job(args, cfg, res)
     path = write_sbatch(args.emit_sbatch, run_dir, res, job_name=f"distgan-{run_dir.name}")
     log.info("wrote %s (%d node(s) x %d rank(s)); submit it with: sbatch %s", path, res.nodes, res.tasks_per_node,

@@ -40,6 +40,7 @@ class SlurmResources:
     constraint: str = ""            # node features, e.g. "a100"
     exclude: str = ""               # nodes to avoid
     signal_delay_s: int = 90        # warning signal (USR2) this long before the time limit
+    preempt_signals: list = field(default_factory=list)  # site preemption notices (e.g. [HUP]): checkpoint, requeue
     max_requeues: int = 3           # requeues after time-outs before giving up
     array_parallelism: int = 16     # sweeps: array tasks running at once
     setup: list = field(default_factory=list)   # shell lines run before srun (module load ...)
@@ -102,7 +103,24 @@ def resolve_resources(profile: dict[str, Any] | None = None, **flags: Any) -> Sl
             raise ProfileError(f"Slurm setting '{name}' must be >= 1, got {getattr(res, name)}")
     if res.gpus_per_node < 0:
         raise ProfileError(f"Slurm setting 'gpus_per_node' must be >= 0, got {res.gpus_per_node}")
+    check_preempt_signals(res.preempt_signals)
     return res
+
+
+PREEMPT_SIGNALS = ("HUP", "INT", "USR1", "USR2", "XCPU")
+
+
+def check_preempt_signals(names: list) -> None:
+    """``preempt_signals`` names signals a site sends before preempting a job (SIGTERM is Slurm's own)."""
+    for name in names:
+        if name == "TERM":
+            raise ProfileError("Slurm setting 'preempt_signals': TERM is what Slurm sends on preemption, requeue "
+                               "and cancel alike; distgan always checkpoints on it and leaves the requeue to Slurm "
+                               "(a cancelled job must not come back). List only the site's own notice signals: "
+                               f"{', '.join(PREEMPT_SIGNALS)}")
+        if name not in PREEMPT_SIGNALS:
+            raise ProfileError(f"Slurm setting 'preempt_signals': got {name!r}, expected names from "
+                               f"{', '.join(PREEMPT_SIGNALS)} (without SIG)")
 
 
 def resource_options(res: SlurmResources) -> dict[str, Any]:

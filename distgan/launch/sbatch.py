@@ -9,8 +9,10 @@ The script runs one ``srun`` step with one task per rank; each task runs
 MASTER_ADDR/MASTER_PORT from SLURM_* the same way a submitit job does.
 ``--signal=USR1@S`` makes every rank checkpoint S seconds before the time limit
 and exit with ``EXIT_STOPPED``; the script then requeues the job (``--requeue``) and the
-next attempt resumes from the checkpoint. Preemption (SIGTERM) works the same
-way with Slurm doing the requeue.
+next attempt resumes from the checkpoint. The profile's ``preempt_signals`` are in
+the run's ``dist.stop_signals`` (the launcher puts them there), so a site's own
+preemption notice ends the ranks the same way and is requeued the same way.
+Preemption by SIGTERM works alike with Slurm doing the requeue.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ Time limits and preemption. The job is submitted with ``--signal=USR2@S``
 (S = ``signal_delay_s``): S seconds before the limit every task gets SIGUSR2.
 TrainTask turns that into the trainer's stop request (SIGUSR1): all ranks
 checkpoint at the next step boundary and return, then rank 0 requeues the job
-(``scontrol requeue``). A preemption or ``scontrol requeue`` sends SIGTERM
+(``scontrol requeue``). The profile's ``preempt_signals`` (a site's own
+preemption notice, e.g. SIGHUP) are handled the same way. A preemption or ``scontrol requeue`` sends SIGTERM
 instead: the trainer checkpoints the same way and Slurm requeues the job
 itself. Either way the job starts again from the same pickled TrainTask and
 resumes from the latest checkpoint, so the step count continues. Both kinds
@@ -52,13 +53,22 @@ def _placeholder(signum: int, frame: Any) -> None:
 class TrainTask(submitit.helpers.Checkpointable):
     """One Slurm task = one rank of the run in ``run_dir`` (picklable, requeue-safe)."""
 
-    def __init__(self, run_dir: str, max_requeues: int = 3) -> None:
+    def __init__(self, run_dir: str, max_requeues: int = 3, preempt_signals: list[str] | None = None) -> None:
         self.run_dir = str(run_dir)
         self.max_requeues = max_requeues
+        self.preempt_signals = list(preempt_signals or [])
+
+    def _notices(self) -> list[str]:
+        """The signals that mean "checkpoint, then requeue": the time-limit warning and the site's notices."""
+        return ["USR2", *[s for s in getattr(self, "preempt_signals", []) if s != "USR2"]]
+
+    def _training(self) -> bool:
+        """Whether the trainer has taken SIGUSR1 over (it installs its stop handler when training starts)."""
+        return signal.getsignal(signal.SIGUSR1) not in (_placeholder, self._on_time_limit)
 
     def _on_time_limit(self, signum: int, frame: Any) -> None:
         self._requeue_wanted = True
-        if signal.getsignal(signal.SIGUSR1) is _placeholder:
+        if not self._training():
             # training has not started: nothing to save, let submitit resubmit us now
             env = submitit.JobEnvironment()
             log.info("time limit before training started: requeueing %s", env.job_id)
@@ -72,7 +82,8 @@ class TrainTask(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         self._requeue_wanted = False
         signal.signal(signal.SIGUSR1, _placeholder)
-        signal.signal(signal.SIGUSR2, self._on_time_limit)
+        for name in self._notices():  # until the trainer takes over the ones in dist.stop_signals
+            signal.signal(getattr(signal, f"SIG{name}"), self._on_time_limit)
         try:  # this task's Slurm log (stdout + stderr): where a traceback ends up
             log_path, rank = str(submitit.JobEnvironment().paths.stdout), submitit.JobEnvironment().global_rank
         except Exception:  # noqa: BLE001 - not under submitit (e.g. called directly)
@@ -85,7 +96,7 @@ class TrainTask(submitit.helpers.Checkpointable):
             return summary
         # stopped by a signal after checkpointing: the job must run again
         env = submitit.JobEnvironment()
-        if self._requeue_wanted:
+        if self._requeue_wanted or summary.get("stop_signal") in self._notices():
             if not may_requeue(self.run_dir, max_requeues, env.global_rank, summary.get("step")):
                 return summary  # the job ends; status.json says why
             if env.global_rank == 0:
@@ -144,7 +155,8 @@ def with_retries(submit: Callable[[], T], attempts: int = 3, wait_s: float = 3.0
 def submit_run(run_dir: str | Path, res: SlurmResources, job_name: str) -> submitit.Job:
     """Submit one training run (its config.yaml already written) as one job."""
     ex = make_executor(logs_dir(run_dir) / "slurm", res, job_name)
-    return with_retries(lambda: ex.submit(TrainTask(str(Path(run_dir).resolve()), res.max_requeues)))
+    return with_retries(lambda: ex.submit(TrainTask(str(Path(run_dir).resolve()), res.max_requeues,
+                                                    res.preempt_signals)))
 
 
 def describe_job(job: submitit.Job, run_dir: str | Path) -> str:

@@ -30,7 +30,7 @@ from distgan import rundir
 from distgan.extras import pyplot
 from distgan.fsutil import atomic_write_bytes, atomic_write_text
 from distgan.rundir import read_jsonl, read_status
-from distgan.sweep import halving
+from distgan.sweep import halving, tables
 from distgan.sweep.submit import read_jobs
 
 
@@ -127,7 +127,8 @@ def write_csv(path: Path, results: list[RunResult], axes: list[str], metric: str
 
 
 def write_markdown(path: Path, name: str, results: list[RunResult], rows: list[dict[str, Any]],
-                   axes: list[str], metric: str, lower: bool, plot: str | None) -> None:
+                   axes: list[str], metric: str, lower: bool, plot: str | None,
+                   table_specs: list[dict[str, Any]] | None = None) -> None:
     ok = sum(r.state == "ok" for r in results)
     lines = [f"# Sweep `{name}`: {metric}", "",
              f"{len(results)} runs, {ok} with a value; {metric}, "
@@ -144,6 +145,15 @@ def write_markdown(path: Path, name: str, results: list[RunResult], rows: list[d
         lines.append("| " + " | ".join([str(i) if row["mean"] is not None else "-",
                                         *[f"`{row['point'][a]}`" for a in axes],
                                         _fmt(row["mean"]), _fmt(row["std"]), f"{row['n']}/{row['runs']}"]) + " |")
+    if table_specs:
+        values: dict[tuple, list[float]] = {}
+        runs: dict[tuple, int] = {}
+        for r in results:
+            key = tuple(r.point.get(a, "") for a in axes)
+            runs[key] = runs.get(key, 0) + 1
+            if r.state == "ok" and r.value is not None:
+                values.setdefault(key, []).append(r.value)
+        lines += ["", "## Tables", "", *tables.markdown(table_specs, values, runs, axes, metric)]
     bad = [r for r in results if r.state != "ok"]
     if bad:
         lines += ["", f"## Runs without a value ({len(bad)})", "",
@@ -236,7 +246,8 @@ def collect(sweep_dir: str | Path) -> dict[str, Any]:
     if any(r["mean"] is not None for r in rows):
         write_plot(sweep_dir / "results.png", rows, axes, metric, lower)
         plot = "results.png"
-    write_markdown(sweep_dir / "results.md", meta["name"], results, rows, axes, metric, lower, plot)
+    write_markdown(sweep_dir / "results.md", meta["name"], results, rows, axes, metric, lower, plot,
+                   meta.get("tables") or [])
     counts: dict[str, int] = {}
     for r in results:
         counts[r.state] = counts.get(r.state, 0) + 1

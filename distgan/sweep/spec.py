@@ -15,6 +15,7 @@
     lower_is_better: true
     resources: {time_min: 30}             # Slurm settings (slurm/profiles fields) + profile: NAME
     strategy: grid                        # how the runs are scheduled (distgan.sweep.strategies)
+    tables: [...]                         # the grid points laid out as a study's tables (distgan.sweep.tables)
 
 Every run's config is built here, before anything is submitted, so a bad key
 or value is an error naming the key and the sweep file.
@@ -32,11 +33,12 @@ import yaml
 from distgan.config import Config, ConfigError, load_config, parse_override, set_key
 from distgan.errors import UserError
 from distgan.launch.common import check_run_config
+from distgan.sweep.tables import TableError, parse_tables
 
 REPO = Path(__file__).resolve().parents[2]
 
 TOP_KEYS = {"name", "description", "base", "overrides", "grid", "zip", "variants", "seeds", "metric",
-            "lower_is_better", "out", "resources", "strategy"}
+            "lower_is_better", "out", "resources", "strategy", "tables"}
 
 
 class SweepError(UserError, ValueError):
@@ -79,6 +81,7 @@ class Sweep:
     resources: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     strategy: str | dict[str, Any] = "grid"  # as written: a name, or a mapping with name: and its settings
+    tables: list[dict[str, Any]] = field(default_factory=list)  # result tables (distgan.sweep.tables)
 
     def runs(self) -> list[SweepRun]:
         """Every run: the product of the axes, times the seeds."""
@@ -196,10 +199,18 @@ def load_sweep(path: str | Path, out: str | Path | None = None, extra: list[str]
                   seeds=list(seeds), metric=str(data["metric"]), lower_is_better=lib,
                   out=Path(out or data.get("out") or Path("runs") / "sweeps" / name),
                   resources=dict(resources), description=str(data.get("description", "")),
-                  strategy=data.get("strategy") or "grid")
+                  strategy=data.get("strategy") or "grid",
+                  tables=_tables(data.get("tables"), axes, path))
     for run in sweep.runs():
         run_config(sweep, run)  # raises naming the key
     return sweep
+
+
+def _tables(data: Any, axes: list[Axis], path: Path) -> list[dict[str, Any]]:
+    try:
+        return parse_tables(data, {a.name: a.labels for a in axes}, str(path))
+    except TableError as e:
+        raise SweepError(str(e)) from None
 
 
 def _find_base(base: str, sweep_path: Path) -> str:

@@ -81,7 +81,7 @@ def layout(sweep: Sweep, todo: list[SweepRun], world_size: int = 1) -> None:
     atomic_write_text(sweep.out / "sweep.yaml", sweep.path.read_text())
     meta = {"name": sweep.name, "metric": sweep.metric, "lower_is_better": sweep.lower_is_better,
             "axes": [a.name for a in sweep.axes], "seeds": sweep.seeds,
-            "runs": [r.as_dict() for r in sweep.runs()]}
+            "runs": [r.as_dict() for r in sweep.runs()], "tables": sweep.tables}
     atomic_write_text(sweep.out / "runs.json", json.dumps(meta, indent=1, default=str) + "\n")
     for r in todo:
         run_dir = sweep.out / "runs" / r.name
@@ -128,7 +128,7 @@ def submit_slurm(sweep: Sweep, todo: list[SweepRun], res: Any) -> list[Any]:
 
     def submit() -> list[Any]:
         with ex.batch():  # one sbatch --array for all tasks
-            return [ex.submit(TrainTask(d, res.max_requeues)) for d in run_dirs]
+            return [ex.submit(TrainTask(d, res.max_requeues, res.preempt_signals)) for d in run_dirs]
 
     jobs = with_retries(submit)
     # the run -> job map (status.json belongs to the running task: no race with it)

@@ -114,7 +114,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
         log.info(f"global batch {tc.global_batch} = {world} rank(s) x {tc.grad_accum} micro-batch(es) x "
                  f"{tc.batch_size}")
     stages.enter("setup (data, models, resume)", bounded=False)  # its collectives are bounded by the group
-    stop = _StopFlag()
+    stop = _StopFlag(cfg.dist.stop_signals)
 
     # ---- data, models, optimizers, phases; then resume from the newest readable checkpoint
     manifest = read_manifest(cfg.data.shards)
@@ -153,7 +153,8 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
             if duty.due(done):
                 duty.run(done)
         if done.stopping:
-            why = "health signal in train.stop_on" if done.health_stop else "stop requested"
+            why = "health signal in train.stop_on" if done.health_stop else \
+                f"stop requested (SIG{stop.signal_name})" if stop.signal_name else "stop requested"
             log.info(f"{why}: checkpointed at step {step}, exiting")
             break
     else:
@@ -169,7 +170,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     accelerator.free_memory()
     completed = step >= tc.steps
     return {"step": step, "completed": completed, "paused": not completed and step >= end, "run_dir": str(run_dir),
-            "world_size": world, "stop_reason": why}
+            "world_size": world, "stop_reason": why, "stop_signal": stop.signal_name}
 
 
 def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list[Phase], ema: EMA | None,
@@ -202,18 +203,22 @@ def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list
 
 
 class _StopFlag:
-    """Set by SIGTERM/SIGUSR1 (Slurm preemption): checkpoint at the next step boundary, then exit."""
+    """Set by any of ``dist.stop_signals`` (a scheduler's preemption or time-limit notice): checkpoint at the
+    next step boundary, then exit. ``signal_name`` says which one came first."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, names: list[str]) -> None:
+        self.requested, self.signal_name = False, ""
         self.previous: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for name in names:
+            sig = getattr(signal, f"SIG{name}")
             try:
                 self.previous[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread (e.g. inside some launchers)
                 pass
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if not self.requested:
+            self.signal_name = signal.Signals(signum).name.removeprefix("SIG")
         self.requested = True
 
     def restore(self) -> None:
