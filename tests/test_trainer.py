@@ -107,6 +107,26 @@ def test_health_signal_in_stop_on_checkpoints_and_stops(debug_cfg, tmp_path):
     assert "health/d_fake" in rows[-1]
 
 
+@pytest.mark.timeout(180)
+def test_a_resumed_run_warns_where_an_uninterrupted_one_does(debug_cfg, tmp_path):
+    """The health monitor is a checkpoint part: its window continues across a resume (a fresh
+    window would stay silent for the first health.window logged steps)."""
+    import re
+
+    opts = ("train.steps=8", "log.every=1", "health.window=3", "health.d_fake_min=1.0", "train.ckpt_every=4")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(debug_cfg(*opts), straight)
+    train(debug_cfg(*opts, "train.stop_at=4"), resumed)
+    assert load_file(resumed / "checkpoints" / "step_00000004.pt")["health"]["last_warned"]["d_win"] == 3
+    train(debug_cfg(*opts), resumed)
+
+    def warned(run) -> list[int]:
+        return [int(s) for s in re.findall(r"health warning at step (\d+): d_win", (run / "logs" / "rank0.log")
+                                           .read_text())]
+    assert warned(straight) == [3, 6]
+    assert [s for s in warned(resumed) if s > 4] == [6]  # from a fresh window it would come at step 7
+
+
 def test_one_loss_scaler_per_optimizer_each_stepped_once_and_backing_off_alone():
     """The fp16 mechanics (GradScaler per phase), exercised with CPU scalers on fp32 compute."""
     from distgan.config import ModelConfig

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -87,6 +88,22 @@ class HealthMonitor:
         self.best_metric: float | None = None
         self.metric_improved_at = 0
         self.values: dict[str, float] = {}  # latest value of each signal, for TensorBoard
+
+    # ------------------------------------------------------------------ checkpoint part
+    def state_dict(self) -> dict[str, Any]:
+        """The window of log records and what the signals remember (plain data): a resumed run
+        judges its first steps as an uninterrupted run would, instead of waiting for a new window."""
+        return {"records": [[step, dict(values)] for step, values in self.records], "first_grad": self.first_grad,
+                "last_warned": dict(self.last_warned), "best_metric": self.best_metric,
+                "metric_improved_at": self.metric_improved_at, "values": dict(self.values)}
+
+    def load_state_dict(self, state: dict[str, Any], ctx: Any = None) -> None:
+        """Continue from :meth:`state_dict` (``ctx``, the resume context, changes nothing here: every
+        rank observes the same averaged values whatever the world size)."""
+        self.records = deque((int(step), dict(values)) for step, values in state["records"])
+        self.first_grad, self.best_metric = state["first_grad"], state["best_metric"]
+        self.last_warned = {str(k): int(v) for k, v in state["last_warned"].items()}
+        self.metric_improved_at, self.values = int(state["metric_improved_at"]), dict(state["values"])
 
     # ------------------------------------------------------------------ scalars
     def observe(self, step: int, values: dict[str, float]) -> list[HealthWarning]:

@@ -126,7 +126,8 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     models, ema, phases = _models(cfg, accelerator, info, device, prec)
     settings, prep = loss_settings(cfg), BatchPrep.for_run(cfg, manifest, info)
     deferred = DeferredNonFinite() if tc.sync_free else None
-    ckpt = Checkpointer(run_dir, run_parts(cfg, models, phases, ema, loader, rank), header(written), rank=rank,
+    health = HealthMonitor(cfg.health, tc.stop_on, tc.loss)  # warnings logged, train.stop_on ones stop the run cleanly
+    ckpt = Checkpointer(run_dir, run_parts(cfg, models, phases, ema, loader, rank, health), header(written), rank=rank,
                         world=world, barrier=accelerator.wait_for_everyone, keep=tc.keep_ckpts,
                         restart_if_unreadable=tc.restart_if_unreadable, total_steps=tc.steps)
     step = ckpt.resume()
@@ -141,7 +142,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     out.start(step, tc.steps)
     out.hparams(cfg, world)
     duties = _duties(cfg, rank, world, models, phases, ema, steps, interval, out, grid, deferred, stop, ckpt,
-                     metrics, device)
+                     metrics, health, device)
     first_step = step  # this attempt's first step may compile/autotune for long: not bounded by the watch
     end = tc.end_step  # a budget below the horizon pauses the run there
     while step < end:
@@ -175,10 +176,10 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list[Phase], ema: EMA | None,
             steps: _Steps, interval: _Throughput, out: RunLogger, grid: tuple, deferred: DeferredNonFinite | None,
-            stop: _StopFlag, ckpt: Checkpointer, metrics: TrainMetrics | None, device: torch.device) -> list[Any]:
+            stop: _StopFlag, ckpt: Checkpointer, metrics: TrainMetrics | None, health: HealthMonitor,
+            device: torch.device) -> list[Any]:
     """What happens after a step, in order; each part knows when it is due (distgan.train.duties)."""
     tc = cfg.train
-    health = HealthMonitor(cfg.health, tc.stop_on, tc.loss)  # warnings logged, train.stop_on ones stop the run cleanly
     g_eval = ema.model if ema is not None else models.G_raw
     at_boundary = boundary(cfg.log.every, tc.ckpt_every)
 

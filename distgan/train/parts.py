@@ -16,11 +16,11 @@ A part may also have ``fresh(ctx)``, called when there is no checkpoint to
 resume from. :func:`run_parts` is where a training checkpoint's contents are
 defined; its names are the entries of the file (see :mod:`distgan.checkpoint`).
 
-Three stateful pieces keep their state in the run directory's records instead,
+Two stateful pieces keep their state in the run directory's records instead,
 and rebuild it from there on start-up: the metrics hook its best value
-(``metrics.jsonl``), the run logger its position in the records it forwards to
-trackers, and the health monitor nothing (its windows look back at most
-``health.window`` log steps and restart with the attempt).
+(``metrics.jsonl``) and the run logger its position in the records it forwards to
+trackers. The health monitor is a part: its window of log records and the steps it
+last warned at continue, so a resumed run warns where an uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -144,12 +144,13 @@ def header(cfg: Config) -> dict[str, Any]:
 
 
 def run_parts(cfg: Config, models: GanModules, phases: Sequence[Any], ema: Any, loader: Any,
-              rank: int) -> dict[str, Any]:
+              rank: int, health: Any = None) -> dict[str, Any]:
     """A training run's parts, by the names they have in a checkpoint file, in the order they are restored.
 
     ``phases`` are the D and G phases (their optimizer, schedule and loss scaler);
     ``ema`` may be None (then a checkpoint has no ``ema`` entry); ``loader`` is the
-    stream loader or the device cache (the data position).
+    stream loader or the device cache (the data position); ``health`` the health monitor
+    (its windows), when the run has one.
     """
     tc = cfg.train
     parts: dict[str, Any] = {"G": TorchState(models.G_raw), "D": TorchState(models.D_raw)}
@@ -162,4 +163,6 @@ def run_parts(cfg: Config, models: GanModules, phases: Sequence[Any], ema: Any, 
         parts["ema"] = ema
     parts["data"] = loader  # ranks run in lockstep: rank 0's position stands for all
     parts["rng"] = RngStreams(tc.seed, rank)
+    if health is not None:
+        parts["health"] = health  # every rank observes the same averaged values: rank 0's window stands for all
     return parts
