@@ -140,6 +140,15 @@ def test_world_size_must_divide_the_lanes(even):
     assert sorted(keys) == [f"s{i:05d}" for i in range(sum(EVEN))]
 
 
+def test_resuming_on_a_world_size_the_saved_lanes_cannot_share_is_refused(uneven):
+    spec = DataSpec(resolution=4, batch_size=6, shuffle_buffer=7, lanes=4)  # 2 ranks x 6, in 4 lanes
+    pos = build_loader(uneven, spec, 0, 2, seed=5).state_dict()
+    assert (pos["lanes"], pos["global_batch"]) == (4, 12)
+    with pytest.raises(ShardError, match=r"saved with 2 rank\(s\) on 3: the stream has 4 lanes, which 3 ranks "
+                                         r"cannot share equally; world sizes that can: 1, 2, 4"):
+        build_loader(uneven, DataSpec(resolution=4, batch_size=4, shuffle_buffer=7), 0, 3, seed=5, position=pos)
+
+
 def _global_sequence(shards: Path, resampled: bool, plan: list[tuple[int, int, int]]) -> list[list[str]]:
     """Global batches (keys, rank 0 first) read in legs of (world, workers, global batches), each leg
     resuming from the position the previous leg's rank 0 saved (every rank saves the same one)."""

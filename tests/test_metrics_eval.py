@@ -197,3 +197,19 @@ def test_multilabel_metrics_use_the_runs_attribute_subset(attr_shards, tmp_path)
     assert {r["name"] for r in records} == {"classifier_fd", "classifier_acc", "classifier_acc/greater_than_4"}
     with pytest.raises(ValueError, match="'smiling'.*available: even, greater_than_4"):
         conditioning_for("multilabel", attr_shards, ["smiling"])
+
+
+def test_evaluation_conditions_a_model_the_way_training_built_it(tmp_path):
+    """Shards with classes AND attributes: a class-conditional model is evaluated with class labels, only a
+    multi-label one with attribute rows; a model whose only conditioning is G's class BN still gets labels."""
+    from distgan.config import ModelConfig
+    from distgan.shards.writer import ShardWriter
+
+    w = ShardWriter(tmp_path / "both", shard_size=10)
+    for i in range(20):
+        w.add(f"s{i:03d}", np.full((4, 4, 1), i, np.uint8), label=i % 4, attrs=np.array([i % 2 == 0]))
+    w.finish(source="test", height=4, width=4, channels=1, classes=list("abcd"), attributes=["even"])
+    assert conditioning_for("acgan", tmp_path / "both").mode == "class"
+    assert conditioning_for("multilabel", tmp_path / "both").mode == "attrs"
+    assert conditioning_for(ModelConfig(cond="none", cond_norm=True), tmp_path / "both").mode == "class"
+    assert conditioning_for("none", tmp_path / "both").mode == "none"

@@ -218,3 +218,13 @@ def test_the_strategy_is_a_registry_entry_checked_before_anything_is_written(tmp
     path = _sweep_file(tmp_path, strategy="one_at_a_time", grid={"model.width": [8, 16]}, zip=[])
     assert main([str(path), "--cluster", "local"]) == 0
     assert [len(t) for t in trained] == [1, 1, 1, 1] and len({t[0] for t in trained}) == 4
+
+
+def test_a_sweep_uses_the_sites_default_profile(tmp_path, capsys, monkeypatch):
+    site = tmp_path / "site.yaml"
+    site.write_text("max_requeues: 5\n")
+    monkeypatch.setenv("DISTGAN_SLURM_PROFILE", str(tmp_path / "missing.yaml"))
+    assert main([str(_sweep_file(tmp_path)), "--dry-run"]) == 2
+    assert "missing.yaml" in capsys.readouterr().err  # the default profile was read
+    monkeypatch.setenv("DISTGAN_SLURM_PROFILE", str(site))
+    assert main([str(_sweep_file(tmp_path)), "--dry-run"]) == 0

@@ -1,7 +1,7 @@
 """Evaluate a generator: real reference statistics (cached), generated features, records.
 
     ev = Evaluator(cfg.metrics, shard_dir=cfg.data.shards, resolution=cfg.data.resolution,
-                   cond=conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes), z_dim=cfg.model.z_dim)
+                   cond=conditioning_for(cfg.model, cfg.data.shards, cfg.data.attributes), z_dim=cfg.model.z_dim)
     records = ev.evaluate(G, step=1000, ema=True)     # on every rank together
 
 Every rank generates and embeds 1/R of the samples; statistics are summed over

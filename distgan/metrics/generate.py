@@ -17,7 +17,9 @@ import torch
 import torch.nn as nn
 
 from distgan import dist
+from distgan.config import ModelConfig
 from distgan.data.pipeline import shard_urls, tar_samples
+from distgan.models import DataInfo, label_space
 from distgan.shards.manifest import read_manifest
 from distgan.shards.members import Canonicalizer
 
@@ -49,27 +51,31 @@ def real_attribute_rows(shard_dir: str | Path) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def conditioning_for(cond: str, shard_dir: str | Path, attributes: list[str] | None = None) -> Conditioning:
-    """The evaluation conditioning for ``model.cond`` and the run's shard set.
+def conditioning_for(model: ModelConfig | str, shard_dir: str | Path,
+                     attributes: list[str] | None = None) -> Conditioning:
+    """The evaluation conditioning of a model (its ``model`` config, or just ``model.cond``) on a shard set.
 
-    For multi-label runs G sees only the run's chosen attributes (``data.attributes``,
-    in config order; all of the manifest's when none are chosen), so the real rows
-    are cut to those columns.
+    What ``y`` is comes from :func:`distgan.models.label_space`, the function training
+    builds the models with: class labels, attribute vectors or nothing. For multi-label
+    runs G sees only the run's chosen attributes (``data.attributes``, in config order;
+    all of the manifest's when none are chosen), so the real rows are cut to those columns.
     """
-    if cond == "none":
-        return Conditioning()
+    mc = model if isinstance(model, ModelConfig) else ModelConfig(cond=model)
     manifest = read_manifest(shard_dir)
-    if manifest.attributes:
-        rows, columns = real_attribute_rows(shard_dir), None
-        if attributes:
-            missing = [a for a in attributes if a not in manifest.attributes]
-            if missing:
-                raise ValueError(f"data.attributes {missing} are not in {shard_dir}'s manifest; "
-                                 f"available: {', '.join(manifest.attributes)}")
-            columns = [manifest.attributes.index(a) for a in attributes]
-            rows = rows[:, columns]
-        return Conditioning("attrs", attr_rows=rows, attr_columns=columns)
-    if manifest.num_classes:
+    columns = None
+    if attributes:
+        missing = [a for a in attributes if a not in manifest.attributes]
+        if missing:
+            raise ValueError(f"data.attributes {missing} are not in {shard_dir}'s manifest; "
+                             f"available: {', '.join(manifest.attributes)}")
+        columns = [manifest.attributes.index(a) for a in attributes]
+    info = DataInfo(channels=manifest.channels, resolution=1, num_classes=manifest.num_classes,
+                    attributes=list(attributes or manifest.attributes))
+    kind = label_space(mc, info).kind
+    if kind == "attrs":
+        rows = real_attribute_rows(shard_dir)
+        return Conditioning("attrs", attr_rows=rows if columns is None else rows[:, columns], attr_columns=columns)
+    if kind == "classes":
         return Conditioning("class", num_classes=manifest.num_classes)
     return Conditioning()
 

@@ -44,7 +44,7 @@ def evaluate_run(run_dir: str | Path, names: list[str], checkpoint: str | int = 
     mc = dataclasses.replace(cfg.metrics, names=list(names), **(overrides or {}))
     if num:
         mc.num_fake = num
-    cond = conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes)
+    cond = conditioning_for(cfg.model, cfg.data.shards, cfg.data.attributes)
     ev = Evaluator(mc, cfg.data.shards, cfg.data.resolution, cond, cfg.model.z_dim,
                    real=real or cfg.metrics.real_shards, device=device, seed=cfg.train.seed, **pixel_policy(cfg))
     records = ev.evaluate(G, step=meta["step"], ema=meta["ema"])

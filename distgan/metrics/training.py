@@ -56,7 +56,7 @@ class TrainMetrics:
         self.cfg, self.run_dir, self.writer, self.checkpointer = cfg, Path(run_dir), writer, checkpointer
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)
-        cond = conditioning_for(cfg.model.cond, cfg.data.shards, cfg.data.attributes)
+        cond = conditioning_for(cfg.model, cfg.data.shards, cfg.data.attributes)
         real = cfg.metrics.real_shards or cfg.data.shards  # the reference set; G's labels follow data.shards
         self.evaluator = Evaluator(cfg.metrics, real, cfg.data.resolution, cond, cfg.model.z_dim,
                                    device=device, seed=cfg.train.seed, **pixel_policy(cfg))

@@ -23,6 +23,7 @@ from distgan.errors import cli_main, print_error
 from distgan.extras import MissingExtra
 from distgan.launch.common import EXIT_FAILED, choose_cluster
 from distgan.launch.profiles import load_profile, resolve_resources
+from distgan.launch.site import default_profile
 from distgan.log import get_logger, setup_console
 from distgan.sweep.collect import collect
 from distgan.sweep.spec import Sweep, SweepError, load_sweep
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     sweep = load_sweep(args.file, args.out, args.overrides)
     resources = dict(sweep.resources)
-    profile_name = args.profile or resources.pop("profile", None)
+    # as for one run: --profile, the sweep file's, then the site's default (distgan.launch.site)
+    profile_name = args.profile or resources.pop("profile", None) or default_profile()
     resources.pop("profile", None)
     profile = {**(load_profile(profile_name) if profile_name else {}), **resources}
     if args.max_parallel is not None:
