@@ -146,3 +146,5 @@ def test_results_show_each_cells_rungs_and_fate_and_pruned_runs_do_not_fail_the_
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     assert len(rows) == 9 and rows[0].endswith("| 3 | completed |") and "| 1 | pruned at rung 1 |" in rows[-1]
     assert "paused at step 2 of 18 (its budget); classifier_fd" in md  # the pruned runs, listed with their value
+    assert "![classifier_fd against steps per cell](halving.png)" in md
+    assert (tmp_path / "sweep" / "halving.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -164,7 +164,11 @@ def write_markdown(path: Path, name: str, results: list[RunResult], rows: list[d
     if plot:
         lines += ["", f"![{metric} per grid point]({plot})"]
     if (path.parent / halving.STATE).is_file():
-        lines += ["", *halving.markdown(json.loads((path.parent / halving.STATE).read_text()))]
+        state = json.loads((path.parent / halving.STATE).read_text())
+        lines += ["", *halving.markdown(state)]
+        if any(c["rungs"] for c in state.get("cells", {}).values()):
+            halving.plot(state, path.parent / "halving.png")
+            lines += ["", f"![{state.get('metric')} against steps per cell](halving.png)"]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -218,3 +218,34 @@ def markdown(state: dict[str, Any]) -> list[str]:
         values = [f"{c['rungs'][str(b)]:.5g}" if str(b) in c["rungs"] else "" for b in budgets]
         lines.append(f"| `{', '.join(c['runs'])}` | " + " | ".join(values) + f" | {len(c['rungs'])} | {c['fate']} |")
     return lines
+
+
+def plot(state: dict[str, Any], path: Any) -> None:
+    """The metric of every cell against the steps it trained (``halving.png``): cells that trained
+    to the last rung in colour, pruned, failed and diverged cells faded, so the picture shows where
+    the compute went and whether an early rung already ordered the cells as the last one did."""
+    from distgan.extras import pyplot  # noqa: PLC0415 - matplotlib: only when a plot is written
+
+    plt = pyplot("the halving plot")
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for cell in state.get("cells", {}).values():
+        points = sorted((int(b), v) for b, v in cell["rungs"].items() if math.isfinite(v))
+        if not points:
+            continue
+        xs, ys = zip(*points)
+        done = cell["fate"] == "completed"
+        ax.plot(xs, ys, "o-", alpha=1.0 if done else 0.25, color=None if done else "grey",
+                label=", ".join(cell["runs"])[:60] if done else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("steps trained (log scale)")
+    ax.set_ylabel(str(state.get("metric")))
+    budgets = state.get("budgets", [])
+    if budgets:
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()  # the rungs are the only steps worth a label
+    ax.set_title("successive halving: completed cells in colour, pruned ones faded")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
