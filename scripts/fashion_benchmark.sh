@@ -22,26 +22,10 @@ case "$model" in
 esac
 seed=${SEED:-0}
 run=runs/fashion_fid_${model}$([ "$seed" = 0 ] || echo "_seed$seed")
-data=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
-
 bash scripts/setup.sh
-if [ ! -f "$data/t10k-images-idx3-ubyte.gz" ] && [ ! -f "$data/t10k-images-idx3-ubyte" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null
-  else
-    echo "fashion_benchmark.sh: Fashion-MNIST not found in $data: run 'sudo apt-get install dataset-fashion-mnist'" \
-         "or set FASHION_MNIST_DIR to a folder with the idx files" >&2
-    exit 2
-  fi
-fi
+bash scripts/fashion_data.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 py=.venv/bin/python
-for split in train test; do
-  out=shards/fashion28$([ $split = test ] && echo _test)
-  if [ ! -f "$out/manifest.json" ]; then
-    $py -m distgan.shards write --source fashion-mnist-idx "$data" --split $split --out "$out" --shard-size 5000
-  fi
-done
 $py -m distgan.launch --cluster local --config configs/fashion_fid_$model.yaml --run-dir "$run" train.seed="$seed" "$@"
 $py -m distgan.metrics $metrics "$run" shards/fashion28_test --num 10000 --out "$run/benchmark.jsonl"
 $py -m distgan.export --run "$run" --format safetensors --out "$run/generator.safetensors"
