@@ -84,3 +84,10 @@ def test_one_local_process_goes_the_workers_way(mnist_shards, tmp_path):
     st = read_status(run)
     assert st["state"] == "completed" and st["step"] == 4 and st["world_size"] == 1, st
     assert (run / "train.lock").read_bytes() == b""  # held while training, released cleanly
+    # the compute a run has cost, summed over its attempts (what sweeps report)
+    first = st["train_seconds"]
+    assert 0 < first == st["rank_seconds"]
+    out = _launch("--run-dir", str(run), f"data.shards={mnist_shards}", "train.steps=6", "train.ckpt_every=2",
+                  "log.progress=false")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert read_status(run)["train_seconds"] > first

@@ -76,7 +76,8 @@ def test_dry_run_prints_the_table_and_submits_nothing(tmp_path, capsys):
 def _fake_run(sw, run, value=None, state="completed", error=""):
     d = sw.out / "runs" / run.name
     d.mkdir(parents=True, exist_ok=True)
-    write_status(d, state, error=error, log=str(d / "logs" / "rank0.out"))
+    write_status(d, state, error=error, log=str(d / "logs" / "rank0.out"), train_seconds=900.0,
+                 rank_seconds=1800.0)
     if value is not None:
         prov = {"metric": "classifier_fd", "feature_extractor": "cnn", "weights_sha256": "ab" * 32,
                 "num_real": 500, "num_fake": 200, "resize": "none"}
@@ -105,6 +106,9 @@ def test_collect_tables_plot_failures_and_resubmission(tmp_path):
     assert rows[0].startswith("| 1 | `16` | 5 | n/a | 1/2")   # best first (lower is better)
     assert rows[1].startswith("| 2 | `8` | 12 | 2.828 | 2/2")  # mean and sample std over seeds
     assert "RuntimeError: boom" in md and by[("16", 1)].name in md and "rank0.out" in md
+    # 4 runs x 900 s (2 ranks each): the failed attempt's time counts as compute too
+    assert "Compute: 1.00 h of training wall time over the runs' attempts, 2.00 rank-hours (2.00 core-hours at " \
+           "1 core(s) per rank)." in md
     table = list(csv.DictReader((sw.out / "results.csv").open()))
     assert len(table) == 4
     ok = next(r for r in table if r["run"] == by[("8", 0)].name)

@@ -8,8 +8,9 @@ writes it before starting the ranks), then ``distgan.train.train`` runs.
 
 ``RUN_DIR/status.json`` says where the run stands, for people and for sweeps:
 ``{"state": "running"|"completed"|"paused"|"stopped"|"failed", "step", "total_steps",
-"world_size", "job_id", "host", "error", "log", "time"}`` (Slurm jobs add ``requeues`` and
-``max_requeues``: :mod:`distgan.launch.requeue`). Rank 0 writes it;
+"world_size", "job_id", "host", "error", "log", "time", "train_seconds", "rank_seconds"}`` (Slurm
+jobs add ``requeues`` and ``max_requeues``: :mod:`distgan.launch.requeue`). ``train_seconds`` is the
+wall time of all attempts so far, ``rank_seconds`` the same times each attempt's world size. Rank 0 writes it;
 a failing rank writes ``failed`` with the error. Exit codes (:mod:`distgan.launch.common`):
 0 completed, ``EXIT_STOPPED`` stopped by a signal after checkpointing (re-run to resume),
 ``EXIT_HUNG`` a distributed wait ran out, ``EXIT_FAILED`` any other failure.
@@ -67,6 +68,7 @@ def run_rank(run_dir: str | Path, log_path: str = "", launcher_pid: int = 0) -> 
 
 def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, launcher_pid: int) -> dict[str, Any]:
     lifeline = Lifeline.start(launcher_pid, cfg.dist.orphan_grace_s, **_lifeline_hooks(run_dir, rank, world, log_path))
+    spent = _Compute(run_dir, world) if rank == 0 else None
     try:
         if rank == 0:
             write_status(run_dir, "running", started=time.time(), step=None, total_steps=cfg.train.steps,
@@ -93,6 +95,8 @@ def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, l
             last = str(e) if isinstance(e, DistFailure) else traceback.format_exception_only(type(e), e)[-1].strip()
             _record_failure(run_dir, f"rank {rank}: {last}" if not last.startswith("rank ") else last, log_path,
                             world)
+        if spent is not None:
+            write_status(run_dir, read_status(run_dir).get("state", "failed"), **spent.fields())
         raise e
     if rank == 0:
         reason = lifeline.reason if lifeline is not None and lifeline.reason else summary.get("stop_reason")
@@ -100,8 +104,24 @@ def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, l
         state = "completed" if summary.get("completed") else "paused" if summary.get("paused") else "stopped"
         write_status(run_dir, state,
                      step=summary.get("step"), total_steps=cfg.train.steps,
-                     world_size=summary.get("world_size", world), log=log_path, **why)
+                     world_size=summary.get("world_size", world), log=log_path, **why, **spent.fields())
     return summary
+
+
+class _Compute:
+    """The wall time a run's attempts have spent, summed over attempts (``train_seconds`` in status.json,
+    with the world size of each attempt folded into ``rank_seconds``): what sweeps count as compute."""
+
+    def __init__(self, run_dir: Path, world: int):
+        before = read_status(run_dir)
+        self.t0, self.world = time.time(), world
+        self.seconds = float(before.get("train_seconds", 0.0))
+        self.rank_seconds = float(before.get("rank_seconds", 0.0))
+
+    def fields(self) -> dict[str, float]:
+        took = time.time() - self.t0
+        return {"train_seconds": round(self.seconds + took, 1),
+                "rank_seconds": round(self.rank_seconds + took * self.world, 1)}
 
 
 def _lifeline_hooks(run_dir: Path, rank: int, world: int, log_path: str) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = choose_cluster(args.cluster, res.nodes)
     rnd = first
     while rnd is not None:
-        layout(sweep, rnd.runs, res.world_size)
+        layout(sweep, rnd.runs, res.world_size, res.cpus_per_task)
         if not rnd.runs:
             log.info("nothing to run: every run is completed or still queued (or training now)")
         elif cluster == "slurm":

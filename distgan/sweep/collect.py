@@ -45,6 +45,8 @@ class RunResult:
     run_dir: str = ""
     log: str = ""
     error: str = ""
+    train_seconds: float = 0.0          # wall time of all its attempts (status.json)
+    rank_seconds: float = 0.0           # the same, times each attempt's world size
 
 
 def read_metric(run_dir: Path, metric: str) -> dict[str, Any] | None:
@@ -61,7 +63,8 @@ def run_result(sweep_dir: Path, run: dict[str, Any], metric: str, jobs: dict[str
     run_dir = sweep_dir / "runs" / run["name"]
     st = read_status(run_dir)
     res = RunResult(run["name"], run["point"], run["seed"], "not run", run_dir=str(run_dir),
-                    log=str(st.get("log", "")))
+                    log=str(st.get("log", "")), train_seconds=float(st.get("train_seconds", 0.0)),
+                    rank_seconds=float(st.get("rank_seconds", 0.0)))
     state = st.get("state")
     if state == "completed":
         rec = read_metric(run_dir, metric)
@@ -128,11 +131,17 @@ def write_csv(path: Path, results: list[RunResult], axes: list[str], metric: str
 
 def write_markdown(path: Path, name: str, results: list[RunResult], rows: list[dict[str, Any]],
                    axes: list[str], metric: str, lower: bool, plot: str | None,
-                   table_specs: list[dict[str, Any]] | None = None) -> None:
+                   table_specs: list[dict[str, Any]] | None = None, cpus_per_rank: int = 1) -> None:
     ok = sum(r.state == "ok" for r in results)
     lines = [f"# Sweep `{name}`: {metric}", "",
              f"{len(results)} runs, {ok} with a value; {metric}, "
              f"{'lower' if lower else 'higher'} is better; mean +- std over seeds, best first.", ""]
+    wall = sum(r.train_seconds for r in results)
+    if wall:
+        rank_h = sum(r.rank_seconds for r in results) / 3600
+        lines += [f"Compute: {wall / 3600:.2f} h of training wall time over the runs' attempts, "
+                  f"{rank_h:.2f} rank-hours ({rank_h * cpus_per_rank:.2f} core-hours at "
+                  f"{cpus_per_rank} core(s) per rank).", ""]
     rec = next((r.record for r in results if r.record), None)
     if rec and rec.get("provenance"):
         keep = ("metric", "feature_extractor", "weights_sha256", "num_real", "num_fake", "resize")
@@ -251,7 +260,7 @@ def collect(sweep_dir: str | Path) -> dict[str, Any]:
         write_plot(sweep_dir / "results.png", rows, axes, metric, lower)
         plot = "results.png"
     write_markdown(sweep_dir / "results.md", meta["name"], results, rows, axes, metric, lower, plot,
-                   meta.get("tables") or [])
+                   meta.get("tables") or [], int(meta.get("cpus_per_rank", 1)))
     counts: dict[str, int] = {}
     for r in results:
         counts[r.state] = counts.get(r.state, 0) + 1

@@ -72,16 +72,17 @@ def plan(sweep: Sweep) -> tuple[list[SweepRun], list[tuple[SweepRun, str]]]:
     return todo, skipped
 
 
-def layout(sweep: Sweep, todo: list[SweepRun], world_size: int = 1) -> None:
+def layout(sweep: Sweep, todo: list[SweepRun], world_size: int = 1, cpus_per_rank: int = 1) -> None:
     """Write sweep.yaml, runs.json and the config.yaml of every run about to start.
 
     With ``world_size`` > 1 each run checks that its ranks formed one group of that size.
+    ``cpus_per_rank`` (the resources' ``cpus_per_task``) turns rank-hours into core-hours in ``collect``.
     """
     sweep.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep.out / "sweep.yaml", sweep.path.read_text())
     meta = {"name": sweep.name, "metric": sweep.metric, "lower_is_better": sweep.lower_is_better,
             "axes": [a.name for a in sweep.axes], "seeds": sweep.seeds,
-            "runs": [r.as_dict() for r in sweep.runs()], "tables": sweep.tables}
+            "runs": [r.as_dict() for r in sweep.runs()], "tables": sweep.tables, "cpus_per_rank": cpus_per_rank}
     atomic_write_text(sweep.out / "runs.json", json.dumps(meta, indent=1, default=str) + "\n")
     for r in todo:
         run_dir = sweep.out / "runs" / r.name
