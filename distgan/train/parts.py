@@ -16,11 +16,16 @@ A part may also have ``fresh(ctx)``, called when there is no checkpoint to
 resume from. :func:`run_parts` is where a training checkpoint's contents are
 defined; its names are the entries of the file (see :mod:`distgan.checkpoint`).
 
-Two stateful pieces keep their state in the run directory's records instead,
-and rebuild it from there on start-up: the metrics hook its best value
-(``metrics.jsonl``) and the run logger its position in the records it forwards to
-trackers. The health monitor is a part: its window of log records and the steps it
-last warned at continue, so a resumed run warns where an uninterrupted one would.
+The health monitor is a part: its window of log records and the steps it last
+warned at continue, so a resumed run warns where an uninterrupted one would. Two
+stateful pieces keep their state in the run directory's records instead, on purpose:
+
+- the metrics hook's best value is rebuilt from ``metrics.jsonl`` (the records before
+  the resumed step, and that step's own). Step N's metrics are computed after step
+  N's checkpoint is written, so that checkpoint cannot hold them; the records can.
+- the run logger's position in ``metrics.jsonl`` (the records it forwards to
+  trackers) starts at the file's end on every attempt: a checkpoint's older position
+  would forward again the records the previous attempt already sent.
 """
 from __future__ import annotations
 
