@@ -168,6 +168,18 @@ def test_time_limit_warning_checkpoints_and_requeues_itself(cluster, mnist_shard
     assert re.search(r"job \S+ requeued", out)
 
 
+@pytest.mark.timeout(600)
+def test_a_real_time_limit_signals_checkpoints_and_requeues(cluster, mnist_shards, tmp_path):
+    # a 1-minute job with --signal=USR2@30: Slurm itself sends the warning before the limit; the run
+    # needs more than one allocation, so it finishes only if every attempt checkpoints and requeues
+    profile = tmp_path / "short.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "slurm/profiles/local.yaml").read_text()),
+                                       "time_min": 1, "signal_delay_s": 30, "max_requeues": 8}))
+    run, out = _preempt_and_resume(cluster, mnist_shards, tmp_path, lambda job: None, steps=2500, profile=profile)
+    assert re.search(r"job \S+ requeued", out)
+    assert read_status(run)["requeues"] >= 1
+
+
 @pytest.mark.timeout(420)
 def test_a_sites_own_preemption_signal_checkpoints_and_requeues(cluster, mnist_shards, tmp_path):
     # a site that warns with SIGHUP before preempting: the profile names it, every rank checkpoints on
