@@ -54,8 +54,8 @@ class DataConfig:
     shuffle_buffer: int = _f(1000, "samples held for shuffling, over all lanes of the run (0 = no sample shuffle)",
                              min=0)
     lanes: int = _f(0, "independent sample streams the global batch is drawn from; the world size must divide it, "
-                    "on every resume too (0 = the largest divisor of the global batch up to 64 that the first "
-                    "world size divides; kept in checkpoints)", min=0)
+                    "on every resume too (0 = the largest divisor of the global batch that the first world size "
+                    "divides, at most one per shard and 64; kept in checkpoints)", min=0)
     normalize: Literal["minmax", "zscore"] = _f("minmax",
                                                 "pixel normalisation: minmax -> [-1,1], zscore -> per-channel")
     epoch_samples: int = _f(0, "resampled mode: samples per epoch over all ranks; 0 = the manifest's count", min=0)

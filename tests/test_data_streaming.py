@@ -133,7 +133,7 @@ def test_world_size_must_divide_the_lanes(even):
     spec = DataSpec(resolution=4, batch_size=4, resampled=False, lanes=4)  # a global batch of 12 on 3 ranks
     with pytest.raises(ShardError, match=r"4 lanes, which 3 ranks cannot share equally; world sizes that can: 1, 2, 4"):
         build_loader(even, spec, rank=1, world=3)
-    # lanes cut shards into pieces: 8 ranks x 2 workers read 8 shards exactly once per epoch
+    # one lane per shard: 8 ranks x 2 workers (one busy: a worker per lane at most) read 8 shards exactly once
     spec = DataSpec(resolution=4, batch_size=3, resampled=False, num_workers=2, shuffle_buffer=0)
     loaders = [build_loader(even, spec, r, 8, seed=1, epochs=1) for r in range(8)]
     keys = [k for batches in zip(*loaders) for b in batches for k in b["key"]]

@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.plan import Layout, auto_lanes, stream_seed
-from distgan.data.tarstream import iter_members
+from distgan.data.tarstream import iter_headers, iter_members
 from distgan.log import get_logger
 from distgan.shards.location import member_url, open_url
 from distgan.shards.manifest import Manifest, ShardError, read_manifest
@@ -72,7 +72,7 @@ def resampled_shards(urls: list[str], seed: int) -> Iterator[str]:
 
 
 def tar_samples(urls: Iterable[str], skip_corrupt: bool = False, expected: dict[str, int] | None = None,
-                canonical: Canonicalizer | None = None) -> Iterator[dict[str, Any]]:
+                canonical: Canonicalizer | None = None, start: int = 0) -> Iterator[dict[str, Any]]:
     """Group tar members into samples ``{"__key__": key, "png": image bytes, "cls", "attr", "__url__": url}``.
 
     ``canonical`` (from the manifest, :meth:`Canonicalizer.for_manifest`)
@@ -80,14 +80,15 @@ def tar_samples(urls: Iterable[str], skip_corrupt: bool = False, expected: dict[
     folders) into that layout. A shard that cannot be read, holds a sample
     without an image, or ends before the manifest's sample count is corrupt:
     ShardError naming it (or, with ``skip_corrupt``, a warning and the rest of
-    the shard is skipped).
+    the shard is skipped). ``start`` skips each shard's first samples without
+    yielding them (for a lane that starts inside a shard).
     """
     canon = canonical or _NATIVE
     native = canon.fmt.native  # distgan's own png samples pass through untouched (the hot path)
     for url in urls:
-        n = 0
+        n = start  # samples of this shard before ``start`` are skipped, not yielded (one-shard segments)
         try:
-            for sample in _read_tar(url):
+            for sample in _read_tar(url, start):
                 if not (native and "png" in sample):
                     try:
                         sample = canon(sample)
@@ -103,19 +104,47 @@ def tar_samples(urls: Iterable[str], skip_corrupt: bool = False, expected: dict[
             log.warning(f"skipping the rest of corrupt shard '{url}' after {n} samples: {e}")
 
 
-def _read_tar(url: str) -> Iterator[dict[str, Any]]:
+def _read_tar(url: str, start: int = 0) -> Iterator[dict[str, Any]]:
+    """The samples of one shard from sample ``start`` on: skipped by seeking over their data in a
+    local file (a lane that starts inside a shard reads headers only up to its start), by reading
+    them through a pipe."""
     current: dict[str, Any] | None = None
     with open_url(url) as f:
+        left = _seek_past(f, start) if start and _seekable(f) else start  # samples still to drop
         for name, data in iter_members(f):
             key, ext = split_name(name)
             if current is not None and current["__key__"] != key:
-                yield current
+                if left:
+                    left -= 1
+                else:
+                    yield current
                 current = None
             if current is None:
                 current = {"__key__": key, "__url__": url}
             current[ext] = data
-    if current is not None:
+    if current is not None and not left:
         yield current
+
+
+def _seekable(f: Any) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _seek_past(f: Any, n: int) -> int:
+    """Position ``f`` at the first member of sample ``n`` (0-based), reading headers only; 0 when
+    done, else the samples still to drop (the file ended first: the count check reports it)."""
+    last, seen = None, 0
+    for name, at in iter_headers(f):
+        key = split_name(name)[0]
+        if key != last:
+            if seen == n:
+                f.seek(at)
+                return 0
+            seen, last = seen + 1, key
+    return max(0, n - seen)
 
 
 def shuffle(items: Iterable[Any], bufsize: int, rng: random.Random) -> Iterator[Any]:
@@ -236,7 +265,8 @@ class ShardStream(IterableDataset):
         self.urls = urls if urls is not None else list(shard_urls(shard_dir, self.manifest))
         self.expected = {u: s.count for u, s in zip(self.urls, self.manifest.shards) if u}
         self.epoch, self.skip = epoch, 0
-        self.layout = self.make_layout(lanes or spec.lanes or auto_lanes(spec.batch_size * world, world))
+        live = sum(u is not None for u in self.urls)
+        self.layout = self.make_layout(lanes or spec.lanes or auto_lanes(spec.batch_size * world, world, live))
 
     def make_layout(self, lanes: int) -> Layout:
         counts = tuple(s.count if u else 0 for u, s in zip(self.urls, self.manifest.shards))
@@ -292,4 +322,4 @@ class ShardStream(IterableDataset):
         url = self.urls[shard]
         # a segment that ends the shard reads it to its end, so the manifest's count is checked there
         expected = self.expected if stop == self.manifest.shards[shard].count else None
-        yield from itertools.islice(tar_samples([url], self.spec.skip_corrupt, expected, canon), start, stop)
+        yield from itertools.islice(tar_samples([url], self.spec.skip_corrupt, expected, canon, start), stop - start)

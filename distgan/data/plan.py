@@ -49,11 +49,13 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def auto_lanes(global_batch: int, world: int) -> int:
-    """The lane count a run starts with: the largest divisor of ``global_batch`` (at most
-    :data:`MAX_AUTO_LANES`) that ``world`` divides, so that a resume can use as many other
-    world sizes as possible (every divisor of the count)."""
-    fits = [d for d in divisors(global_batch) if d <= MAX_AUTO_LANES and d % world == 0]
+def auto_lanes(global_batch: int, world: int, shards: int) -> int:
+    """The lane count a run starts with: the largest divisor of ``global_batch`` that ``world``
+    divides, at most one lane per shard (and :data:`MAX_AUTO_LANES`), so that a resume can use as
+    many other world sizes as possible (every divisor of the count). More lanes than shards would
+    start lanes inside shards, which costs a header scan per lane and epoch for no gain in mixing."""
+    cap = min(MAX_AUTO_LANES, max(shards, world))
+    fits = [d for d in divisors(global_batch) if d <= cap and d % world == 0]
     return max(fits) if fits else world
 
 

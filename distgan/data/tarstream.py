@@ -49,9 +49,24 @@ def _pax(data: bytes) -> dict[str, str]:
 
 def iter_members(f: IO[bytes]) -> Iterator[tuple[str, bytes]]:
     """Yield (name, data) of each regular file in a tar stream, in order."""
+    for name, data, _ in _entries(f, read=True):
+        yield name, data  # type: ignore[misc]
+
+
+def iter_headers(f: IO[bytes]) -> Iterator[tuple[str, int]]:
+    """Yield (name, offset of the member's first header block) of each regular file, seeking over the
+    file data instead of reading it: a seekable file only. Seeking ``f`` back to a yielded offset makes
+    :func:`iter_members` start at that member."""
+    for name, _, at in _entries(f, read=False):
+        yield name, at
+
+
+def _entries(f: IO[bytes], read: bool) -> Iterator[tuple[str, bytes | None, int]]:
     pending: dict[str, str] = {}  # from a pax / GNU long-name header, for the next member
-    first = True
+    first, at = True, -1
     while True:
+        if not pending and not read:
+            at = f.tell()  # where this member's headers begin (extended headers included)
         header = f.read(BLOCK)
         if not header:
             if first:
@@ -73,16 +88,22 @@ def iter_members(f: IO[bytes]) -> Iterator[tuple[str, bytes]]:
         size, kind = _number(header[124:136]), header[156:157]
         if "size" in pending:
             size = int(pending["size"])
-        data = _read_exact(f, size)
         pad = -size % BLOCK
+        regular = kind in (b"0", b"\0", b"7")
+        if regular and not read:
+            f.seek(size + pad, 1)
+            yield pending.get("path", name), None, at
+            pending = {}
+            continue
+        data = _read_exact(f, size)
         if pad:
             _read_exact(f, pad)
         if kind == b"x":
             pending.update(_pax(data))
         elif kind == b"L":
             pending["path"] = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        elif kind in (b"0", b"\0", b"7"):
-            yield pending.get("path", name), data
+        elif regular:
+            yield pending.get("path", name), data, at
             pending = {}
         else:  # directories, links, global headers: nothing to yield
             pending = {}
