@@ -35,6 +35,19 @@ def test_zero1_run_with_accumulation_checks_replicas(mnist_shards, tmp_path):
     assert ck["engine"] == "deepspeed" and ck["opt_d"] == {"zero_shards": "step_00000003.zero"}
     shards = sorted(p.name for p in shard_dir(run, 3).iterdir())
     assert shards == ["rank00000.pt", "rank00001.pt"]
+    # resumed on another world size, the ZeRO partitions cannot be re-sharded: one message, no traceback
+    import subprocess
+    import sys
+
+    from distgan.rundir import read_status
+
+    out = subprocess.run([sys.executable, "-m", "distgan.launch", "--cluster", "local", "--config",
+                          str(run / "config.yaml"), "--run-dir", str(run), "train.steps=5",
+                          "dist.expect_world_size=1"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **EXT, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    msg = "holds ZeRO optimizer partitions for 2 ranks, and this run has 1. Resume with 2 processes"
+    assert msg in out.stderr and msg in read_status(run)["error"]
 
 
 @pytest.mark.timeout(420)

@@ -95,8 +95,10 @@ def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, l
             last = str(e) if isinstance(e, DistFailure) else traceback.format_exception_only(type(e), e)[-1].strip()
             _record_failure(run_dir, f"rank {rank}: {last}" if not last.startswith("rank ") else last, log_path,
                             world)
-        if spent is not None:
-            write_status(run_dir, read_status(run_dir).get("state", "failed"), **spent.fields())
+        if spent is not None:  # the attempt's time counts, and the record keeps its error and reason
+            st = read_status(run_dir)
+            write_status(run_dir, st.get("state", "failed"), **{k: st[k] for k in ("error", "reason") if k in st},
+                         **spent.fields())
         raise e
     if rank == 0:
         reason = lifeline.reason if lifeline is not None and lifeline.reason else summary.get("stop_reason")
