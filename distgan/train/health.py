@@ -108,7 +108,8 @@ class HealthMonitor:
     # ------------------------------------------------------------------ scalars
     def observe(self, step: int, values: dict[str, float]) -> list[HealthWarning]:
         """Add one log record; return the warnings that fire at this step."""
-        self.records.append((step, values))
+        # only what the signals read: the window is checkpointed, and timings would make it differ run to run
+        self.records.append((step, {k: values[k] for k in (self.realness, "grad_norm_g", "loss_g") if k in values}))
         while self.records and self.records[0][0] <= step - self.hc.window:
             self.records.popleft()
         if step < self.hc.window or len(self.records) < 3:
