@@ -36,8 +36,7 @@ from distgan.launch.common import (
     exit_code,
     print_summary,
 )
-from distgan.launch.env import free_port
-from distgan.launch.local import drop_slurm_env, launch_local, rank_env
+from distgan.launch.local import drop_slurm_env, launch_local
 from distgan.launch.profiles import load_profile, resolve_resources
 from distgan.launch.sbatch import write_sbatch
 from distgan.launch.site import cpu_job_warning, default_profile, discover_gpus
@@ -151,10 +150,6 @@ def _local(args: argparse.Namespace) -> int:
     run_dir, cfg = prepare_run(args, procs)
     if procs == 1:  # one process: the worker's path right here (status.json, the run's lock), no rendezvous
         drop_slurm_env(os.environ)  # as for the ranks of a bigger local launch
-        if cfg.train.engine == "deepspeed":  # DeepSpeed always joins a process group: a group of one, on its own port
-            os.environ.update({k: v for k, v in rank_env(0, 1, free_port()).items()
-                               if k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                                        "MASTER_PORT")})
         summary = run_rank(run_dir)
         print_summary(run_dir, summary)
         return exit_code(summary)

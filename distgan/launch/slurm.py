@@ -12,11 +12,12 @@ Time limits and preemption. The job is submitted with ``--signal=USR2@S``
 TrainTask turns that into the trainer's stop request (SIGUSR1): all ranks
 checkpoint at the next step boundary and return, then rank 0 requeues the job
 (``scontrol requeue``). The profile's ``preempt_signals`` (a site's own
-preemption notice, e.g. SIGHUP) are handled the same way. A preemption or ``scontrol requeue`` sends SIGTERM
-instead: the trainer checkpoints the same way and Slurm requeues the job
-itself. Either way the job starts again from the same pickled TrainTask and
-resumes from the latest checkpoint, so the step count continues. Both kinds
-of requeue count against the profile's ``max_requeues`` (:mod:`distgan.launch.requeue`).
+preemption notice, e.g. SIGHUP) are handled the same way. A preemption or
+``scontrol requeue`` sends SIGTERM instead: the trainer checkpoints the same
+way and Slurm requeues the job itself. Either way the job starts again from the
+same pickled TrainTask and resumes from the latest checkpoint, so the step count
+continues. Both kinds of requeue count against the profile's ``max_requeues``
+(:mod:`distgan.launch.requeue`).
 TrainTask is a :class:`submitit.helpers.Checkpointable`: a USR2 that arrives
 before training started takes submitit's own path (resubmit as is).
 """

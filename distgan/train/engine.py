@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from distgan.config import Config
 from distgan.ranks import launch_ranks
-from distgan.rendezvous import rendezvous
+from distgan.rendezvous import choose_backend, rendezvous
 from distgan.train import modules, stages
 from distgan.train.fastpath import compiled
 from distgan.train.modules import GanModules, PhaseEngine
@@ -105,6 +105,13 @@ def wrap_models(acc: Any, cfg: Config, G: nn.Module, D: nn.Module, opt_g: torch.
         ensure_extension_cache()
         import deepspeed  # noqa: PLC0415 - optional dependency, only for train.engine=deepspeed
 
+        if not tdist.is_initialized():
+            # one process without a launcher's group: DeepSpeed needs one all the same (without it,
+            # it goes looking for an MPI launcher) and reads LOCAL_RANK, so this process forms a
+            # group of one and says it is local rank 0
+            os.environ.setdefault("LOCAL_RANK", "0")
+            tdist.init_process_group(choose_backend(cfg.dist.backend), store=tdist.HashStore(), rank=0,
+                                     world_size=1)
         ds_cfg = deepspeed_config(cfg)
         eg, _, _, _ = deepspeed.initialize(model=G, optimizer=opt_g, config=dict(ds_cfg))
         ed, _, _, _ = deepspeed.initialize(model=D, optimizer=opt_d, config=dict(ds_cfg))
