@@ -15,10 +15,9 @@ from typing import Any, Iterator
 
 import torch
 
-from distgan.data.pipeline import decode, shard_urls, tar_samples
+from distgan.data.pipeline import all_samples, decode
 from distgan.log import get_logger
 from distgan.shards.manifest import Manifest, read_manifest
-from distgan.shards.members import Canonicalizer
 
 log = get_logger("data")
 
@@ -26,10 +25,8 @@ log = get_logger("data")
 def decode_all(shard_dir: str | Path, resolution: int, manifest: Manifest | None = None) -> dict[str, torch.Tensor]:
     """Every sample of the shard set, in manifest order: ``image`` uint8 NCHW, ``label``/``attrs``."""
     manifest = manifest or read_manifest(shard_dir)
-    urls = shard_urls(shard_dir, manifest)
-    expected = {u: s.count for u, s in zip(urls, manifest.shards)}
     images, labels, attrs = [], [], []
-    for raw in tar_samples(urls, expected=expected, canonical=Canonicalizer.for_manifest(manifest)):
+    for raw in all_samples(shard_dir, manifest):
         s = decode(raw, resolution, manifest.channels)
         images.append(s["image"])
         if "label" in s:

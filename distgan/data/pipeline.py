@@ -204,15 +204,22 @@ def _decode_image(data: bytes, resolution: int, channels: int, url: str, key: st
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
-def in_order(shard_dir: str | Path, resolution: int, batch_size: int,
-             manifest: Manifest | None = None) -> Iterator[dict[str, Any]]:
-    """Every sample once, in manifest order, in batches (the last one partial): for reading a
-    shard set whole (fixed inputs, conversions), not for training."""
+def all_samples(shard_dir: str | Path, manifest: Manifest | None = None) -> Iterator[dict[str, Any]]:
+    """Every raw sample of a shard set once, in manifest order, each shard checked against its
+    manifest count: for reading a set whole (device caches, reference statistics, fixed inputs),
+    not for training."""
     manifest = manifest or read_manifest(shard_dir)
     urls = shard_urls(shard_dir, manifest)
-    samples = tar_samples(urls, expected={u: s.count for u, s in zip(urls, manifest.shards)},
-                          canonical=Canonicalizer.for_manifest(manifest))
-    yield from batched(decoded(samples, resolution, manifest.channels), batch_size, drop_last=False)
+    return tar_samples(urls, expected={u: s.count for u, s in zip(urls, manifest.shards)},
+                       canonical=Canonicalizer.for_manifest(manifest))
+
+
+def in_order(shard_dir: str | Path, resolution: int, batch_size: int,
+             manifest: Manifest | None = None) -> Iterator[dict[str, Any]]:
+    """Every sample once, in manifest order, decoded, in batches (the last one partial)."""
+    manifest = manifest or read_manifest(shard_dir)
+    yield from batched(decoded(all_samples(shard_dir, manifest), resolution, manifest.channels), batch_size,
+                       drop_last=False)
 
 
 def batched(samples: Iterable[dict[str, Any]], batch_size: int, drop_last: bool = True) -> Iterator[dict[str, Any]]:

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from distgan import dist
-from distgan.data.pipeline import decode, shard_urls, tar_samples
+from distgan.data.pipeline import all_samples, decode, shard_urls, tar_samples
 from distgan.log import get_logger
 from distgan.metrics.frechet import FeatureStats, load_stats, save_stats
 from distgan.shards.manifest import read_manifest
-from distgan.shards.members import Canonicalizer
 
 log = get_logger("metrics")
 
@@ -42,10 +41,8 @@ def iter_real(shard_dir: str | Path, resolution: int, batch_size: int = 64, limi
     ``image`` uint8 NCHW at ``resolution``, and ``label`` / ``attrs`` when present.
     """
     manifest = read_manifest(shard_dir)
-    urls = shard_urls(shard_dir, manifest)
-    expected = {u: s.count for u, s in zip(urls, manifest.shards)}
     buf: list[dict[str, Any]] = []
-    for i, raw in enumerate(tar_samples(urls, expected=expected, canonical=Canonicalizer.for_manifest(manifest))):
+    for i, raw in enumerate(all_samples(shard_dir, manifest)):
         if limit and i >= limit:
             break
         if i % world != rank:
