@@ -155,14 +155,7 @@ def write_markdown(path: Path, name: str, results: list[RunResult], rows: list[d
                                         *[f"`{row['point'][a]}`" for a in axes],
                                         _fmt(row["mean"]), _fmt(row["std"]), f"{row['n']}/{row['runs']}"]) + " |")
     if table_specs:
-        values: dict[tuple, list[float]] = {}
-        runs: dict[tuple, int] = {}
-        for r in results:
-            key = tuple(r.point.get(a, "") for a in axes)
-            runs[key] = runs.get(key, 0) + 1
-            if r.state == "ok" and r.value is not None:
-                values.setdefault(key, []).append(r.value)
-        lines += ["", "## Tables", "", *tables.markdown(table_specs, values, runs, axes, metric)]
+        lines += ["", "## Tables", "", *tables.markdown(table_specs, rows, metric)]
     bad = [r for r in results if r.state != "ok"]
     if bad:
         lines += ["", f"## Runs without a value ({len(bad)})", "",

@@ -19,7 +19,6 @@ over the seeds that finished, and how many did.
 """
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from distgan.errors import UserError
@@ -76,21 +75,20 @@ def _point(given: Any, axes: dict[str, list[str]], here: str) -> dict[str, str]:
     return point
 
 
-def markdown(tables: list[dict[str, Any]], values: dict[tuple, list[float]], runs: dict[tuple, int],
-             axes: list[str], metric: str) -> list[str]:
-    """Markdown for each table; ``values``/``runs`` map a point (label tuple in ``axes`` order) to the
-    metric values of its finished runs and to its number of runs."""
+def markdown(tables: list[dict[str, Any]], summary: list[dict[str, Any]], metric: str) -> list[str]:
+    """Markdown for each table, its cells taken from ``summary`` (:func:`distgan.sweep.collect.summarise`:
+    one row per grid point with its mean, std, finished seeds ``n`` and ``runs``)."""
+    by_point = {tuple(sorted(r["point"].items())): r for r in summary}
     lines = []
     for table in tables:
         ref = table["reference"]
         heads = ["", *([ref] if ref else []), f"{metric} (mean ± std)", "seeds finished"]
         lines += [f"### {table['title']}", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         for row in table["rows"]:
-            key = tuple(row["point"][a] for a in axes)
-            vals = values.get(key, [])
-            cell = "n/a" if not vals else f"{statistics.fmean(vals):.1f}" + (
-                f" ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else "")
+            cell = by_point.get(tuple(sorted(row["point"].items())), {"mean": None, "std": None, "n": 0, "runs": 0})
+            value = "n/a" if cell["mean"] is None else f"{cell['mean']:.1f}" + (
+                f" ± {cell['std']:.1f}" if cell["std"] is not None else "")
             published = [] if not ref else ["" if row["reference"] is None else f"{row['reference']:g}"]
-            lines.append("| " + " | ".join([row["label"], *published, cell, f"{len(vals)}/{runs.get(key, 0)}"]) + " |")
+            lines.append("| " + " | ".join([row["label"], *published, value, f"{cell['n']}/{cell['runs']}"]) + " |")
         lines.append("")
     return lines
