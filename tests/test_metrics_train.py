@@ -54,6 +54,34 @@ def test_loop_writes_records_tensorboard_and_best(trained_run):
 
 
 @pytest.mark.timeout(300)
+def test_a_resume_evaluates_what_the_checkpointed_step_was_due_and_never_recorded(trained_run, tmp_path):
+    """A process that dies while evaluating the final step (its checkpoint written first) leaves a run at
+    its last step without the final record: the next attempt evaluates it instead of ending without it."""
+    import shutil
+
+    from distgan.config import load_config
+    from distgan.train import train
+
+    src, _ = trained_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(src, run_dir)
+    recs = read_jsonl(run_dir / METRICS)
+    final = {r["name"]: r["value"] for r in recs if r["step"] == 6}
+    # the process died while evaluating step 6: its checkpoint is there, its records are not
+    (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in recs if r["step"] != 6))
+    cfg = load_config(run_dir / "config.yaml")
+    result = train(cfg, run_dir)
+    assert result["completed"] and result["step"] == 6
+    again = read_jsonl(run_dir / METRICS)
+    assert [(r["step"], r["name"]) for r in again] == [(3, "classifier_fd"), (3, "classifier_acc"),
+                                                       (6, "classifier_fd"), (6, "classifier_acc")]
+    for r in again[2:]:  # the same generator and evaluation seed: the record it would have written
+        assert r["value"] == pytest.approx(final[r["name"]], rel=1e-6)
+    train(cfg, run_dir)  # nothing missing: resuming a finished run evaluates nothing again
+    assert len(read_jsonl(run_dir / METRICS)) == 4
+
+
+@pytest.mark.timeout(300)
 def test_reference_statistics_come_from_metrics_real_shards(trained_run, mnist_shards, tmp_path):
     """metrics.real_shards (a held-out split) is what the training-time metrics compare against."""
     from distgan.config import load_config

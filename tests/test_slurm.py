@@ -170,12 +170,41 @@ def test_time_limit_warning_checkpoints_and_requeues_itself(cluster, mnist_shard
 
 @pytest.mark.timeout(600)
 def test_a_real_time_limit_signals_checkpoints_and_requeues(cluster, mnist_shards, tmp_path):
-    # a 1-minute job with --signal=USR2@30: Slurm itself sends the warning before the limit; the run
-    # needs more than one allocation, so it finishes only if every attempt checkpoints and requeues
+    # a 1-minute job with --signal=USR2@30: Slurm itself sends the warning before the limit. The run is far
+    # longer than any allocation, whatever the machine's speed: the test follows it through its first
+    # requeue until the next allocation has resumed from the stop checkpoint and trained on, then cancels it
     profile = tmp_path / "short.yaml"
     profile.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "slurm/profiles/local.yaml").read_text()),
                                        "time_min": 1, "signal_delay_s": 30, "max_requeues": 8}))
-    run, out = _preempt_and_resume(cluster, mnist_shards, tmp_path, lambda job: None, steps=2500, profile=profile)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, *_launch_args(run, mnist_shards, "--wait", "train.steps=10000000",
+                                                          "train.ckpt_every=100000000", "log.every=20",
+                                                          "log.sample_every=100000000", profile=profile)],
+                            cwd=ROOT, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job, log, resumed = None, "", None
+    try:
+        end = time.monotonic() + 480
+        while time.monotonic() < end:
+            assert proc.poll() is None, proc.communicate()
+            job = job or read_status(run).get("job_id")
+            log = (run / "logs" / "rank0.log").read_text() if (run / "logs" / "rank0.log").is_file() else ""
+            m = re.search(r"resumed from step (\d+)", log)
+            if m:
+                resumed = int(m.group(1))
+                stats = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+                if stats[-1] > resumed:  # the second allocation trains on from the stop checkpoint
+                    break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"no requeued attempt resumed and trained within 480 s:\n{log[-3000:]}")
+    finally:
+        if job:
+            subprocess.run(["scancel", job], env=cluster)
+        proc.kill()
+        out, _ = proc.communicate(timeout=60)
+    assert "stop requested (SIGUSR1)" in log  # Slurm's USR2 warning, passed on to the ranks: not a kill at the limit
+    stopped = int(re.search(r"checkpointed at step (\d+)", log).group(1))
+    assert 0 < stopped == resumed  # the stop checkpoint is where the next allocation went on: no restart
     assert re.search(r"job \S+ requeued", out)
     assert read_status(run)["requeues"] >= 1
 

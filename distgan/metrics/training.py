@@ -60,9 +60,11 @@ class TrainMetrics:
         real = cfg.metrics.real_shards or cfg.data.shards  # the reference set; G's labels follow data.shards
         self.evaluator = Evaluator(cfg.metrics, real, cfg.data.resolution, cond, cfg.model.z_dim,
                                    device=device, seed=cfg.train.seed, **pixel_policy(cfg))
-        past = [r["value"] for r in read_jsonl(Path(run_dir) / METRICS) if r.get("name") == self.main
+        kept = [r for r in read_jsonl(Path(run_dir) / METRICS) if r.get("name") == self.main
                 and (start_step is None or r.get("step", 0) < start_step)]  # resumed: only the kept past
+        past = [r["value"] for r in kept]
         self.best = (min(past) if self.lower else max(past)) if past else None
+        self.recorded = {int(r.get("step", 0)) for r in kept}  # steps whose main metric is on record
 
     def due(self, step: int, total: int) -> bool:
         every = self.cfg.metrics.every
@@ -83,6 +85,7 @@ class TrainMetrics:
                 self.writer.flush()
             log.info(f"step {step} metrics: " + " ".join(f"{r['name']}={r['value']:.5g}" for r in records))
         value = next(r["value"] for r in records if r["name"] == self.main)
+        self.recorded.add(step)
         better = self.best is None or (value < self.best if self.lower else value > self.best)
         if better:
             self.best = value
@@ -95,6 +98,17 @@ class TrainMetrics:
                 raise FileNotFoundError(f"cannot mark step {step} as best: {ckpt_path(self.run_dir, step)} "
                                         "does not exist (save the checkpoint first)")
             mark_best(self.run_dir, step)
+
+    def catch_up(self, step: int, G: nn.Module, ema: bool = False) -> None:
+        """A resumed run: the evaluation due at the checkpointed step ``step`` when it has no record.
+
+        The checkpoint of a due step is written before its evaluation, so a process that dies while
+        evaluating (the final FID, a halving rung's score) leaves a checkpoint without the record; the
+        next attempt evaluates it here, before training on, instead of going on (or ending) without it.
+        Collective like :meth:`after_step`; every rank reads the same ``metrics.jsonl``.
+        """
+        if step > 0 and step not in self.recorded:
+            self.after_step(step, G, ema=ema)
 
     def after_step(self, step: int, G: nn.Module, ema: bool = False) -> None:
         """The training loop's metrics block: evaluate when due, keep ``checkpoints/best``.

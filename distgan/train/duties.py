@@ -14,6 +14,8 @@ the list is the order of the work, and it matters: statistics and sample grids
 gather the health warnings the verdict reads; the verdict and a stop request
 feed the stop agreement; a checkpoint is written before metrics may mark it best.
 A duty reads what earlier ones left in the :class:`AfterStep` record, nothing else.
+A duty with a ``resumed(step)`` method is called once before a resumed attempt's
+first step, to finish what the checkpointed step was due and may not have got.
 """
 from __future__ import annotations
 
@@ -171,6 +173,12 @@ class MetricsDuty:
 
     def due(self, s: AfterStep) -> bool:
         return self.metrics.due(s.step, self.total)
+
+    def resumed(self, step: int) -> None:
+        """Before a resumed attempt trains on: the evaluation its checkpointed step was due and never got."""
+        stages.enter(f"step {step} metrics (due before the resume)", bounded=False)
+        self.metrics.catch_up(step, self.g_eval, ema=self.ema)
+        self.out.metric_records()
 
     def run(self, s: AfterStep) -> None:
         stages.enter(f"step {s.step} metrics", bounded=False)  # may legitimately run long; collectives bounded

@@ -143,6 +143,10 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     out.hparams(cfg, world)
     duties = _duties(cfg, rank, world, models, phases, ema, steps, interval, out, grid, deferred, stop, ckpt,
                      metrics, health, device)
+    if step > 0:  # what the checkpointed step was due and the previous attempt may have died doing
+        for duty in duties:
+            if hasattr(duty, "resumed"):
+                duty.resumed(step)
     first_step = step  # this attempt's first step may compile/autotune for long: not bounded by the watch
     end = tc.end_step  # a budget below the horizon pauses the run there
     while step < end:
