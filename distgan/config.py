@@ -15,6 +15,7 @@ as well, :func:`distgan.launch.common.check_run_config`).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -223,9 +224,8 @@ class MetricsConfig:
     kid_subsets: int = _f(100, "KID: number of random subsets", min=1)
     kid_subset_size: int = _f(1000, "KID: samples per subset (capped by the sample counts)", min=2)
     classifier_seed: int = _f(0, "seed of the classifier metric's training (part of its cache key)")
-    dinov2_weights: str = _f("", "fd_dinov2: local DINOv2 weights file (.safetensors or .pth), never downloaded; "
-                             "sha256 recorded")
-    dinov2_arch: str = _f("vit_large_patch14_dinov2.lvd142m", "fd_dinov2: timm architecture the weights load into")
+    features: dict = _f({}, "settings of the feature networks that declare their own, by network, e.g. "
+                        "{dinov2: {weights: PATH}}; each network's keys: python -m distgan.metrics --help")
 
 
 @dataclass
@@ -320,6 +320,10 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict, source: str) -> Any:
         if not isinstance(value, str):
             raise bad("a string")
         out = value
+    elif tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        out = dict(value)
     elif tp is list or origin is list:
         if isinstance(value, str):
             value = [v for v in (s.strip() for s in value.strip("[]").split(",")) if v]
@@ -351,6 +355,16 @@ def _fields(obj: Any) -> dict[str, dataclasses.Field]:
 # Keys earlier versions wrote into config.yaml that no longer mean anything: accepted (so old run
 # directories still load) and ignored, with a note. Value: why the key is gone.
 RETIRED_KEYS = {"data.channels": "image channels always come from the shard manifest"}
+# Keys that moved: old key -> (new key, the old default). A value equal to the old default is the new
+# key's default too and is dropped, so an old config.yaml (which spells out every key) loads unchanged.
+RENAMED_KEYS = {"metrics.dinov2_weights": ("metrics.features.dinov2.weights", ""),
+                "metrics.dinov2_arch": ("metrics.features.dinov2.arch", "vit_large_patch14_dinov2.lvd142m")}
+
+
+def option(default: Any, doc: str, **checks: Any) -> Any:
+    """A field of a settings dataclass that lives outside this module (a feature network's settings under
+    ``metrics.features``): the same default, doc and checks (min, max, choices) as the config's own keys."""
+    return _f(default, doc, **checks)
 
 
 def set_key(cfg: Config, key: str, value: Any, source: str = "") -> None:
@@ -359,24 +373,59 @@ def set_key(cfg: Config, key: str, value: Any, source: str = "") -> None:
         where = f" in {source}" if source else ""
         log.warning(f"config key '{key}'{where} is no longer used ({RETIRED_KEYS[key]}); ignored")
         return
-    parts = key.split(".")
-    node: Any = cfg
+    if key in RENAMED_KEYS:
+        key, old_default = RENAMED_KEYS[key]
+        if value == old_default:
+            return
+    _set_in(cfg, key.split("."), value, key, source)
+
+
+def _set_in(node: Any, parts: list[str], value: Any, key: str, source: str) -> None:
+    """Set the field path ``parts`` below ``node`` (a config section); past a mapping field, nested keys."""
     for i, part in enumerate(parts):
         fields = _fields(node) if dataclasses.is_dataclass(node) else {}
         if part not in fields:
-            prefix = ".".join(parts[:i])
+            up = len(parts) - i  # the components of key from this one on
+            prefix = key.rsplit(".", up)[0] if key.count(".") >= up else "<root>"
             known = ", ".join(sorted(fields)) if fields else "(none)"
             where = f" in {source}" if source else ""
-            raise ConfigError(f"unknown config key '{key}'{where}; known keys under "
-                              f"'{prefix or '<root>'}': {known}")
+            raise ConfigError(f"unknown config key '{key}'{where}; known keys under '{prefix}': {known}")
         f = fields[part]
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(node, part)):
                 raise ConfigError(f"config key '{key}' is a section; set one of its fields, "
                                   f"e.g. '{key}.{next(iter(_fields(getattr(node, part))))}'")
             setattr(node, part, _coerce(key, value, f.type, dict(f.metadata), source))
-        else:
-            node = getattr(node, part)
+            return
+        if f.type is dict or typing.get_origin(f.type) is dict:  # an open mapping: the rest are its keys
+            mapping = getattr(node, part)
+            for sub in parts[i + 1:-1]:
+                mapping = mapping.setdefault(sub, {})
+                if not isinstance(mapping, dict):
+                    raise ConfigError(f"config key '{key}': '{sub}' holds {mapping!r}, not a mapping")
+            mapping[parts[-1]] = value
+            return
+        node = getattr(node, part)
+
+
+def updated(section: Any, changes: dict[str, Any], prefix: str, source: str = "") -> Any:
+    """A copy of the config section ``section`` with ``changes`` (keys dotted below it, e.g.
+    ``features.dinov2.weights``) set and checked as config keys named ``prefix.KEY``."""
+    out = copy.deepcopy(section)
+    for k, v in changes.items():
+        _set_in(out, k.split("."), v, f"{prefix}.{k}", source)
+    return out
+
+
+def settings_from(cls: type, mapping: Any, prefix: str, source: str = "") -> Any:
+    """``cls()`` (a dataclass of :func:`option` fields) with the keys of ``mapping`` set and checked; errors
+    name ``prefix.KEY``. How a part that owns its settings reads them from an open mapping of the config."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"config key '{prefix}': got {mapping!r}, expected a mapping")
+    out = cls()
+    for k, v in mapping.items():
+        _set_in(out, [str(k)], v, f"{prefix}.{k}", source)
+    return out
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A DINOv2-shaped ViT small enough for the CPU (patch 14, 518x518 position grid,
 LayerScale, 32-d, 2 blocks) is registered with timm and saved to a file; the
-entry loads it exactly as it would load ViT-L/14 (``metrics.dinov2_arch`` names it).
+entry loads it exactly as it would load ViT-L/14 (``metrics.features.dinov2.arch`` names it).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from distgan.config import MetricsConfig
 from distgan.errors import UserError
 from distgan.metrics import registry
 from distgan.metrics.__main__ import main
-from distgan.metrics.dinov2 import DEFAULT_ARCH, Dinov2Error, dinov2_extractor, preprocess
+from distgan.metrics.dinov2 import DEFAULT_ARCH, Dinov2Error, Dinov2Settings, preprocess
 from distgan.metrics.evaluate import Evaluator, Extractor
 from distgan.metrics.frechet import fid_from_features
 from distgan.metrics.generate import conditioning_for, generate
@@ -63,7 +63,7 @@ def _sha256(path) -> str:
 
 
 def _mc(weights, **kw) -> MetricsConfig:
-    return MetricsConfig(dinov2_weights=str(weights), dinov2_arch=TINY, **kw)
+    return MetricsConfig(features={"dinov2": {"weights": str(weights), "arch": TINY}}, **kw)
 
 
 def _images(n: int, seed: int, size: int = 8, channels: int = 1) -> np.ndarray:
@@ -89,7 +89,7 @@ def dinov2_reference(net: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_the_default_network_is_vit_large_with_1024d_cls_features_at_224():
-    assert MetricsConfig().dinov2_arch == DEFAULT_ARCH == "vit_large_patch14_dinov2.lvd142m"
+    assert Dinov2Settings().arch == DEFAULT_ARCH == "vit_large_patch14_dinov2.lvd142m"
     with torch.device("meta"):  # the architecture only: no weights, no memory
         net = timm.create_model(DEFAULT_ARCH, pretrained=False, img_size=224, num_classes=0)
     assert net.num_features == 1024 and tuple(net.patch_embed.grid_size) == (16, 16) and net.global_pool == "token"
@@ -111,7 +111,7 @@ def test_preprocessing_is_dgm_evals():
 
 
 def test_features_are_dinov2s_cls_token_from_either_file_format(native, weights, tmp_path):
-    ex = dinov2_extractor(ExtractorContext(_mc(weights)))
+    ex = registry.FEATURE_NETS["dinov2"].extractor(ExtractorContext(_mc(weights)))
     assert ex.dim == 32 and ex.sha256 == _sha256(weights) and ex.name == f"{TINY}_cls224"
     images = _nchw(_images(3, 2, size=20, channels=3))
     with torch.no_grad():
@@ -121,7 +121,7 @@ def test_features_are_dinov2s_cls_token_from_either_file_format(native, weights,
     # DINOv2's own .pth (with its masked-modelling token) loads into the same network
     pth = tmp_path / "dinov2_tiny_pretrain.pth"
     torch.save({**native.state_dict(), "mask_token": torch.zeros(1, 32)}, pth)
-    ex_pth = dinov2_extractor(ExtractorContext(_mc(pth)))
+    ex_pth = registry.FEATURE_NETS["dinov2"].extractor(ExtractorContext(_mc(pth)))
     assert ex_pth.sha256 == _sha256(pth) != ex.sha256
     torch.testing.assert_close(ex_pth.embed(images), got, rtol=0, atol=0)
 
@@ -155,7 +155,7 @@ def test_two_set_command_computes_fd_dinov2_beside_fid(weights, tmp_path, monkey
     by = {r["name"]: r for r in records}
     assert set(by) == {"fid", "fd_dinov2"}
     fd = by["fd_dinov2"]
-    ex = dinov2_extractor(ExtractorContext(_mc(weights)))
+    ex = registry.FEATURE_NETS["dinov2"].extractor(ExtractorContext(_mc(weights)))
     fa, fb = ex.embed(_nchw(a)).numpy(), ex.embed(_nchw(b)).numpy()
     assert fd["value"] == pytest.approx(fid_from_features(fa, fb), rel=1e-5) and fd["lower_is_better"] is True
     prov = fd["provenance"]
@@ -171,7 +171,7 @@ def test_evaluator_records_fd_dinov2_against_the_shards(debug_cfg, weights, tmp_
     torch.manual_seed(0)
     G, _ = build_models(cfg.model, DataInfo(channels=1, resolution=RES, num_classes=10))
     mc = dataclasses.replace(cfg.metrics, names=["fd_dinov2"], num_fake=24, num_real=30, batch_size=16,
-                             cache_dir=str(tmp_path), dinov2_weights=str(weights), dinov2_arch=TINY)
+                             cache_dir=str(tmp_path), features={"dinov2": {"weights": str(weights), "arch": TINY}})
     registry.check_config(mc)
     cond = conditioning_for(cfg.model.cond, cfg.data.shards)
     records = Evaluator(mc, cfg.data.shards, RES, cond, cfg.model.z_dim).evaluate(G, step=5)
@@ -180,7 +180,7 @@ def test_evaluator_records_fd_dinov2_against_the_shards(debug_cfg, weights, tmp_
     prov = rec["provenance"]
     assert rec["lower_is_better"] is True and rec["step"] == 5
     assert prov["weights_sha256"] == _sha256(weights) and prov["num_real"] == 30 and prov["num_fake"] == 24
-    ex = dinov2_extractor(ExtractorContext(mc))
+    ex = registry.FEATURE_NETS["dinov2"].extractor(ExtractorContext(mc))
     real = ex.embed(read_real(cfg.data.shards, RES, limit=30)["image"]).numpy()
     fake = torch.cat([ex.embed(images) for _, images, _ in generate(G, 24, cfg.model.z_dim, cond, 16)]).numpy()
     assert rec["value"] == pytest.approx(fid_from_features(real, fake), rel=1e-5)
@@ -196,11 +196,11 @@ def test_run_command_takes_the_weights_flag(debug_run, weights, tmp_path, monkey
 
 
 @pytest.mark.parametrize("case, message", [
-    ("unset", "set metrics.dinov2_weights=PATH (command line: --dinov2-weights PATH)"),
-    ("missing", "nope.safetensors' (metrics.dinov2_weights / --dinov2-weights) do not exist"),
+    ("unset", "set metrics.features.dinov2.weights=PATH (command line: --dinov2-weights PATH)"),
+    ("missing", "nope.safetensors' (metrics.features.dinov2.weights / --dinov2-weights) do not exist"),
     ("corrupt", "are not a readable safetensors or torch state-dict file"),
     ("wrong_arch", "do not fit timm model 'vit_small_patch14_dinov2'"),
-    ("unknown_arch", "metrics.dinov2_arch='vit_nonexistent_dinov2' is not a timm model"),
+    ("unknown_arch", "metrics.features.dinov2.arch='vit_nonexistent_dinov2' is not a timm model"),
 ])
 def test_missing_or_wrong_weights_are_one_error_line(case, message, weights, tmp_path, capsys):
     np.savez(tmp_path / "a.npz", images=_images(4, 0))
@@ -226,12 +226,30 @@ def test_missing_or_wrong_weights_are_one_error_line(case, message, weights, tmp
 
 def test_a_config_without_the_weights_is_refused_early(mnist_shards):
     mc = MetricsConfig(names=["fid", "fd_dinov2"])
-    with pytest.raises(Dinov2Error, match="metrics.dinov2_weights") as e:
+    with pytest.raises(Dinov2Error, match="metrics.features.dinov2.weights") as e:
         registry.check_config(mc)
     assert isinstance(e.value, UserError)
     ev = Evaluator(mc, mnist_shards, RES, conditioning_for("none", mnist_shards), 8)
     with pytest.raises(Dinov2Error, match="--dinov2-weights"):
         ev.extractor("dinov2")
+
+
+def test_the_networks_settings_are_config_keys_it_declares_itself(weights):
+    """metrics.features.dinov2.* come from Dinov2Settings: set, typo-checked and renamed through the config."""
+    from distgan.config import ConfigError, load_config
+
+    cfg = load_config(None, ["metrics.names=[fd_dinov2]", f"metrics.features.dinov2.weights={weights}",
+                             f"metrics.features.dinov2.arch={TINY}"])
+    registry.check_config(cfg.metrics)
+    assert registry.FEATURE_NETS["dinov2"].settings_for(cfg.metrics) == Dinov2Settings(str(weights), TINY)
+    for key, named in [("metrics.features.dinov2.weight=x", "'metrics.features.dinov2.weight'"),
+                       ("metrics.features.dinov3.weights=x", "'metrics.features.dinov3'"),
+                       ("metrics.features.inception.weights=x", "'metrics.features.inception'")]:
+        with pytest.raises(ConfigError, match=named):
+            registry.check_config(load_config(None, [key]).metrics)
+    # an older run's config.yaml spelled the keys metrics.dinov2_weights / metrics.dinov2_arch
+    old = load_config(None, [f"metrics.dinov2_weights={weights}", f"metrics.dinov2_arch={DEFAULT_ARCH}"])
+    assert old.metrics.features == {"dinov2": {"weights": str(weights)}}  # the old default arch is the default
 
 
 def test_registry_entries_carry_direction_and_features():

@@ -12,8 +12,9 @@
     python -m distgan.metrics fd_dinov2 A B --dinov2-weights vit_large_patch14_dinov2.lvd142m.safetensors
     python -m distgan.metrics stats --shards shards/mnist --out mnist_fid.npz [--resolution R] [--num N]
 
-Every feature network's settings are flags named after its metrics.* config keys
-(--inception-weights, --inception-backend, --dinov2-weights, --dinov2-arch, ...);
+Every feature network's settings are flags named after its config keys
+(metrics.inception_backend: --inception-backend; metrics.features.dinov2.weights:
+--dinov2-weights; ...);
 with --run they override the run's config. Results print as JSON lines (the
 metrics.jsonl record format, with provenance); ``--append`` also appends them to
 the run's ``metrics.jsonl``. Under torchrun (RANK/WORLD_SIZE set) every rank joins
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as tdist
 
 from distgan import dist
-from distgan.config import DistConfig, MetricsConfig
+from distgan.config import DistConfig, MetricsConfig, updated
 from distgan.errors import UserError, cli_main
 from distgan.extras import MissingExtra
 from distgan.fsutil import atomic_write_text
@@ -74,21 +75,40 @@ def _device() -> str:
     return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
+def _field(key: str) -> tuple[Any, dataclasses.Field]:
+    """Type and field of a network setting: a flat ``metrics.*`` key or ``features.<net>.<field>``."""
+    if key.startswith("features."):
+        _, net, name = key.split(".")
+        cls = FEATURE_NETS[net].settings
+    else:
+        cls, name = MetricsConfig, key
+    return typing.get_type_hints(cls)[name], next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
 def _add_network_flags(p: argparse.ArgumentParser, keys: list[str], default_note: str) -> None:
-    """One flag per metrics.* key (``dinov2_weights`` -> ``--dinov2-weights``), typed and documented as the field."""
-    hints = typing.get_type_hints(MetricsConfig)
-    docs = {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(MetricsConfig)}
+    """One flag per network setting (``inception_backend`` -> ``--inception-backend``,
+    ``features.dinov2.weights`` -> ``--dinov2-weights``), typed and documented as the field."""
     for key in keys:
-        kw: dict[str, Any] = {"default": None, "dest": key, "help": f"{docs[key]} ({default_note})"}
-        if typing.get_origin(hints[key]) is Literal:
-            kw["choices"] = typing.get_args(hints[key])
-        elif hints[key] is int:
+        tp, f = _field(key)
+        kw: dict[str, Any] = {"default": None, "dest": key, "metavar": f.name.upper(),
+                              "help": f"{f.metadata.get('doc', '')} ({default_note})"}
+        if typing.get_origin(tp) is Literal:
+            kw["choices"] = typing.get_args(tp)
+        elif tp is int:
             kw["type"] = int
-        p.add_argument("--" + key.replace("_", "-"), *ALIASES.get(key, ()), **kw)
+        flag = key.removeprefix("features.").replace(".", "-").replace("_", "-")
+        p.add_argument("--" + flag, *ALIASES.get(key, ()), **kw)
 
 
-def _options(keys: list[str]) -> list[str]:
-    return list(dict.fromkeys(o for k in keys for o in FEATURE_NETS[k].options))
+def _options(nets: list[str]) -> list[str]:
+    """The settings of the networks ``nets``, as keys below ``metrics``."""
+    keys = []
+    for k in nets:
+        net = FEATURE_NETS[k]
+        keys += list(net.options)
+        if net.settings is not None:
+            keys += [f"features.{k}.{f.name}" for f in dataclasses.fields(net.settings)]
+    return list(dict.fromkeys(keys))
 
 
 def _given(args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
@@ -126,8 +146,9 @@ def _two_set_parser() -> argparse.ArgumentParser:
 
 def _two_set(argv: list[str]) -> int:
     args = _two_set_parser().parse_args(argv)
-    mc = MetricsConfig(batch_size=args.batch_size, cache_dir=args.cache_dir, kid_subsets=args.kid_subsets,
-                       kid_subset_size=args.kid_subset_size, **_given(args, _two_set_keys()))
+    mc = updated(MetricsConfig(batch_size=args.batch_size, cache_dir=args.cache_dir, kid_subsets=args.kid_subsets,
+                               kid_subset_size=args.kid_subset_size), _given(args, _two_set_keys()), "metrics",
+                 source="command line")
     records = compare(args.names, args.a, args.b, mc, num=args.num, seed=args.seed,
                       checkpoint=int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint,
                       ema=args.ema, device=_device(), features_cache=args.features_cache)
@@ -182,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "stats":
         m = read_manifest(args.shards)
         res = args.resolution or m.height
-        ex = FEATURE_NETS["inception"].build(ExtractorContext(MetricsConfig(**_given(args, stats_keys)),
+        ex = FEATURE_NETS["inception"].extractor(ExtractorContext(MetricsConfig(**_given(args, stats_keys)),
                                                               _device()))
         st = compute_real_stats(args.shards, res, ex.embed, ex.dim, args.num)
         if dist.rank_world()[0] == 0:

@@ -8,19 +8,21 @@ not; EDM2 and torch-fidelity report it beside FID. The protocol is theirs
 to [0, 1], normalised with the ImageNet mean and std; the feature is the
 normalised CLS token (1024-d for ViT-L).
 
-Weights are never downloaded: ``metrics.dinov2_weights`` (command line
+Its settings (:class:`Dinov2Settings`) live under ``metrics.features.dinov2``.
+Weights are never downloaded: ``metrics.features.dinov2.weights`` (command line
 ``--dinov2-weights``) names a local file, either the timm model's
 ``model.safetensors`` (Hugging Face hub ``timm/vit_large_patch14_dinov2.lvd142m``)
 or DINOv2's own ``dinov2_vitl14_pretrain.pth``; its sha256 goes into every
-record. ``metrics.dinov2_arch`` is the timm architecture it is loaded into.
+record. ``metrics.features.dinov2.arch`` (``--dinov2-arch``) is the timm
+architecture it is loaded into.
 
     net = Dinov2Features(build_network("vit_large_patch14_dinov2.lvd142m", read_state_dict(path), str(path)))
     feats = net(images)          # uint8 or [-1, 1] NCHW, 1 or 3 channels, any size -> (B, 1024)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,25 +31,32 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+from distgan.config import option
 from distgan.errors import UserError, load_failure
 from distgan.extras import require
 from distgan.metrics.protocol import Extractor, ExtractorContext, file_sha256
 from distgan.pixels import pixel_values
-
-if TYPE_CHECKING:  # annotations only: the metrics section of a config is handed in
-    from distgan.config import MetricsConfig
 
 DEFAULT_ARCH = "vit_large_patch14_dinov2.lvd142m"
 INPUT_SIZE = 224
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, as DINOv2 was trained
 STD = (0.229, 0.224, 0.225)
 RESIZE_POLICY = "uint8 -> rgb -> pil-bicubic 224x224 -> /255 -> imagenet mean/std"
-WEIGHTS_KEY = "metrics.dinov2_weights"
+WEIGHTS_KEY, ARCH_KEY = "metrics.features.dinov2.weights", "metrics.features.dinov2.arch"
 WEIGHTS_FLAG = "--dinov2-weights"
 
 
+@dataclass
+class Dinov2Settings:
+    """``metrics.features.dinov2``: where the weights are and which timm model they load into."""
+
+    weights: str = option("", "local DINOv2 weights file (.safetensors or .pth), never downloaded; sha256 recorded")
+    arch: str = option(DEFAULT_ARCH, "timm architecture the weights load into")
+
+
 class Dinov2Error(UserError, ValueError):
-    """DINOv2 weights are missing or do not load into ``metrics.dinov2_arch``; the message names the file."""
+    """DINOv2 weights are missing or do not load into ``metrics.features.dinov2.arch``; the message names the
+    file."""
 
 
 def _where_weights_come_from(arch: str) -> str:
@@ -67,14 +76,14 @@ def weights_path(weights: str, arch: str = DEFAULT_ARCH) -> Path:
     return p
 
 
-def check_weights_set(mc: MetricsConfig) -> None:
+def check_weights_set(settings: Dinov2Settings) -> None:
     """Refuse a config that asks for DINOv2 features without naming a weights file.
 
     Only the key is checked: a config is validated where a job is launched, and
     the file may exist only where the job runs (its absence is reported there).
     """
-    if not mc.dinov2_weights:
-        weights_path("", mc.dinov2_arch)
+    if not settings.weights:
+        weights_path("", settings.arch)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -121,7 +130,7 @@ def build_network(arch: str, state: dict[str, torch.Tensor], source: str) -> nn.
     try:
         net = timm.create_model(arch, pretrained=False, img_size=INPUT_SIZE, num_classes=0)
     except RuntimeError as e:  # timm: "Unknown model (...)"
-        raise Dinov2Error(f"metrics.dinov2_arch='{arch}' is not a timm model ({e}); the FD-DINOv2 "
+        raise Dinov2Error(f"{ARCH_KEY}='{arch}' is not a timm model ({e}); the FD-DINOv2 "
                           f"network is {DEFAULT_ARCH}") from None
     state = dict(state)
     if "pos_embed" in state and state["pos_embed"].shape != net.pos_embed.shape:
@@ -132,7 +141,7 @@ def build_network(arch: str, state: dict[str, torch.Tensor], source: str) -> nn.
     except RuntimeError as e:
         why = " ".join(str(e).split())[:300]
         raise Dinov2Error(f"DINOv2 weights '{source}' ({WEIGHTS_KEY}) do not fit timm model '{arch}' "
-                          f"(metrics.dinov2_arch): {why}") from None
+                          f"({ARCH_KEY}): {why}") from None
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -175,9 +184,9 @@ class Dinov2Features(nn.Module):
 
 
 def dinov2_extractor(ctx: ExtractorContext) -> Extractor:
-    """DINOv2 of ``metrics.dinov2_arch`` / ``metrics.dinov2_weights`` on ``ctx.device``, for fd_dinov2."""
-    arch = ctx.mc.dinov2_arch
-    path = weights_path(ctx.mc.dinov2_weights, arch)
+    """DINOv2 of ``ctx.settings`` (:class:`Dinov2Settings`) on ``ctx.device``, for fd_dinov2."""
+    arch = ctx.settings.arch
+    path = weights_path(ctx.settings.weights, arch)
     sha256 = file_sha256(path)
     net = Dinov2Features(build_network(arch, read_state_dict(path), str(path))).to(ctx.device)
     timm = require("timm", "fid", "the DINOv2 features of fd_dinov2")

@@ -62,7 +62,7 @@ class Evaluator:
         """The feature network ``key`` of :data:`~distgan.metrics.registry.FEATURE_NETS`, built on first use."""
         if key not in self._extractors:
             ctx = ExtractorContext(self.mc, self.device, self.shard_dir, self.resolution)
-            self._extractors[key] = FEATURE_NETS[key].build(ctx)
+            self._extractors[key] = FEATURE_NETS[key].extractor(ctx)
         return self._extractors[key]
 
     # ---- real side

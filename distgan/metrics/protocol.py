@@ -36,6 +36,7 @@ class ExtractorContext:
     device: torch.device | str = "cpu"
     shard_dir: str = ""  # training evaluator: the run's shard set (the classifier metric trains on it)
     resolution: int = 0  # training evaluator: the run's image side
+    settings: Any = None  # the network's own settings (FeatureNet.settings), filled in by FeatureNet.extractor
 
 
 class Extractor:

@@ -28,12 +28,14 @@ Other code asks this module, never a list of its own: :func:`names`,
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from distgan.config import ConfigError, settings_from
 from distgan.errors import UserError
 from distgan.metrics.classifier import classifier_extractor, classifier_records
-from distgan.metrics.dinov2 import check_weights_set, dinov2_extractor
+from distgan.metrics.dinov2 import Dinov2Settings, check_weights_set, dinov2_extractor
 from distgan.metrics.frechet import frechet_record
 from distgan.metrics.inception import inception_extractor
 from distgan.metrics.intra_fid import intra_fid_records
@@ -53,13 +55,34 @@ class MetricNameError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class FeatureNet:
-    """A feature network that metrics share: built once per evaluation, embedded once per image set."""
+    """A feature network that metrics share: built once per evaluation, embedded once per image set.
+
+    Its settings are either flat ``metrics.*`` keys (``options``: the packaged Inception's and the
+    classifier's) or a dataclass of its own (``settings``, fields made with :func:`distgan.config.option`),
+    read from ``metrics.features.<key>``, so a new network declares its keys in its own module. Either way
+    each key is also a ``--flag`` of ``python -m distgan.metrics`` (``--<key>-<field>`` for settings).
+    """
 
     key: str
     build: Callable[[ExtractorContext], Extractor]
-    options: tuple[str, ...] = ()  # metrics.* keys it reads; each is also a --flag of python -m distgan.metrics
-    check: Callable[[MetricsConfig], None] | None = None  # cheap config check, run when a config is validated
+    options: tuple[str, ...] = ()  # flat metrics.* keys it reads
+    settings: type | None = None  # its own settings: metrics.features.<key>.<field>
+    check: Callable[[Any], None] | None = None  # cheap check of its settings, run when a config is validated
     doc: str = ""
+
+    def settings_for(self, mc: MetricsConfig) -> Any:
+        """This network's settings from ``metrics.features.<key>`` (checked; None without a settings class)."""
+        given = mc.features.get(self.key, {})
+        if self.settings is None:
+            if given:
+                raise ConfigError(f"config key 'metrics.features.{self.key}': network '{self.key}' has no settings "
+                                  f"of its own; its keys: {', '.join('metrics.' + o for o in self.options)}")
+            return None
+        return settings_from(self.settings, given, f"metrics.features.{self.key}")
+
+    def extractor(self, ctx: ExtractorContext) -> Extractor:
+        """Build the network for ``ctx`` (its settings read from ``ctx.mc``)."""
+        return self.build(dataclasses.replace(ctx, settings=self.settings_for(ctx.mc)))
 
 
 @dataclass(frozen=True)
@@ -110,7 +133,7 @@ register_features(FeatureNet("inception", inception_extractor,
                              doc="TF 2015 InceptionV3 pool3 (FID), 2048-d, packaged weights"))
 register_features(FeatureNet("classifier", classifier_extractor, ("classifier_seed",),
                              doc="small CNN trained on the run's shards, 128-d (training runs only)"))
-register_features(FeatureNet("dinov2", dinov2_extractor, ("dinov2_weights", "dinov2_arch"), check_weights_set,
+register_features(FeatureNet("dinov2", dinov2_extractor, settings=Dinov2Settings, check=check_weights_set,
                              doc="DINOv2 ViT-L/14 CLS token at 224x224, 1024-d, weights from a local file"))
 
 register(Metric("fid", {"fid": LOWER}, "inception", frechet_record("fid"),
@@ -210,9 +233,15 @@ def check_config(mc: MetricsConfig) -> None:
     Raises a :class:`~distgan.errors.UserError` whose message names the key.
     """
     chosen = check_names(list(mc.names))
+    for key in mc.features:  # every network's settings, chosen or not: a typo is an error either way
+        if key not in FEATURE_NETS:
+            raise ConfigError(f"config key 'metrics.features.{key}': no feature network '{key}'; networks with "
+                              f"settings of their own: {', '.join(k for k, n in FEATURE_NETS.items() if n.settings)}")
+        FEATURE_NETS[key].settings_for(mc)
     if not chosen:
         return
     main_record(chosen, mc.main)
     for key in dict.fromkeys(REGISTRY[n].extractor_key(mc) for n in chosen):
-        if FEATURE_NETS[key].check is not None:
-            FEATURE_NETS[key].check(mc)
+        net = FEATURE_NETS[key]
+        if net.check is not None:
+            net.check(net.settings_for(mc))

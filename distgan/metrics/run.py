@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from distgan import api
 from distgan.checkpoint import CheckpointError
-from distgan.config import Config
+from distgan.config import Config, updated
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
 
@@ -41,7 +41,8 @@ def evaluate_run(run_dir: str | Path, names: list[str], checkpoint: str | int = 
                  device: str | torch.device = "cpu") -> list[dict[str, Any]]:
     """Records for ``names`` on a trained run (all ranks together when run distributed)."""
     G, cfg, meta = load_generator(run_dir, checkpoint, ema, device)
-    mc = dataclasses.replace(cfg.metrics, names=list(names), **(overrides or {}))
+    mc = updated(dataclasses.replace(cfg.metrics, names=list(names)), overrides or {}, "metrics",
+                 source="command line")
     if num:
         mc.num_fake = num
     cond = conditioning_for(cfg.model, cfg.data.shards, cfg.data.attributes)

@@ -1,7 +1,8 @@
 """Metrics between any two image sets, each embedded once per feature network (``python -m distgan.metrics NAMES A B``).
 
     records = compare(["fid", "precision_recall"], "runs/X", "shards/fashion28_test", num=10000)
-    records = compare("fd_dinov2", "samples/", "real/", MetricsConfig(dinov2_weights="dinov2_vitl14.safetensors"))
+    records = compare("fd_dinov2", "samples/", "real/",
+                      MetricsConfig(features={"dinov2": {"weights": "dinov2_vitl14.safetensors"}}))
 
 A is the set under evaluation (e.g. generated samples), B the reference (e.g.
 the real test images): precision is the fraction of A inside B's manifold,
@@ -159,7 +160,7 @@ def compare(names: str | list[str], a: str, b: str, mc: MetricsConfig | None = N
     sets = {"A": open_set(a, num, seed, checkpoint, ema, device), "B": open_set(b, num, seed, checkpoint, ema, device)}
     check_sets(metrics, sets)
     plan = needs(metrics, mc)
-    extractors = {key: FEATURE_NETS[key].build(ExtractorContext(mc, device)) for key in plan}
+    extractors = {key: FEATURE_NETS[key].extractor(ExtractorContext(mc, device)) for key in plan}
     feats = {}
     for key, need in plan.items():
         ex = extractors[key]
