@@ -147,6 +147,7 @@ def test_unwritable_metrics_record_warns_and_evaluation_result_still_counts(tmp_
 
     hook = mt.TrainMetrics.__new__(mt.TrainMetrics)  # only what __call__ uses: no evaluator to build
     hook.run_dir, hook.writer, hook.main, hook.lower, hook.best = tmp_path, None, "fid", True, None
+    hook.recorded = set()
     hook.cfg = Config()
     record = {"name": "fid", "value": 3.0, "provenance": {}}
     hook.evaluator = type("E", (), {"evaluate": lambda self, G, step, ema: [record]})()
