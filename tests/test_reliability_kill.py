@@ -214,3 +214,30 @@ def _wait_for_stats(run: Path, step: int, proc: subprocess.Popen, timeout: float
         assert proc.poll() is None, f"the run ended early: {proc.returncode}"
         time.sleep(0.1)
     raise AssertionError(f"the run did not reach step {step} in {timeout} s")
+
+
+@pytest.mark.timeout(300)
+def test_an_attempt_killed_outright_still_counts_its_time_up_to_its_last_checkpoint(mnist_shards, tmp_path):
+    """status.json is brought up to date at each checkpoint: a SIGKILLed attempt (no chance to write its end)
+    leaves the step it reached and the time it spent, and the next attempt adds its own to that."""
+    run = tmp_path / "run"
+    run.mkdir()
+    proc = _launch(run, mnist_shards, 100_000, "", "train.ckpt_every=10", "log.every=10")
+    try:
+        end = time.monotonic() + 120
+        while (read_status(run).get("step") or 0) < 20:
+            assert proc.poll() is None and time.monotonic() < end, read_status(run)
+            time.sleep(0.1)
+    finally:
+        attempt = [proc.pid, *descendants(proc.pid)]
+        kill_all(attempt)
+        proc.wait()
+        wait_gone(attempt, KILLED_GONE_S)
+    killed = read_status(run)
+    assert killed["state"] == "running" and killed["step"] % 10 == 0 and killed["step"] >= 20, killed
+    assert killed["train_seconds"] > 0 and killed["rank_seconds"] == pytest.approx(2 * killed["train_seconds"],
+                                                                                   abs=0.2)
+    done = _launch(run, mnist_shards, killed["step"] + 10, "", "train.ckpt_every=10", "log.every=10")
+    assert done.wait(timeout=240) == 0
+    final = read_status(run)
+    assert final["state"] == "completed" and final["train_seconds"] > killed["train_seconds"], (killed, final)

@@ -10,7 +10,8 @@ writes it before starting the ranks), then ``distgan.train.train`` runs.
 ``{"state": "running"|"completed"|"paused"|"stopped"|"failed", "step", "total_steps",
 "world_size", "job_id", "host", "error", "log", "time", "train_seconds", "rank_seconds"}`` (Slurm
 jobs add ``requeues`` and ``max_requeues``: :mod:`distgan.launch.requeue`). ``train_seconds`` is the
-wall time of all attempts so far, ``rank_seconds`` the same times each attempt's world size. Rank 0 writes it;
+wall time of all attempts so far (updated at each checkpoint while running), ``rank_seconds`` the same times
+each attempt's world size. Rank 0 writes it;
 a failing rank writes ``failed`` with the error. Exit codes (:mod:`distgan.launch.common`):
 0 completed, ``EXIT_STOPPED`` stopped by a signal after checkpointing (re-run to resume),
 ``EXIT_HUNG`` a distributed wait ran out, ``EXIT_FAILED`` any other failure.
@@ -23,7 +24,7 @@ import time
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from distgan import runlock
 from distgan.config import load_config
@@ -81,7 +82,7 @@ def _train_rank(run_dir: Path, cfg: Any, rank: int, world: int, log_path: str, l
 
             nccl = cfg.dist.backend == "nccl" or (cfg.dist.backend == "auto" and torch.cuda.is_available())
             stages.watch(cfg.dist.timeout_s, rank, run_dir, world, factor=1.0 if nccl else 1.5)
-        summary = train(cfg, run_dir)
+        summary = train(cfg, run_dir, progress=_progress(run_dir, spent))
         # leave the process group while the interpreter is whole: torch's gloo threads left to
         # interpreter finalization can abort a rank that has finished (SIGABRT after a good run)
         from distgan.rendezvous import leave  # noqa: PLC0415 - torch.distributed, loaded with the trainer
@@ -124,6 +125,14 @@ class _Compute:
         took = time.time() - self.t0
         return {"train_seconds": round(self.seconds + took, 1),
                 "rank_seconds": round(self.rank_seconds + took * self.world, 1)}
+
+
+def _progress(run_dir: Path, spent: _Compute | None) -> Callable[[int], None] | None:
+    """Rank 0, at each checkpoint: the step and the time spent so far into status.json, so an attempt that
+    is killed outright (SIGKILL, a lost node) still counts up to its last checkpoint."""
+    if spent is None:
+        return None
+    return lambda step: write_status(run_dir, "running", step=step, **spent.fields())
 
 
 def _lifeline_hooks(run_dir: Path, rank: int, world: int, log_path: str) -> dict[str, Any]:

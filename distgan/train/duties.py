@@ -1,7 +1,7 @@
 """What a run does after a step, each part deciding for itself when it is due.
 
     duties = [NonFiniteCheck(...), StatsAndHealth(...), SampleGrids(...), HealthVerdict(...),
-              ReplicaCheck(...), StopAgreement(...), Checkpoints(...), MetricsDuty(...)]
+              ReplicaCheck(...), StopAgreement(...), Checkpoints(...), Progress(...), MetricsDuty(...)]
     done = AfterStep(step, final=step == cfg.train.steps)
     for duty in duties:
         if duty.due(done):
@@ -162,6 +162,19 @@ class Checkpoints:
 
     def run(self, s: AfterStep) -> None:
         self.checkpointer.save(s.step)
+
+
+class Progress:
+    """After each checkpoint (rank 0): tell the caller the step a restart would resume from."""
+
+    def __init__(self, every: int, report: Callable[[int], None]):
+        self.every, self.report = Every(every), report
+
+    def due(self, s: AfterStep) -> bool:
+        return self.every(s) or s.stopping
+
+    def run(self, s: AfterStep) -> None:
+        self.report(s.step)
 
 
 class MetricsDuty:

@@ -25,7 +25,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -46,6 +46,7 @@ from distgan.train.duties import (
     HealthVerdict,
     MetricsDuty,
     NonFiniteCheck,
+    Progress,
     ReplicaCheck,
     SampleGrids,
     StatsAndHealth,
@@ -79,8 +80,11 @@ from distgan.train.state import Checkpointer
 log = get_logger("train")
 
 
-def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+def train(cfg: Config, run_dir: str | Path, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns a summary dict on every rank.
+
+    ``progress(step)`` is called on rank 0 after each regular checkpoint: the step a
+    restart would now resume from (the worker records it, with the time spent, in status.json).
 
     Rank 0 owns the run directory meanwhile (:mod:`distgan.runlock`): a second
     training of the same directory stops with :class:`~distgan.runlock.RunDirBusy`.
@@ -90,10 +94,10 @@ def train(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     # the launchers' rank variable: the process group that dist.rank_world reads forms later
     owner = launch_ranks().rank == 0
     with runlock.hold(run_dir) if owner else nullcontext():
-        return _train(cfg, Path(run_dir))
+        return _train(cfg, Path(run_dir), progress)
 
 
-def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: Config, run_dir: Path, progress: Callable[[int], None] | None) -> dict[str, Any]:
     # the run's config as written (train.global_batch, if set, holds on any world size), then the
     # config this attempt trains with: the micro-batch and accumulation resolved for its world size
     written, cfg = cfg, resolve_batch(cfg, launch_ranks().world)
@@ -142,7 +146,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     out.start(step, tc.steps)
     out.hparams(cfg, world)
     duties = _duties(cfg, rank, world, models, phases, ema, steps, interval, out, grid, deferred, stop, ckpt,
-                     metrics, health, device)
+                     metrics, health, device, progress)
     if step > 0:  # what the checkpointed step was due and the previous attempt may have died doing
         for duty in duties:
             if hasattr(duty, "resumed"):
@@ -181,7 +185,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, Any]:
 def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list[Phase], ema: EMA | None,
             steps: _Steps, interval: _Throughput, out: RunLogger, grid: tuple, deferred: DeferredNonFinite | None,
             stop: _StopFlag, ckpt: Checkpointer, metrics: TrainMetrics | None, health: HealthMonitor,
-            device: torch.device) -> list[Any]:
+            device: torch.device, progress: Callable[[int], None] | None = None) -> list[Any]:
     """What happens after a step, in order; each part knows when it is due (distgan.train.duties)."""
     tc = cfg.train
     g_eval = ema.model if ema is not None else models.G_raw
@@ -202,6 +206,8 @@ def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list
         duties.append(ReplicaCheck(tc.check_replicas_every, ema))
     duties += [StopAgreement(lambda: stop.requested, at_boundary if tc.sync_free else None),
                Checkpoints(tc.ckpt_every, ckpt)]
+    if progress is not None and rank == 0:
+        duties.append(Progress(tc.ckpt_every, progress))
     if metrics is not None:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
         duties.append(MetricsDuty(metrics, g_eval, ema is not None, out, tc.end_step))
     return duties
