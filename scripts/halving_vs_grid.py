@@ -32,9 +32,11 @@ from distgan.rundir import METRICS, read_jsonl, read_status
 
 def _final(run_dir: Path, name: str, step: int, num: int | None = None) -> float | None:
     """The run's ``name`` record at ``step``: the first one (the training's own evaluation; later
-    evaluations are appended after it), or the newest with ``num`` generated samples when given."""
+    evaluations are appended after it), or the newest with ``num`` generated samples when given
+    (also looked for in ``RUN/fid_10k.jsonl``, where the study writes its 10,000-sample FIDs)."""
     found = None
-    for rec in read_jsonl(run_dir / METRICS):
+    files = [run_dir / METRICS] + ([run_dir / "fid_10k.jsonl"] if num is not None else [])
+    for rec in (r for f in files for r in read_jsonl(f)):
         if rec.get("name") != name or int(rec.get("step", -1)) != step:
             continue
         if num is None:

@@ -1,6 +1,7 @@
 """Sweep files, the run table, re-submission planning and collect (hand-written run dirs, no training)."""
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,24 @@ def test_collect_tables_plot_failures_and_resubmission(tmp_path):
     todo, skipped = plan(sw)
     assert [r.name for r in todo] == [by[("16", 1)].name]
     assert all(why == "completed" for _, why in skipped) and len(skipped) == 3
+
+
+def test_collect_tells_a_live_training_from_one_that_died_without_a_word(tmp_path):
+    """status.json says running for both; the run's lock says which one a process still trains."""
+    from distgan import runlock
+
+    sw = load_sweep(_sweep_file(tmp_path, zip=[]))
+    runs = sw.runs()
+    layout(sw, runs)
+    for r in runs[:2]:
+        _fake_run(sw, r, state="running")
+        write_status(sw.out / "runs" / r.name, "running", step=40)
+    with runlock.hold(sw.out / "runs" / runs[0].name):  # this process trains the first one now
+        summary = collect(sw.out)
+    assert summary["states"] == {"pending": 1, "interrupted": 1, "not run": 2}
+    md = (sw.out / "results.md").read_text()
+    assert f"training now: pid {os.getpid()}" in md
+    assert "interrupted after step 40: no process holds the run" in md and "submit the sweep again" in md
 
 
 def test_collect_lays_the_grid_out_as_the_studys_tables(tmp_path):

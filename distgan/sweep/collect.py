@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from distgan import rundir
+from distgan import rundir, runlock
 from distgan.extras import pyplot
 from distgan.fsutil import atomic_write_bytes, atomic_write_text
 from distgan.rundir import read_jsonl, read_status
@@ -39,7 +39,7 @@ class RunResult:
     name: str
     point: dict[str, str]
     seed: int
-    state: str                          # ok | failed | no metric | pending | not run
+    state: str                          # ok | failed | no metric | paused | pending | interrupted | not run
     value: float | None = None
     record: dict[str, Any] = field(default_factory=dict)
     run_dir: str = ""
@@ -79,10 +79,16 @@ def run_result(sweep_dir: Path, run: dict[str, Any], metric: str, jobs: dict[str
         last = f"; {metric} {rec['value']:.5g} at step {rec.get('step')}" if rec else ""
         res.state = "paused"
         res.error = f"paused at step {st.get('step')} of {st.get('total_steps')} (its budget){last}"
-    elif state in ("running", "stopped"):
-        res.state = "failed" if state == "stopped" else "pending"
-        res.error = (f"stopped at step {st.get('step')} (preempted or cancelled, not finished)"
-                     if state == "stopped" else "still running, or died without a trace: see the log")
+    elif state == "stopped":
+        res.state, res.error = "failed", f"stopped at step {st.get('step')} (preempted or cancelled, not finished)"
+    elif state == "running":  # the run's lock tells a live training from one that died without a word
+        live = runlock.owner(run_dir)
+        if live is None:
+            res.state = "interrupted"
+            res.error = (f"interrupted after step {st.get('step') or 0}: no process holds the run (it died without "
+                         "recording why, e.g. a lost node or SIGKILL); submit the sweep again to resume it")
+        else:
+            res.state, res.error = "pending", f"training now: {runlock.describe(live)}"
     elif run["name"] in jobs:
         res.state, res.error = "pending", f"Slurm job {jobs[run['name']]} has not started it"
         res.log = res.log or str(sweep_dir / "slurm" / f"{jobs[run['name']]}_0_log.out")
