@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,12 @@ def test_local_sweep_runs_the_pool_and_collects(mnist_shards, tmp_path, capsys):
     bad = next(r for k, r in rows.items() if "broken" in k)
     assert good["state"] == "ok" and float(good["value"]) > 0 and good["step"] == "4"
     assert bad["state"] == "failed" and "missing" in bad["error"] and Path(bad["log"]).is_file()
+    # the round was timed: its wall time against the time its runs trained, over 2 slots
+    (timed,) = [json.loads(line) for line in (tmp_path / "sweep" / "rounds.jsonl").read_text().splitlines()]
+    assert timed["runs"] == 2 and timed["slots"] == 2 and 0 < timed["busy_s"] <= 2 * timed["wall_s"] + 1, timed
+    md = (tmp_path / "sweep" / "results.md").read_text()
+    assert re.search(r"Rounds: 1 timed, [\d.]+ h of wall time with up to 2 runs at once; the runs kept \d+% of the "
+                     r"run slots busy", md), md
 
 
 def test_the_strategy_is_a_registry_entry_checked_before_anything_is_written(tmp_path, capsys, monkeypatch):

@@ -82,6 +82,9 @@ def test_halving_keeps_the_best_third_at_each_rung_and_counts_its_compute(tmp_pa
     assert list(best["rungs"]) == ["2", "6", "18"] and best["rungs"]["18"] == pytest.approx(1 + 100 / 18)
     # a promoted run resumes: its steps are those of its last rung (6 x 2 + 2 x 6 + 18: 26% of the full grid)
     assert state["steps"] == {"used": 6 * 2 + 2 * 6 + 18, "full_grid": 9 * 18}
+    # each rung is a round the controller waited for, timed for the idle time it costs
+    timed = [json.loads(line) for line in (tmp_path / "sweep" / "rounds.jsonl").read_text().splitlines()]
+    assert [(t["runs"], t["slots"]) for t in timed] == [(9, 1), (3, 1), (1, 1)]
 
 
 def test_a_killed_controller_continues_without_training_a_run_twice(tmp_path, controller):

@@ -25,6 +25,7 @@ from distgan.launch.common import EXIT_FAILED, choose_cluster
 from distgan.launch.profiles import load_profile, resolve_resources
 from distgan.launch.site import default_profile
 from distgan.log import get_logger, setup_console
+from distgan.sweep import round as rounds
 from distgan.sweep.collect import collect
 from distgan.sweep.spec import Sweep, SweepError, load_sweep
 from distgan.sweep.strategies import make_strategy
@@ -102,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_FAILED
             if not (args.wait or rnd.needs_results):
                 return 0
-            wait_slurm(jobs)
+            with rounds.clock(sweep.out, rnd.runs, res.array_parallelism):
+                wait_slurm(jobs)
         else:
             k = args.max_parallel or 1  # a workstation: one run at a time unless asked
             log.info("running %d runs here, %d at a time", len(rnd.runs), k)
-            run_local(sweep, rnd.runs, k, procs=res.tasks_per_node)
+            with rounds.clock(sweep.out, rnd.runs, k):
+                run_local(sweep, rnd.runs, k, procs=res.tasks_per_node)
         rnd = strategy.next_round(sweep)
     summary = collect(sweep.out)
     _print_summary(summary)

@@ -31,6 +31,7 @@ from distgan.extras import pyplot
 from distgan.fsutil import atomic_write_bytes, atomic_write_text
 from distgan.rundir import read_jsonl, read_status
 from distgan.sweep import halving, tables
+from distgan.sweep import round as rounds
 from distgan.sweep.submit import read_jobs
 
 
@@ -148,6 +149,9 @@ def write_markdown(path: Path, name: str, results: list[RunResult], rows: list[d
         lines += [f"Compute: {wall / 3600:.2f} h of training wall time over the runs' attempts, "
                   f"{rank_h:.2f} rank-hours ({rank_h * cpus_per_rank:.2f} core-hours at "
                   f"{cpus_per_rank} core(s) per rank).", ""]
+    timed = rounds.summary(path.parent)
+    if timed:
+        lines += [timed, ""]
     rec = next((r.record for r in results if r.record), None)
     if rec and rec.get("provenance"):
         keep = ("metric", "feature_extractor", "weights_sha256", "num_real", "num_fake", "resize")
