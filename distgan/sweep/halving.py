@@ -228,20 +228,21 @@ def plot(state: dict[str, Any], path: Any) -> None:
 
     plt = pyplot("the halving plot")
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for cell in state.get("cells", {}).values():
+    for key, cell in state.get("cells", {}).items():
         points = sorted((int(b), v) for b, v in cell["rungs"].items() if math.isfinite(v))
         if not points:
             continue
         xs, ys = zip(*points)
         done = cell["fate"] == "completed"
         ax.plot(xs, ys, "o-", alpha=1.0 if done else 0.25, color=None if done else "grey",
-                label=", ".join(cell["runs"])[:60] if done else None)
+                label=_cell_label(key, cell) if done else None)
     ax.set_xscale("log")
     ax.set_xlabel("steps trained (log scale)")
     ax.set_ylabel(str(state.get("metric")))
     budgets = state.get("budgets", [])
-    if budgets:
-        ax.set_xticks(budgets, [str(b) for b in budgets])
+    if budgets:  # a rung within 1.5x of the next one is left unlabelled: on a log axis the labels would collide
+        ax.set_xticks(budgets, [str(b) if i == len(budgets) - 1 or budgets[i + 1] >= 1.5 * b else ""
+                                for i, b in enumerate(budgets)])
         ax.minorticks_off()  # the rungs are the only steps worth a label
     ax.set_title("successive halving: completed cells in colour, pruned ones faded")
     if ax.get_legend_handles_labels()[0]:
@@ -249,3 +250,15 @@ def plot(state: dict[str, Any], path: Any) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _cell_label(key: str, cell: dict[str, Any]) -> str:
+    """A cell's grid point (``batch_size=128, lr_d/lr_g=0.0005/0.001``), or its run for ``seeds: apart``."""
+    try:
+        point = json.loads(key)
+    except ValueError:
+        return ", ".join(cell["runs"])[:60]
+    def short(axis: str) -> str:  # train.lr_d/train.lr_g -> lr_d/lr_g
+        return "/".join(part.rsplit(".", 1)[-1] for part in axis.split("/"))
+
+    return ", ".join(f"{short(k)}={v}" for k, v in point.items())[:60]
