@@ -258,6 +258,7 @@ def _cell_label(key: str, cell: dict[str, Any]) -> str:
         point = json.loads(key)
     except ValueError:
         return ", ".join(cell["runs"])[:60]
+
     def short(axis: str) -> str:  # train.lr_d/train.lr_g -> lr_d/lr_g
         return "/".join(part.rsplit(".", 1)[-1] for part in axis.split("/"))
 

@@ -1,7 +1,7 @@
 """What a run does after a step, each part deciding for itself when it is due.
 
     duties = [NonFiniteCheck(...), StatsAndHealth(...), SampleGrids(...), HealthVerdict(...),
-              ReplicaCheck(...), StopAgreement(...), Checkpoints(...), Progress(...), MetricsDuty(...)]
+              ReplicaCheck(...), StopAgreement(...), Checkpoints(...), MetricsDuty(...)]
     done = AfterStep(step, final=step == cfg.train.steps)
     for duty in duties:
         if duty.due(done):
@@ -152,29 +152,19 @@ class StopAgreement:
 
 
 class Checkpoints:
-    """Every ``train.ckpt_every`` steps, at the end, and before a stop: the full state (all ranks together)."""
+    """Every ``train.ckpt_every`` steps, at the end, and before a stop: the full state (all ranks together);
+    then ``saved(step)``, when given, tells the caller the step a restart would now resume from."""
 
-    def __init__(self, every: int, checkpointer: Any):
-        self.every, self.checkpointer = Every(every), checkpointer
+    def __init__(self, every: int, checkpointer: Any, saved: Callable[[int], None] | None = None):
+        self.every, self.checkpointer, self.saved = Every(every), checkpointer, saved
 
     def due(self, s: AfterStep) -> bool:
         return self.every(s) or s.stopping
 
     def run(self, s: AfterStep) -> None:
         self.checkpointer.save(s.step)
-
-
-class Progress:
-    """After each checkpoint (rank 0): tell the caller the step a restart would resume from."""
-
-    def __init__(self, every: int, report: Callable[[int], None]):
-        self.every, self.report = Every(every), report
-
-    def due(self, s: AfterStep) -> bool:
-        return self.every(s) or s.stopping
-
-    def run(self, s: AfterStep) -> None:
-        self.report(s.step)
+        if self.saved is not None:
+            self.saved(s.step)
 
 
 class MetricsDuty:

@@ -46,7 +46,6 @@ from distgan.train.duties import (
     HealthVerdict,
     MetricsDuty,
     NonFiniteCheck,
-    Progress,
     ReplicaCheck,
     SampleGrids,
     StatsAndHealth,
@@ -205,9 +204,7 @@ def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list
     if ema is not None:
         duties.append(ReplicaCheck(tc.check_replicas_every, ema))
     duties += [StopAgreement(lambda: stop.requested, at_boundary if tc.sync_free else None),
-               Checkpoints(tc.ckpt_every, ckpt)]
-    if progress is not None and rank == 0:
-        duties.append(Progress(tc.ckpt_every, progress))
+               Checkpoints(tc.ckpt_every, ckpt, saved=progress if rank == 0 else None)]
     if metrics is not None:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
         duties.append(MetricsDuty(metrics, g_eval, ema is not None, out, tc.end_step))
     return duties
