@@ -127,6 +127,8 @@ class TrainConfig:
     feature_matching: bool = _f(False, "G loss = MSE of mean D features (Viel)")
     aux_weight: float = _f(1.0, "weight of the AC-GAN class loss", min=0.0)
     l1_weight: float = _f(100.0, "pix2pix L1 weight (lambda)", min=0.0)
+    r1_gamma: float = _f(0.0, "R1 penalty: D's loss adds r1_gamma / 2 x the mean squared norm of D's gradient with "
+                         "respect to the real images (Mescheder et al. 2018); 0 = off", min=0.0)
     n_critic: int = _f(1, "D steps per G step", min=1)
     grad_accum: int = _f(1, "micro-batches per optimizer step, both models "
                             "(DDP skips the all-reduce on all but the last)",
@@ -575,6 +577,14 @@ def _check_train(cfg: Config) -> None:
     if tc.precision == "fp16" and tc.engine == "deepspeed":
         raise _refuse("train.precision", "fp16", "bf16 or fp32 with train.engine=deepspeed (DeepSpeed's own fp16 "
                       "loss scaling would replace distgan's per-optimizer scalers)")
+    if tc.r1_gamma > 0:
+        blockers = [f"{k}={v}" for k, v, ok in (("train.compile", tc.compile, not tc.compile),
+                                                ("train.engine", tc.engine, tc.engine == "accelerate"),
+                                                ("train.precision", tc.precision, tc.precision != "fp16")) if not ok]
+        if blockers:
+            raise ConfigError("config key 'train.r1_gamma': the R1 penalty differentiates D's gradient (a double "
+                              "backward), which needs train.compile=false, train.engine=accelerate and fp32 or "
+                              f"bf16 (fp16 gradients of D's input underflow unscaled); got {', '.join(blockers)}")
     if tc.sync_free and (not tc.fused_adam or tc.engine != "accelerate"):
         raise ConfigError("config key 'train.sync_free': train.sync_free=true needs train.fused_adam=true and "
                           f"train.engine=accelerate (got fused_adam={tc.fused_adam}, engine={tc.engine}): the "

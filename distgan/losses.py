@@ -1,4 +1,4 @@
-"""Adversarial losses by name (``train.loss``); feature matching, the AC-GAN class loss, L1.
+"""Adversarial losses by name (``train.loss``); feature matching, the AC-GAN class loss, L1, R1.
 
 Each entry of :data:`LOSSES` is an :class:`AdversarialLoss`: what D minimises, what G
 minimises, and what D's outputs mean when they are logged. Everything that names
@@ -133,6 +133,20 @@ def aux_class_loss(class_logits: Tensor, labels: Tensor) -> Tensor:
     import torch.nn.functional as F  # noqa: PLC0415 - on first call, as in _bce
 
     return F.cross_entropy(class_logits, labels)
+
+
+def r1_penalty(real_out: Tensor, real: Tensor) -> Tensor:
+    """Mean over the batch of the squared norm of D's gradient at the real images, ``E ||grad_x D(x)||^2``
+    (Mescheder, Geiger, Nowozin: "Which Training Methods for GANs do actually Converge?", ICML 2018).
+
+    ``real`` must require grad and ``real_out`` be D's raw output on it (per image or per patch: the
+    outputs are summed per image first). The gradient keeps its graph, so the penalty's own gradient
+    reaches D's weights in the phase's single backward.
+    """
+    import torch  # noqa: PLC0415 - on first call, as in _bce
+
+    (grad,) = torch.autograd.grad(real_out.sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
 def l1_loss(fake: Tensor, target: Tensor) -> Tensor:

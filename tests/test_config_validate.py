@@ -41,6 +41,10 @@ REFUSED = [  # overrides on debug.yaml -> (the key the message names, words it m
      ["train.n_critic=2, train.grad_accum=2"]),
     (["train.reuse_fakes=true", "model.arch=pix2pix", "model.cond=none"], "train.reuse_fakes",
      ["model.arch=pix2pix"]),
+    (["train.r1_gamma=1", "train.compile=true"], "train.r1_gamma", ["double backward", "train.compile=True"]),
+    (["train.r1_gamma=1", "train.engine=deepspeed", "train.precision=fp16"], "train.precision", ["deepspeed"]),
+    (["train.r1_gamma=1", "train.engine=deepspeed"], "train.r1_gamma", ["train.engine=deepspeed"]),
+    (["train.r1_gamma=1", "train.precision=fp16"], "train.r1_gamma", ["train.precision=fp16"]),
 ]
 
 
@@ -89,6 +93,7 @@ def test_launchers_refuse_names_their_owners_do_not_offer(overrides, words):
     ["train.engine=deepspeed", "train.precision=bf16"],
     ["train.sync_free=true", "train.fused_adam=true"],
     ["train.reuse_fakes=true"],
+    ["train.r1_gamma=10", "train.precision=bf16", "train.reuse_fakes=true"],
     ["train.stop_on=[mode_collapse,d_win]"],
     # devices are the ranks' business: a login node without CUDA loads a config for a GPU job
     ["train.precision=fp16"],

@@ -35,16 +35,17 @@ def _rows(run: Path) -> list[dict]:
 
 
 @pytest.mark.timeout(300)
-def test_four_ranks_bn_sn_projection_bf16_accum_ncritic(mnist_shards, tmp_path):
+def test_four_ranks_bn_sn_projection_bf16_accum_ncritic_r1(mnist_shards, tmp_path):
     """4 ranks: plain BN in D, synced BN in G, spectral norm, projection D, bf16 autocast,
-    2 accumulation micro-steps (no_sync), 2 D steps per G step, cosine schedule with warm-up, EMA."""
+    2 accumulation micro-steps (no_sync), 2 D steps per G step, cosine schedule with warm-up, EMA,
+    the R1 penalty (a double backward through DDP's D)."""
     run = tmp_path / "run"
     out = run_trainer(4, run, [f"data.shards={mnist_shards}", *CHECK, "train.steps=4", "train.batch_size=8",
                                "model.cond=projection", "model.norm_d=batch", "model.norm_g=sync_batch",
                                "model.spectral_norm=true", "train.precision=bf16", "train.grad_accum=2",
                                "train.n_critic=2", "train.schedule=cosine", "train.warmup_steps=1",
-                               "train.lr_min_g=1e-5", "train.lr_min_d=1e-5", "train.ema=true", "log.every=2",
-                               "train.ckpt_every=4"], timeout=280)
+                               "train.lr_min_g=1e-5", "train.lr_min_d=1e-5", "train.ema=true", "train.r1_gamma=1",
+                               "log.every=2", "train.ckpt_every=4"], timeout=280)
     assert all(o["completed"] and o["step"] == 4 and o["world_size"] == 4 for o in out)
     ck = load_file(run / "checkpoints" / "step_00000004.pt")
     assert ck["world_size"] == 4 and len(ck["rng"]) == 4
@@ -52,7 +53,7 @@ def test_four_ranks_bn_sn_projection_bf16_accum_ncritic(mnist_shards, tmp_path):
     assert "ema" in ck and any(k.endswith("._u") for k in ck["D"])  # spectral-norm u saved (checked every step)
     tags = _tags(run)
     assert {"time_data", "time_d", "time_g", "time_step", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g",
-            "images_per_s", "loss_d", "loss_g", "d_real", "d_fake"} <= tags
+            "images_per_s", "loss_d", "loss_g", "d_real", "d_fake", "loss_d_r1"} <= tags
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 

@@ -154,3 +154,13 @@ def test_a_new_entry_is_a_config_choice_and_trains_without_other_edits(debug_cfg
     assert not {"d_real", "d_fake", "d_fake_g"} & set(rows[-1])  # no probabilities where D gives none
     assert "health/d_fake_above_real" in rows[-1]
     assert "d_win (mean d_fake_above_real over window" in (run / "logs" / "rank0.log").read_text()
+
+
+def test_r1_penalty_is_the_squared_input_gradient_and_its_own_gradient_reaches_the_weights():
+    """D(x) = x . w has input gradient w at every x: R1 = ||w||^2, whose gradient is 2w."""
+    w = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    real = torch.randn(4, 3, requires_grad=True)
+    r1 = losses.r1_penalty(real @ w, real)
+    assert r1.item() == pytest.approx(5.25)
+    r1.backward()
+    assert torch.allclose(w.grad, 2 * w.detach())

@@ -106,3 +106,25 @@ def test_phases_log_the_scores_of_the_runs_loss(name):
     logged_g = stats.collect()
     assert {f"{k}_g" for k in losses.adversarial(name).scores(None, fake_out)} <= set(logged_g)
     assert ("d_fake_g" in logged_g) == (name == "bce")
+
+
+def test_d_loss_with_r1_adds_half_gamma_times_ds_squared_gradient_at_the_real_batch():
+    cfg, m, _ = _setup(cond="projection")
+    m.G.eval(), m.D.eval()
+    batch = {"real": torch.rand(6, 1, 16, 16) * 2 - 1, "label": torch.randint(0, 10, (6,))}
+    plain = loss_settings(cfg)
+    cfg.train.r1_gamma = 10.0
+    s = loss_settings(cfg)
+    torch.manual_seed(1)
+    base = d_loss_fn(m, batch, plain).item()
+    torch.manual_seed(1)
+    stats.reset()
+    loss = d_loss_fn(m, batch, s)
+    x = batch["real"].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(m.D(x, batch["label"]).logits.sum(), x)
+    r1 = grad.pow(2).flatten(1).sum(1).mean().item()
+    assert stats.collect()["loss_d_r1"] == pytest.approx(r1, rel=1e-5)
+    assert loss.item() == pytest.approx(base + 5.0 * r1, rel=1e-5)
+    assert not batch["real"].requires_grad  # the batch itself is left as it was
+    loss.backward()  # the penalty's double backward reaches D's weights
+    assert all(p.grad is not None for p in m.D.parameters() if p.requires_grad)

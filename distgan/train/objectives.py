@@ -48,6 +48,7 @@ class LossSettings:
     l1_weight: float = 100.0  # pix2pix: loss_G = cGAN + lambda * L1
     paired: bool = False
     reuse_fakes: bool = False  # D keeps its fakes' graph through G; the G phase reuses them
+    r1_gamma: float = 0.0  # D's loss adds r1_gamma / 2 x E||grad_x D(x)||^2 on the real batch
 
 
 # the batch key under which the D phase hands its fakes (and their labels) to the G phase
@@ -59,7 +60,7 @@ def loss_settings(cfg: Any) -> LossSettings:
     tc, mc = cfg.train, cfg.model
     acgan = (mc.cond_d or ("acgan" if mc.cond == "acgan" else "")) == "acgan"
     return LossSettings(tc.loss, tc.feature_matching, tc.aux_weight, mc.cond != "none" or bool(mc.cond_d),
-                        acgan, tc.l1_weight, mc.arch == "pix2pix", tc.reuse_fakes)
+                        acgan, tc.l1_weight, mc.arch == "pix2pix", tc.reuse_fakes, tc.r1_gamma)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -160,10 +161,16 @@ def d_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
         else:
             with torch.no_grad():  # G is not trained here; unwrapped to skip DDP bookkeeping
                 fake = m.G_raw(z, y_fake)
+    if s.r1_gamma > 0:  # the penalty differentiates D's output with respect to the real images
+        real = real.detach().requires_grad_(True)
     out_real = m.D(real, y_real)
     out_fake = m.D(fake, y_fake)
     adversarial = losses.adversarial(s.loss)
     loss = adversarial.d_loss(_adv(out_real), _adv(out_fake))
+    if s.r1_gamma > 0:
+        r1 = losses.r1_penalty(_adv(out_real), real)
+        stats.report("loss_d_r1", r1)
+        loss = loss + 0.5 * s.r1_gamma * r1
     if s.acgan:  # Viel's Algorithm 4: class loss on real and on fake
         aux = losses.aux_class_loss(out_real.class_logits, y_real) + \
             losses.aux_class_loss(out_fake.class_logits, y_fake)
