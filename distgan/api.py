@@ -37,6 +37,7 @@ from distgan.checkpoint import CheckpointError, generator_weights, read_checkpoi
 from distgan.config import Config, ConfigError, config_from_dict
 from distgan.errors import UserError
 from distgan.models import DataInfo, build_models
+from distgan.modelspec import arch_spec
 from distgan.pixels import to_uint8_nhwc
 from distgan.rundir import (
     DATA_INFO,
@@ -215,8 +216,8 @@ def _assemble(cfg: Config, data: dict[str, Any], weights: dict[str, torch.Tensor
               device: str | torch.device, step: int, checkpoint: str, ema: bool, run_dir: str,
               described_by: str) -> tuple[torch.nn.Module, GeneratorInfo]:
     """G built from ``cfg`` + ``data`` (a data_info record) with ``weights`` loaded, and its info."""
-    if cfg.model.arch == "pix2pix":
-        raise SampleError(f"{run_dir or where} is a pix2pix run: its G translates a source image, it does not "
+    if arch_spec(cfg.model.arch).paired:
+        raise SampleError(f"{run_dir or where} is a {cfg.model.arch} run: its G translates a source image, it does not "
                           "sample from noise; load its checkpoint and call G(source) instead")
     known = {f.name for f in dataclasses.fields(DataInfo)}
     try:

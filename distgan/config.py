@@ -30,7 +30,7 @@ from distgan.errors import UserError
 from distgan.fsutil import atomic_write_text
 from distgan.log import get_logger
 from distgan.losses import LOSSES
-from distgan.modelspec import LEVELS, MAX_ATTRIBUTES, resolve_modes
+from distgan.modelspec import ARCHS, MAX_ATTRIBUTES, resolve_modes
 
 log = get_logger("config")
 
@@ -73,7 +73,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["dcgan", "upsample", "mlp", "pix2pix"] = _f("dcgan", "generator/discriminator family")
+    arch: Literal[tuple(ARCHS)] = _f("dcgan", "generator/discriminator family (an entry of "
+                                     "distgan.modelspec.ARCHS)")
     cond: Literal["none", "channels", "embed_concat", "embed_mul", "projection", "acgan", "cbn", "multilabel"] = _f(
         "channels", "how the class label enters G and D")
     cond_weight: float = _f(1.0, "scale of one-hot label channels (De Matteis weighted conditioning)")
@@ -520,32 +521,32 @@ def _refuse(key: str, value: Any, expected: str) -> ConfigError:
 
 def _check_model(cfg: Config) -> None:
     mc, arch = cfg.model, cfg.model.arch
+    spec = ARCHS[arch]
     try:
         g, d = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
     except ValueError as e:  # only a Config built in code can get here: set_key checks the choices
         raise ConfigError(str(e)) from None
-    if arch == "pix2pix":  # conditioned on the source image, never on a label
+    if spec.paired:  # conditioned on the source image, never on a label
         for key, value, unset in (("model.cond", mc.cond, "none"), ("model.cond_g", mc.cond_g, ""),
                                   ("model.cond_d", mc.cond_d, ""), ("model.cond_norm", mc.cond_norm, False)):
             if value != unset:
-                raise _refuse(key, value, f"{unset!r} with model.arch=pix2pix (it is conditioned on the source "
+                raise _refuse(key, value, f"{unset!r} with model.arch={arch} (it is conditioned on the source "
                               "image, not on a label)")
-    if arch in LEVELS:
-        try:
-            LEVELS[arch](cfg.data.resolution)
-        except ValueError as e:
-            raise ConfigError(f"config key 'data.resolution': {e}") from None
+    try:
+        spec.plan(cfg.data.resolution)
+    except ValueError as e:
+        raise ConfigError(f"config key 'data.resolution': {e}") from None
     g_key = "model.cond_g" if mc.cond_g else "model.cond"
     if mc.cond == "multilabel" and d == "acgan":
         raise _refuse("model.cond_d", mc.cond_d, "channels, embed_concat or projection with model.cond=multilabel "
                       "(the AC-GAN head predicts one class; attribute combinations are not classes)")
-    if arch == "mlp":
+    if not spec.feature_maps:
         for key, norm in (("model.norm_g", mc.norm_g), ("model.norm_d", mc.norm_d)):
             if (norm or mc.norm) == "instance":
                 raise _refuse(key if norm else "model.norm", "instance", "batch, sync_batch or none with "
-                              "model.arch=mlp (a vector has no spatial extent to normalise over)")
+                              f"model.arch={arch} (a vector has no spatial extent to normalise over)")
         if g == "branch":
-            raise _refuse(g_key, mc.cond_g or mc.cond, "a G side without a label branch with model.arch=mlp, "
+            raise _refuse(g_key, mc.cond_g or mc.cond, f"a G side without a label branch with model.arch={arch}, "
                           "which has no feature maps for one (model.cond_g=channels or embed_concat)")
     if (mc.cond_norm or mc.cond == "cbn") and (mc.norm_g or mc.norm) == "none":
         raise _refuse("model.norm_g" if mc.norm_g else "model.norm", "none", "batch, sync_batch or instance with "
@@ -592,7 +593,8 @@ def _check_train(cfg: Config) -> None:
     blockers = [f"{k}={v}" for k, v, ok in (("train.n_critic", tc.n_critic, tc.n_critic == 1),
                                             ("train.grad_accum", tc.grad_accum, tc.grad_accum == 1),
                                             ("train.engine", tc.engine, tc.engine == "accelerate"),
-                                            ("model.arch", cfg.model.arch, cfg.model.arch != "pix2pix")) if not ok]
+                                            ("model.arch", cfg.model.arch, not ARCHS[cfg.model.arch].paired))
+                if not ok]
     if tc.reuse_fakes and blockers:
         raise ConfigError("config key 'train.reuse_fakes': train.reuse_fakes=true needs train.n_critic=1, "
                           "train.grad_accum=1, train.engine=accelerate and an unpaired model (one G forward, one "

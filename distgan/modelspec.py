@@ -3,6 +3,10 @@
 Torch-free, so :meth:`distgan.config.Config.validate` checks a config against the
 same rules the model families apply when they build (one owner for each rule):
 
+- :data:`ARCHS`: the model families by ``model.arch``, each an :class:`ArchSpec` (its
+  stage plan, whether it is conditioned on a source image, whether it works on
+  feature maps); :mod:`distgan.models` builds each entry's G and D;
+
 - :func:`resolve_modes`: the (G side, D side) conditioning pair of ``model.cond`` and
   its ``cond_g`` / ``cond_d`` overrides (the table is in :mod:`distgan.models.cond`);
 - the stage plan of each family for ``data.resolution``: :func:`dcgan_levels`
@@ -15,6 +19,8 @@ Each raises ``ValueError`` naming the setting and what it needs.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
 MAX_ATTRIBUTES = 8  # 2^A combinations become categories (conditional BN, sample-grid rows)
 
@@ -77,4 +83,39 @@ def unet_levels(resolution: int) -> int:
     return int(lv)
 
 
-LEVELS = {"dcgan": dcgan_levels, "upsample": upsample_levels, "pix2pix": unet_levels}  # arch -> its plan
+def any_resolution(resolution: int) -> None:
+    """The plan of a family that flattens its images: every positive resolution builds."""
+    if resolution < 1:
+        raise ValueError(f"data.resolution must be positive, got {resolution}")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A model family as a config sees it (``model.arch``); its layers live in :mod:`distgan.models`."""
+
+    plan: Callable[[int], Any]
+    """The family's stage plan for ``data.resolution``; a ValueError naming what it needs otherwise."""
+    summary: str
+    """One line for ``--help-config`` readers: what G and D are."""
+    paired: bool = False
+    """Conditioned on a source image (image-to-image), never on a label or noise alone."""
+    feature_maps: bool = True
+    """G and D work on feature maps: instance norm and a G-side label branch are possible."""
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "dcgan": ArchSpec(dcgan_levels, "strided (transposed) convolutions from a 4x4 or 7x7 stem (Radford et al.)"),
+    "upsample": ArchSpec(upsample_levels, "upsampling + convolution in G, convolutions with dropout in D"),
+    "mlp": ArchSpec(any_resolution, "fully connected G and D on flattened images (Goodfellow et al.)",
+                    feature_maps=False),
+    "pix2pix": ArchSpec(unet_levels, "U-Net G and PatchGAN D on (source, target) pairs (Isola et al.)",
+                        paired=True),
+}
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The :data:`ARCHS` entry of ``model.arch``; a ValueError naming the families otherwise."""
+    try:
+        return ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"model.arch '{arch}' is not available; choose one of {', '.join(ARCHS)}") from None

@@ -269,3 +269,18 @@ def test_bad_model_settings_name_the_key():
         _build(cond="multilabel")
     with pytest.raises(ValueError, match="at most 8"):
         _build(cond="multilabel", attrs=[f"a{i}" for i in range(9)])
+
+
+def test_every_family_a_config_may_name_builds_and_an_unknown_one_is_named():
+    from distgan.models import BUILDERS
+    from distgan.modelspec import ARCHS
+
+    assert set(BUILDERS) == set(ARCHS)
+    for arch, spec in ARCHS.items():
+        G, D = _build(arch, "none", res=32)
+        z = torch.randn(2, 8)
+        x = G(torch.rand(2, 1, 32, 32) * 2 - 1) if spec.paired else G(z)
+        assert x.shape == (2, 1, 32, 32), arch
+        assert D(x, x if spec.paired else None).logits.shape[0] == 2, arch
+    with pytest.raises(ValueError, match="model.arch 'resnet' is not available; choose one of dcgan, upsample"):
+        _build("resnet")

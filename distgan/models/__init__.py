@@ -3,7 +3,8 @@
     G, D = build_models(cfg.model, DataInfo(channels=1, resolution=32, num_classes=10))
     info = data_info(cfg, read_manifest(cfg.data.shards))   # resolves data.attributes
 
-``model.arch`` picks the family (dcgan, upsample, mlp, pix2pix); ``model.cond``
+``model.arch`` picks the family (:data:`BUILDERS`, one entry per
+:data:`distgan.modelspec.ARCHS` entry: dcgan, upsample, mlp, pix2pix); ``model.cond``
 how the label enters (see :mod:`distgan.models.cond`); ``model.norm`` /
 ``norm_g`` / ``norm_d`` the norms by name; ``model.spectral_norm`` wraps every D
 weight layer. G is called ``G(z, y)`` (pix2pix: ``G(src)``), D ``D(x, y) -> DOut``.
@@ -11,7 +12,7 @@ weight layer. G is called ``G(z, y)`` (pix2pix: ``G(src)``), D ``D(x, y) -> DOut
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch.nn as nn
 
@@ -24,9 +25,7 @@ from distgan.models.mlp import MLPDiscriminator, MLPGenerator
 from distgan.models.pix2pix import PatchDiscriminator, UNetGenerator
 from distgan.models.pixelmap import pixel_map
 from distgan.models.upsample import ConvDropoutDiscriminator, UpsampleGenerator
-from distgan.modelspec import MAX_ATTRIBUTES, resolve_modes
-
-ARCHS = ("dcgan", "upsample", "mlp", "pix2pix")
+from distgan.modelspec import MAX_ATTRIBUTES, arch_spec, resolve_modes
 
 
 @dataclass
@@ -74,7 +73,7 @@ def data_info(cfg: Config, manifest: Any) -> DataInfo:
 def label_space(mc: ModelConfig, info: DataInfo) -> LabelSpace:
     """What ``y`` is for this model: nothing, class labels or binary attributes."""
     g, d = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
-    if mc.arch == "pix2pix" or (g == "none" and d == "none" and not mc.cond_norm):
+    if arch_spec(mc.arch).paired or (g == "none" and d == "none" and not mc.cond_norm):
         return LabelSpace("none")
     if mc.cond == "multilabel":
         n = len(info.attributes)
@@ -92,36 +91,69 @@ def label_space(mc: ModelConfig, info: DataInfo) -> LabelSpace:
     return LabelSpace("classes", info.num_classes)
 
 
+@dataclass(frozen=True)
+class Sides:
+    """What every family's builder gets: the model config, the data, the label space and the norms by side."""
+    mc: ModelConfig
+    info: DataInfo
+    space: LabelSpace
+    norm_g: str
+    norm_d: str
+
+    def g_cond(self) -> GCond:
+        mc = self.mc
+        g_mode, _ = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
+        return GCond(g_mode, self.space, mc.z_dim, mc.embed_dim, mc.cond_weight, mc.cond_norm or mc.cond == "cbn")
+
+    def d_cond(self) -> DCond:
+        mc = self.mc
+        _, d_mode = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
+        return DCond(d_mode, self.space, mc.embed_dim, mc.cond_weight, mc.proj_features)
+
+
+def _dcgan(s: Sides) -> tuple[nn.Module, nn.Module]:
+    mc, C, R = s.mc, s.info.channels, s.info.resolution
+    return (DCGANGenerator(mc.z_dim, mc.width, C, R, s.g_cond(), s.norm_g, mc.label_branch_depth),
+            DCGANDiscriminator(mc.width, C, R, s.d_cond(), s.norm_d, mc.spectral_norm))
+
+
+def _upsample(s: Sides) -> tuple[nn.Module, nn.Module]:
+    mc, C, R = s.mc, s.info.channels, s.info.resolution
+    return (UpsampleGenerator(mc.z_dim, mc.width, C, R, s.g_cond(), s.norm_g, mc.kernel, mc.g_act,
+                              mc.label_branch_depth),
+            ConvDropoutDiscriminator(mc.width, C, R, s.d_cond(), s.norm_d, mc.spectral_norm, mc.kernel, mc.dropout))
+
+
+def _mlp(s: Sides) -> tuple[nn.Module, nn.Module]:
+    mc, C, R = s.mc, s.info.channels, s.info.resolution
+    return (MLPGenerator(mc.z_dim, mc.width, C, R, s.g_cond(), s.norm_g),
+            MLPDiscriminator(mc.width, C, R, s.d_cond(), s.norm_d, mc.spectral_norm, mc.dropout))
+
+
+def _pix2pix(s: Sides) -> tuple[nn.Module, nn.Module]:
+    mc, C, R = s.mc, s.info.channels, s.info.resolution
+    if mc.cond != "none" or mc.cond_g or mc.cond_d or mc.cond_norm:
+        raise ValueError("model.arch=pix2pix is conditioned on the source image; set model.cond=none "
+                         "(and leave cond_g, cond_d, cond_norm unset)")
+    return (UNetGenerator(mc.width, C, R, s.norm_g, mc.dropout),
+            PatchDiscriminator(mc.width, C, R, DCond("image", s.space, image_channels=C), s.norm_d, mc.spectral_norm))
+
+
+BUILDERS: dict[str, Callable[[Sides], tuple[nn.Module, nn.Module]]] = {
+    "dcgan": _dcgan, "upsample": _upsample, "mlp": _mlp, "pix2pix": _pix2pix}
+"""(G, D) of each family of :data:`distgan.modelspec.ARCHS`, by ``model.arch``: adding a family is its
+module, its ``ARCHS`` entry (what a config may ask of it) and its builder here."""
+
+
 def build_models(mc: ModelConfig, info: DataInfo) -> tuple[nn.Module, nn.Module]:
     """Build (G, D) for ``mc`` and the data described by ``info``, weights initialised."""
-    if mc.arch not in ARCHS:
-        raise ValueError(f"model.arch '{mc.arch}' is not available; choose one of {', '.join(ARCHS)}")
-    norm_g, norm_d = mc.norm_g or mc.norm, mc.norm_d or mc.norm
-    g_mode, d_mode = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
-    space = label_space(mc, info)
-    C, R, w = info.channels, info.resolution, mc.width
-    if mc.arch == "pix2pix":
-        if mc.cond != "none" or mc.cond_g or mc.cond_d or mc.cond_norm:
-            raise ValueError("model.arch=pix2pix is conditioned on the source image; set model.cond=none "
-                             "(and leave cond_g, cond_d, cond_norm unset)")
-        G = UNetGenerator(w, C, R, norm_g, mc.dropout)
-        D = PatchDiscriminator(w, C, R, DCond("image", space, image_channels=C), norm_d, mc.spectral_norm)
-    else:
-        gc = GCond(g_mode, space, mc.z_dim, mc.embed_dim, mc.cond_weight, mc.cond_norm or mc.cond == "cbn")
-        dc = DCond(d_mode, space, mc.embed_dim, mc.cond_weight, mc.proj_features)
-        if mc.arch == "dcgan":
-            G = DCGANGenerator(mc.z_dim, w, C, R, gc, norm_g, mc.label_branch_depth)
-            D = DCGANDiscriminator(w, C, R, dc, norm_d, mc.spectral_norm)
-        elif mc.arch == "upsample":
-            G = UpsampleGenerator(mc.z_dim, w, C, R, gc, norm_g, mc.kernel, mc.g_act, mc.label_branch_depth)
-            D = ConvDropoutDiscriminator(w, C, R, dc, norm_d, mc.spectral_norm, mc.kernel, mc.dropout)
-        else:
-            G = MLPGenerator(mc.z_dim, w, C, R, gc, norm_g)
-            D = MLPDiscriminator(w, C, R, dc, norm_d, mc.spectral_norm, mc.dropout)
+    arch_spec(mc.arch)  # a ValueError naming the families for an unknown one
+    G, D = BUILDERS[mc.arch](Sides(mc, info, label_space(mc, info), mc.norm_g or mc.norm, mc.norm_d or mc.norm))
     G.pixel_map = pixel_map(info.normalize, info.mean, info.std)
     init_weights(G, mc.init, mc.init_std)
     init_weights(D, mc.init, mc.init_std)
     return G, D
 
 
-__all__ = ["DOut", "DataInfo", "LabelSpace", "build_models", "data_info", "label_space", "select_attributes"]
+__all__ = ["BUILDERS", "DOut", "DataInfo", "LabelSpace", "build_models", "data_info", "label_space",
+           "select_attributes"]

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from distgan.models import label_space
 from distgan.models.labels import LabelSpace
+from distgan.modelspec import arch_spec
 
 
 class PhaseEngine(Protocol):
@@ -48,4 +49,5 @@ def gan_models(G: nn.Module, D: nn.Module, G_raw: nn.Module, D_raw: nn.Module, m
                engine: PhaseEngine | None = None) -> GanModules:
     """GanModules for the model config ``mc`` and DataInfo ``info`` (label space, pairing)."""
     space = label_space(mc, info)
-    return GanModules(G, D, G_raw, D_raw, mc.z_dim, space.num_categories, space, mc.arch == "pix2pix", engine)
+    return GanModules(G, D, G_raw, D_raw, mc.z_dim, space.num_categories, space, arch_spec(mc.arch).paired,
+                      engine)

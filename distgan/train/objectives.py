@@ -33,6 +33,7 @@ from distgan import losses
 from distgan.data import normalize
 from distgan.data.pipeline import in_order
 from distgan.models import select_attributes
+from distgan.modelspec import arch_spec
 from distgan.train import stats
 from distgan.train.modules import GanModules
 from distgan.train.noise import NOISE_KEY
@@ -60,7 +61,7 @@ def loss_settings(cfg: Any) -> LossSettings:
     tc, mc = cfg.train, cfg.model
     acgan = (mc.cond_d or ("acgan" if mc.cond == "acgan" else "")) == "acgan"
     return LossSettings(tc.loss, tc.feature_matching, tc.aux_weight, mc.cond != "none" or bool(mc.cond_d),
-                        acgan, tc.l1_weight, mc.arch == "pix2pix", tc.reuse_fakes, tc.r1_gamma)
+                        acgan, tc.l1_weight, arch_spec(mc.arch).paired, tc.reuse_fakes, tc.r1_gamma)
 
 
 # ----------------------------------------------------------------------------- batches
