@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from same_runs import latest_state, same_tensors  # the sibling script (scripts/ is on sys.path when run)
 from scipy.stats import spearmanr
 
 from distgan.rundir import METRICS, read_jsonl, read_status
@@ -60,14 +61,7 @@ def _spent(sweep: Path, names: list[str]) -> tuple[int, float]:
 
 
 def _same_generator(a: Path, b: Path) -> bool:
-    import torch  # noqa: PLC0415 - only for the optional check
-
-    from distgan.checkpoint import load_file  # noqa: PLC0415
-    from distgan.rundir import resolve_checkpoint  # noqa: PLC0415
-
-    ga = load_file(resolve_checkpoint(a, "latest"))["G"]
-    gb = load_file(resolve_checkpoint(b, "latest"))["G"]
-    return ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga)
+    return same_tensors(latest_state(a)["G"], latest_state(b)["G"])
 
 
 def main(argv: list[str] | None = None) -> int:
