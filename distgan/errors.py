@@ -2,7 +2,8 @@
 
 Every command-line tool prints a :class:`UserError` as one ``error: ...`` line
 and exits non-zero, without a traceback; any other exception is a bug and
-keeps its traceback. Error classes of the subsystems (config, shards, launch,
+keeps its traceback. A reader that goes away (``... | head``) ends the command
+quietly with the shell's SIGPIPE status, 141. Error classes of the subsystems (config, shards, launch,
 sampling, checkpoints, ...) derive from it, so one decorator on a command's
 ``main`` covers them all:
 
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 from typing import Callable, TypeVar
 
 EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
 Main = TypeVar("Main", bound=Callable[..., int])
 
@@ -47,6 +50,10 @@ def cli_main(*also: type[BaseException], code: int = EXIT_USER_ERROR) -> Callabl
                 return main(*args, **kwargs)
             except caught as e:
                 return print_error(e, code)
+            except BrokenPipeError:  # the reader went away (`| head`): nothing left to say to it
+                # point stdout at /dev/null, or the interpreter's final flush raises again at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return EXIT_BROKEN_PIPE
 
         return run  # type: ignore[return-value]
 

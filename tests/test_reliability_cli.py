@@ -45,3 +45,13 @@ def test_two_rank_launch_with_missing_shards_shows_the_message_not_tracebacks(tm
     assert "error: rank 0: no manifest.json in shard directory" in out and "Traceback" not in out, out
     logs = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("rank*.out"))
     assert "Traceback" not in logs and "error: rank 1: no manifest.json" in logs
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_the_sigpipe_status():
+    """``distgan sweep FILE --dry-run | head -1``: the table meets a closed pipe; no traceback."""
+    sweep = ROOT / "configs" / "sweeps" / "debug_grid.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "distgan.sweep", str(sweep), "--dry-run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the interpreter has started: every line it prints meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == "", err

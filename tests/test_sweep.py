@@ -48,7 +48,7 @@ def test_every_shipped_sweep_file_expands():
     assert counts["dogs_lr_batch"] == 2 * 4 * 3 and counts["dogs_latent_width"] == 2 * 2 * 3
     assert counts["dogs_cosine"] == 4 * 3 and counts["dogs_methods"] == 5 * 3
     assert counts["fashion_lr_batch"] == counts["fashion_lr_batch_halving"] == 3 * 4 * 2
-    assert counts["fashion_fid_search"] == 10
+    assert counts["fashion_fid_search"] == counts["fashion_fid_csearch"] == 10
     bases = {Path(r.base).name for r in load_sweep(ROOT / "configs/sweeps/dogs_methods.yaml").runs()}
     assert bases == {"dogs_dcgan.yaml", "dogs_feature_matching.yaml", "dogs_cgan.yaml",
                      "dogs_projection.yaml", "dogs_acgan.yaml"}
