@@ -100,34 +100,34 @@ class Sides:
     norm_g: str
     norm_d: str
 
-    def g_cond(self) -> GCond:
+    def conds(self) -> tuple[GCond, DCond]:
+        """How the label enters G and D. Built in this order, before either network: the random
+        initialisation of every family's layers depends on it (a seed gives the same models)."""
         mc = self.mc
-        g_mode, _ = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
-        return GCond(g_mode, self.space, mc.z_dim, mc.embed_dim, mc.cond_weight, mc.cond_norm or mc.cond == "cbn")
-
-    def d_cond(self) -> DCond:
-        mc = self.mc
-        _, d_mode = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
-        return DCond(d_mode, self.space, mc.embed_dim, mc.cond_weight, mc.proj_features)
+        g_mode, d_mode = resolve_modes(mc.cond, mc.cond_g, mc.cond_d)
+        return (GCond(g_mode, self.space, mc.z_dim, mc.embed_dim, mc.cond_weight, mc.cond_norm or mc.cond == "cbn"),
+                DCond(d_mode, self.space, mc.embed_dim, mc.cond_weight, mc.proj_features))
 
 
 def _dcgan(s: Sides) -> tuple[nn.Module, nn.Module]:
     mc, C, R = s.mc, s.info.channels, s.info.resolution
-    return (DCGANGenerator(mc.z_dim, mc.width, C, R, s.g_cond(), s.norm_g, mc.label_branch_depth),
-            DCGANDiscriminator(mc.width, C, R, s.d_cond(), s.norm_d, mc.spectral_norm))
+    gc, dc = s.conds()
+    return (DCGANGenerator(mc.z_dim, mc.width, C, R, gc, s.norm_g, mc.label_branch_depth),
+            DCGANDiscriminator(mc.width, C, R, dc, s.norm_d, mc.spectral_norm))
 
 
 def _upsample(s: Sides) -> tuple[nn.Module, nn.Module]:
     mc, C, R = s.mc, s.info.channels, s.info.resolution
-    return (UpsampleGenerator(mc.z_dim, mc.width, C, R, s.g_cond(), s.norm_g, mc.kernel, mc.g_act,
-                              mc.label_branch_depth),
-            ConvDropoutDiscriminator(mc.width, C, R, s.d_cond(), s.norm_d, mc.spectral_norm, mc.kernel, mc.dropout))
+    gc, dc = s.conds()
+    return (UpsampleGenerator(mc.z_dim, mc.width, C, R, gc, s.norm_g, mc.kernel, mc.g_act, mc.label_branch_depth),
+            ConvDropoutDiscriminator(mc.width, C, R, dc, s.norm_d, mc.spectral_norm, mc.kernel, mc.dropout))
 
 
 def _mlp(s: Sides) -> tuple[nn.Module, nn.Module]:
     mc, C, R = s.mc, s.info.channels, s.info.resolution
-    return (MLPGenerator(mc.z_dim, mc.width, C, R, s.g_cond(), s.norm_g),
-            MLPDiscriminator(mc.width, C, R, s.d_cond(), s.norm_d, mc.spectral_norm, mc.dropout))
+    gc, dc = s.conds()
+    return (MLPGenerator(mc.z_dim, mc.width, C, R, gc, s.norm_g),
+            MLPDiscriminator(mc.width, C, R, dc, s.norm_d, mc.spectral_norm, mc.dropout))
 
 
 def _pix2pix(s: Sides) -> tuple[nn.Module, nn.Module]:
