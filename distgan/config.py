@@ -130,6 +130,8 @@ class TrainConfig:
     l1_weight: float = _f(100.0, "pix2pix L1 weight (lambda)", min=0.0)
     r1_gamma: float = _f(0.0, "R1 penalty: D's loss adds r1_gamma / 2 x the mean squared norm of D's gradient with "
                          "respect to the real images (Mescheder et al. 2018); 0 = off", min=0.0)
+    r1_every: int = _f(1, "apply the R1 penalty every K steps, weighted K times, as a phase of its own after G's "
+                       "(lazy regularisation, Karras et al. 2020); 1 = inside every D step", min=1)
     n_critic: int = _f(1, "D steps per G step", min=1)
     grad_accum: int = _f(1, "micro-batches per optimizer step, both models "
                             "(DDP skips the all-reduce on all but the last)",

@@ -71,10 +71,11 @@ def test_four_ranks_bn_sn_projection_bf16_accum_ncritic_r1(mnist_shards, tmp_pat
 
 @pytest.fixture(scope="module")
 def straight_and_resumed(mnist_shards, tmp_path_factory):
-    """2 ranks, synced BN + AC-GAN + EMA: a straight run to 8 steps, and a run resumed from its step 4."""
+    """2 ranks, synced BN + AC-GAN + EMA + lazy R1 every 3 steps: a straight run to 8 steps, and a run
+    resumed from its step 4."""
     base = tmp_path_factory.mktemp("resume")
     args = [f"data.shards={mnist_shards}", *CHECK, "model.norm=sync_batch", "model.cond=acgan", "train.ema=true",
-            "dist.backend=gloo",
+            "dist.backend=gloo", "train.r1_gamma=1", "train.r1_every=3",
             "train.steps=8", "train.ckpt_every=4", "train.keep_ckpts=3", "log.every=1", "log.sample_every=4"]
     straight = base / "straight"
     run_trainer(2, straight, args)
@@ -114,6 +115,19 @@ def test_sync_bn_acgan_replicas_and_samples(straight_and_resumed):
     assert (straight / "samples" / "step_00000008.png").is_file()
     assert "loss_d_aux" in _rows(straight)[-1]
     assert [s for s, _ in list_checkpoints(straight)] == [4, 8]
+
+
+@pytest.mark.timeout(300)
+def test_lazy_r1_is_a_phase_every_k_steps_on_ds_optimizer(straight_and_resumed):
+    """train.r1_every=3 over 8 steps: the D_r1 phase ran at steps 3 and 6 (D's Adam stepped 8 + 2 times),
+    through DDP with an AC-GAN head it does not use, and its state is D's (no entries of its own)."""
+    straight, _, _ = straight_and_resumed
+    ck = load_file(straight / "checkpoints" / "step_00000008.pt")
+    assert {int(s["step"]) for s in ck["opt_d"]["state"].values()} == {10}
+    assert {int(s["step"]) for s in ck["opt_g"]["state"].values()} == {8}
+    assert not [k for k in ck if "r1" in k]
+    r1_rows = {r["step"]: r for r in _rows(straight) if "loss_d_r1" in r}
+    assert sorted(r1_rows) == [3, 6] and all(r["loss_d_r1"] > 0 and "time_d_r1" in r for r in r1_rows.values())
 
 
 @pytest.mark.timeout(300)

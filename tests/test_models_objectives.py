@@ -14,6 +14,7 @@ from distgan.train.objectives import (
     g_loss_fn,
     loss_settings,
     phase_batch,
+    r1_loss_fn,
     sample_latent,
 )
 
@@ -128,3 +129,23 @@ def test_d_loss_with_r1_adds_half_gamma_times_ds_squared_gradient_at_the_real_ba
     assert not batch["real"].requires_grad  # the batch itself is left as it was
     loss.backward()  # the penalty's double backward reaches D's weights
     assert all(p.grad is not None for p in m.D.parameters() if p.requires_grad)
+
+
+def test_lazy_r1_phase_loss_is_the_penalty_alone_weighted_by_its_interval():
+    cfg, m, _ = _setup(cond="acgan")
+    m.D.eval()
+    cfg.train.r1_gamma, cfg.train.r1_every = 2.0, 4
+    s = loss_settings(cfg)
+    batch = {"real": torch.rand(6, 1, 16, 16) * 2 - 1, "label": torch.randint(0, 10, (6,))}
+    stats.reset()
+    loss = r1_loss_fn(m, batch, s)
+    x = batch["real"].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(m.D(x, batch["label"]).logits.sum(), x)
+    r1 = grad.pow(2).flatten(1).sum(1).mean().item()
+    assert loss.item() == pytest.approx(0.5 * 2.0 * 4 * r1, rel=1e-5)
+    assert stats.collect()["loss_d_r1"] == pytest.approx(r1, rel=1e-5)
+    torch.manual_seed(1)
+    lazy = d_loss_fn(m, batch, s).item()
+    cfg.train.r1_gamma = 0.0
+    torch.manual_seed(1)
+    assert lazy == d_loss_fn(m, batch, loss_settings(cfg)).item()  # the D phase itself carries no penalty

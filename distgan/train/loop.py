@@ -67,6 +67,7 @@ from distgan.train.objectives import (
     g_loss_fn,
     loss_settings,
     phase_batch,
+    r1_loss_fn,
 )
 from distgan.train.parts import header, run_parts
 from distgan.train.phases import DeferredNonFinite, Phase, run_phase
@@ -288,7 +289,12 @@ def _models(cfg: Config, accelerator: Any, info: Any, device: torch.device,
                     loss_fn=g_loss_fn, repeats=1, others=[models.D],
                     new_batch=False,  # the G phase reuses D's last real batches (feature matching)
                     engine=models.engine)
-    return models, ema, [d_phase, g_phase]
+    phases = [d_phase, g_phase]
+    if tc.r1_gamma > 0 and tc.r1_every > 1:  # lazy R1: D's optimizer steps on the penalty alone every K steps
+        phases.append(Phase(name="D_r1", model=models.D, opt=opt_d, sched=sched_d, scaler=d_phase.scaler,
+                            loss_fn=r1_loss_fn, others=[models.G], new_batch=False, engine=models.engine,
+                            every=tc.r1_every, shares="D"))
+    return models, ema, phases
 
 
 def _grid_inputs(cfg: Config, models: GanModules, spec: DataSpec,
@@ -321,6 +327,8 @@ class _Steps:
         tc = self.cfg.train
         t_step, t_data, draw = time.perf_counter(), 0.0, 0
         for phase in self.phases:
+            if not phase.due(step):
+                continue
             t_phase = time.perf_counter()
             stages.enter(f"step {step + 1} phase {phase.name}", bounded=bounded)
             for _ in range(phase.repeats):
@@ -385,8 +393,9 @@ class _Throughput:
 def _interval_stats(interval: _Throughput, phases: list[Phase], world: int) -> dict[str, float]:
     """Everything reported since the last log line, averaged over ranks, with throughput and learning rates."""
     stats.report("images_per_s", interval.per_rank())  # summed over ranks below
-    stats.report("lr_d", phases[0].sched.get_last_lr()[0])
-    stats.report("lr_g", phases[1].sched.get_last_lr()[0])
+    for ph in phases:
+        if ph.shares is None:
+            stats.report(f"lr_{ph.name.lower()}", ph.sched.get_last_lr()[0])
     values = stats.collect()
     values["images_per_s"] *= world  # collect() averages over ranks; throughput adds up
     return values

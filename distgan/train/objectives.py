@@ -50,6 +50,7 @@ class LossSettings:
     paired: bool = False
     reuse_fakes: bool = False  # D keeps its fakes' graph through G; the G phase reuses them
     r1_gamma: float = 0.0  # D's loss adds r1_gamma / 2 x E||grad_x D(x)||^2 on the real batch
+    r1_every: int = 1  # > 1: the penalty is a phase of its own (r1_loss_fn) every r1_every steps, not a D-loss term
 
 
 # the batch key under which the D phase hands its fakes (and their labels) to the G phase
@@ -61,7 +62,8 @@ def loss_settings(cfg: Any) -> LossSettings:
     tc, mc = cfg.train, cfg.model
     acgan = (mc.cond_d or ("acgan" if mc.cond == "acgan" else "")) == "acgan"
     return LossSettings(tc.loss, tc.feature_matching, tc.aux_weight, mc.cond != "none" or bool(mc.cond_d),
-                        acgan, tc.l1_weight, arch_spec(mc.arch).paired, tc.reuse_fakes, tc.r1_gamma)
+                        acgan, tc.l1_weight, arch_spec(mc.arch).paired, tc.reuse_fakes, tc.r1_gamma,
+                        tc.r1_every)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -162,13 +164,14 @@ def d_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
         else:
             with torch.no_grad():  # G is not trained here; unwrapped to skip DDP bookkeeping
                 fake = m.G_raw(z, y_fake)
-    if s.r1_gamma > 0:  # the penalty differentiates D's output with respect to the real images
+    r1_here = s.r1_gamma > 0 and s.r1_every == 1
+    if r1_here:  # the penalty differentiates D's output with respect to the real images
         real = real.detach().requires_grad_(True)
     out_real = m.D(real, y_real)
     out_fake = m.D(fake, y_fake)
     adversarial = losses.adversarial(s.loss)
     loss = adversarial.d_loss(_adv(out_real), _adv(out_fake))
-    if s.r1_gamma > 0:
+    if r1_here:
         r1 = losses.r1_penalty(_adv(out_real), real)
         stats.report("loss_d_r1", r1)
         loss = loss + 0.5 * s.r1_gamma * r1
@@ -213,6 +216,21 @@ def g_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
     stats.report("loss_g", loss)
     for name, value in adversarial.scores(None, _adv(out_fake)).items():  # the fakes as the updated D sees them
         stats.report(f"{name}_g", value)
+    return loss
+
+
+def r1_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
+    """Lazy R1 (``train.r1_every > 1``): the penalty alone on the step's real batch, weighted
+    ``r1_every`` times, so that applied every ``r1_every`` steps it weighs what it would every step
+    (Karras et al., "Analyzing and Improving the Image Quality of StyleGAN", 2020)."""
+    real = batch["real"].detach().requires_grad_(True)
+    y = batch["src"] if m.paired else real_condition(m, batch)
+    out = m.D(real, y)
+    r1 = losses.r1_penalty(_adv(out), real)
+    stats.report("loss_d_r1", r1)
+    loss = 0.5 * s.r1_gamma * s.r1_every * r1
+    if out.class_logits is not None:  # D's class head takes no part here; DDP expects a gradient for it
+        loss = loss + 0.0 * out.class_logits.sum()
     return loss
 
 

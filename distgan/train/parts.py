@@ -152,7 +152,8 @@ def run_parts(cfg: Config, models: GanModules, phases: Sequence[Any], ema: Any, 
               rank: int, health: Any = None) -> dict[str, Any]:
     """A training run's parts, by the names they have in a checkpoint file, in the order they are restored.
 
-    ``phases`` are the D and G phases (their optimizer, schedule and loss scaler);
+    ``phases`` are the D and G phases (their optimizer, schedule and loss scaler; a phase that
+    shares another's, lazy regularisation, adds nothing);
     ``ema`` may be None (then a checkpoint has no ``ema`` entry); ``loader`` is the
     stream loader or the device cache (the data position); ``health`` the health monitor
     (its windows), when the run has one.
@@ -160,6 +161,8 @@ def run_parts(cfg: Config, models: GanModules, phases: Sequence[Any], ema: Any, 
     tc = cfg.train
     parts: dict[str, Any] = {"G": TorchState(models.G_raw), "D": TorchState(models.D_raw)}
     for ph in phases:
+        if ph.shares is not None:
+            continue
         key = ph.name.lower()  # "d", "g": the entry suffixes in the file
         parts[f"opt_{key}"] = ZeroOptimizerState(ph.model, key) if models.is_deepspeed else TorchState(ph.opt)
         parts[f"sched_{key}"] = SchedulerState(ph.sched, tc.lr_d if key == "d" else tc.lr_g)

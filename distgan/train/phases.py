@@ -1,4 +1,4 @@
-"""The two phases of a GAN step, D then G, as data plus two loss functions.
+"""The phases of a GAN step, D then G (then lazy regularisation), as data plus their loss functions.
 
 Why the D phase looks the way it does (DDP correctness): D sees the real batch
 and the fake batch in two forwards (so batch-norm statistics are per batch, as
@@ -17,6 +17,12 @@ each loss divided by k, the first k-1 backwards inside the engine's no-sync
 context (DDP skips the all-reduce), the last one synchronises, then one
 optimizer step. A non-finite loss is detected on any rank and decided on all
 ranks together (a rank raising alone would leave the others hanging).
+
+A phase that runs less often than every step is a row with an interval, not a
+branch: lazy R1 (``train.r1_every``) is a ``D_r1`` row after G's, every K steps,
+stepping D's optimizer with a loss of the penalty alone; it shares D's optimizer,
+schedule and scaler (``shares="D"``: saved once, under D; the schedule steps with
+D's own phase only).
 
 A :class:`Phase` names its engine (:class:`TorchEngine` for plain/DDP modules,
 :class:`DeepSpeedPhaseEngine`; both below), which does the backward, the
@@ -57,7 +63,8 @@ class TorchEngine:
         gn = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())  # foreach kernels
         phase.scaler.step(phase.opt)  # skipped by the scaler (fp16) when grads are inf/nan
         phase.scaler.update()
-        phase.sched.step()
+        if phase.shares is None:  # a phase on another's optimizer leaves the schedule to that phase
+            phase.sched.step()
         return gn
 
     def zero_grad(self, phase: "Phase") -> None:
@@ -80,7 +87,8 @@ class DeepSpeedPhaseEngine(TorchEngine):
         phase.model.step()  # a no-op between accumulation boundaries; the optimizer step at one
 
     def step(self, phase: "Phase") -> torch.Tensor:
-        phase.sched.step()  # the schedule drives the base optimizer's param_groups
+        if phase.shares is None:
+            phase.sched.step()  # the schedule drives the base optimizer's param_groups
         gn = phase.model.get_global_grad_norm()
         return torch.tensor(float("nan") if gn is None else float(gn))
 
@@ -139,9 +147,9 @@ class DeferredNonFinite:
 
 @dataclass(kw_only=True)
 class Phase:
-    """One phase of a step: which model it optimises with what, and how often per step."""
+    """One phase of a step: which model it optimises with what, how often per step and every how many steps."""
 
-    name: str  # "D" or "G"
+    name: str  # "D", "G", "D_r1"
     model: nn.Module  # what this phase optimises (prepared module: DDP or DeepSpeed engine)
     opt: torch.optim.Optimizer
     sched: Any
@@ -151,6 +159,12 @@ class Phase:
     others: list[nn.Module] = field(default_factory=list)  # frozen during this phase
     new_batch: bool = True  # draw fresh real batches before each repeat
     engine: TorchEngine = field(default_factory=TorchEngine)
+    every: int = 1  # runs in step s (1-based) when s % every == 0
+    shares: str | None = None  # the phase whose optimizer, schedule and scaler this one uses (their state is its)
+
+    def due(self, step: int) -> bool:
+        """Whether this phase runs in the step after ``step`` completed steps."""
+        return (step + 1) % self.every == 0
 
 
 def run_phase(phase: Phase, m: GanModules, batch: dict | list[dict], s: LossSettings, prec: Precision,
