@@ -31,6 +31,10 @@ class UserError(Exception):
     """A failure caused by input, environment or data, explained by its message alone."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config file or override is wrong; the message names key, value and expectation."""
+
+
 def print_error(e: BaseException | str, code: int = EXIT_USER_ERROR, prefix: str = "") -> int:
     """Print ``error: {prefix}{e}`` as one line on stderr; return ``code`` (the command's exit status)."""
     print(f"error: {prefix}{e}", file=sys.stderr, flush=True)
