@@ -2,6 +2,7 @@
 
     python scripts/fashion_curves.py --fd docs/quality/fd_vs_steps.png
     python scripts/fashion_curves.py --score 2000,6000,10000 --fid docs/quality/fid_vs_steps.png
+    python scripts/fashion_curves.py --models dcgan,NAME --fd fd.png   # any fashion_fid_NAME preset's runs
 
 Two curves, each over the seed runs ``runs/fashion_fid_MODEL[_seedN]``:
 
@@ -29,7 +30,7 @@ from fashion_seeds import seed_runs  # the sibling script (scripts/ is on sys.pa
 
 from distgan.rundir import METRICS, read_jsonl
 
-MODELS = {"dcgan": "unconditional DCGAN", "cdcgan": "projection D + class-conditional BN"}
+MODELS = {"dcgan": "unconditional DCGAN", "cdcgan": "projection D + class-conditional BN"}  # the default, labelled
 FID_CURVE = "fid_curve.jsonl"
 FID_SAMPLES = 2000
 TEST_SHARDS = "shards/fashion28_test"
@@ -63,9 +64,9 @@ def fid_curve(model: str, runs_dir: Path = Path("runs")) -> dict[int, list[float
     return dict(sorted(out.items()))
 
 
-def score(steps: list[int], runs_dir: Path = Path("runs")) -> None:
+def score(steps: list[int], models: list[str], runs_dir: Path = Path("runs")) -> None:
     """Score every (run, step) of ``steps`` missing from the runs' ``fid_curve.jsonl``."""
-    for model in MODELS:
+    for model in models:
         for run in seed_runs(model, runs_dir).values():
             done = _scored_fid(run)
             for step in steps:
@@ -77,7 +78,7 @@ def score(steps: list[int], runs_dir: Path = Path("runs")) -> None:
                                 "--out", str(run / FID_CURVE)], check=True, stdout=subprocess.DEVNULL)
 
 
-def plot(curve, ylabel: str, out: str, log_scale: bool) -> None:
+def plot(curve, models: list[str], ylabel: str, out: str, log_scale: bool) -> None:
     """One line per model with a ±1 std band over seeds; prints each model's row."""
     import matplotlib  # plotting is optional for distgan; this script needs it
 
@@ -85,7 +86,8 @@ def plot(curve, ylabel: str, out: str, log_scale: bool) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    for model, label in MODELS.items():
+    for model in models:
+        label = MODELS.get(model, f"fashion_fid_{model}")
         data = curve(model)
         if not data:
             continue
@@ -118,13 +120,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fd", help="write the classifier-FD plot here")
     p.add_argument("--fid", help="write the test-set FID plot here")
     p.add_argument("--score", default="", help="comma-separated checkpoint steps to score first (2,000 samples)")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated preset names NAME of configs/fashion_fid_NAME.yaml (runs/fashion_fid_NAME*)")
     a = p.parse_args(argv)
+    models = [m for m in a.models.split(",") if m]
     if a.score:
-        score([int(s) for s in a.score.split(",")])
+        score([int(s) for s in a.score.split(",")], models)
     if a.fd:
-        plot(fd_curve, "classifier FD (1,000 samples)", a.fd, log_scale=True)
+        plot(fd_curve, models, "classifier FD (1,000 samples)", a.fd, log_scale=True)
     if a.fid:
-        plot(fid_curve, f"test-set FID ({FID_SAMPLES:,} vs 10,000)", a.fid, log_scale=True)
+        plot(fid_curve, models, f"test-set FID ({FID_SAMPLES:,} vs 10,000)", a.fid, log_scale=True)
 
 
 if __name__ == "__main__":
