@@ -212,6 +212,10 @@ class MetricsConfig:
     every: int = _f(0, "evaluate metrics every K steps (0 = only at the end if names are set)", min=0)
     names: list = _f([], "metrics to compute, by their names in distgan/metrics/registry.py (e.g. [fid, kid])")
     num_fake: int = _f(1000, "generated samples per evaluation", min=1)
+    final: list = _f([], "metrics computed once more at the end of training (train.steps, not a train.stop_at "
+                     "budget) with metrics.final_num_fake samples: a protocol's score (e.g. [fid, "
+                     "precision_recall]) beside the cheap signal of metrics.names; none of metrics.names")
+    final_num_fake: int = _f(10000, "generated samples of the final evaluation (metrics.final)", min=1)
     num_real: int = _f(0, "real samples for reference statistics (0 = all)", min=0)
     real_shards: str = _f("", "shards the real reference statistics come from (empty = data.shards); a held-out "
                           "split, e.g. the test split of a benchmark's protocol")

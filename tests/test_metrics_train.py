@@ -151,3 +151,49 @@ def _shards(run_dir) -> str:
     from distgan.config import load_config
 
     return load_config(run_dir / "config.yaml").data.shards
+
+
+@pytest.mark.timeout(300)
+def test_final_metrics_run_once_at_the_horizon_with_their_own_sample_count(mnist_shards, tmp_path):
+    """metrics.final: nothing at a stop_at budget, once at train.steps with metrics.final_num_fake samples beside
+    the periodic records, and again on resume when the process died while computing it."""
+    from distgan.config import load_config
+    from distgan.train import train
+
+    run_dir = tmp_path / "run"
+    overrides = [f"data.shards={mnist_shards}", "log.progress=false", "train.steps=4", "train.ckpt_every=2",
+                 "metrics.names=[classifier]", "metrics.every=2", "metrics.num_fake=100", "metrics.num_real=500",
+                 "metrics.final=[kid]", "metrics.kid_features=classifier", "metrics.final_num_fake=160",
+                 f"metrics.cache_dir={tmp_path / 'cache'}"]
+    debug = Path(__file__).resolve().parents[1] / "configs" / "debug.yaml"
+    assert train(load_config(debug, [*overrides, "train.stop_at=2"]), run_dir)["paused"]
+    assert {r["name"] for r in read_jsonl(run_dir / METRICS)} == {"classifier_fd", "classifier_acc"}
+    assert train(load_config(debug, overrides), run_dir)["completed"]
+    recs = read_jsonl(run_dir / METRICS)
+    final = [r for r in recs if r["name"] == "kid"]
+    assert [(r["step"], r["provenance"]["num_fake"]) for r in final] == [(4, 160)]
+    assert sorted((r["step"], r["provenance"]["num_fake"]) for r in recs if r["name"] == "classifier_fd") == \
+        [(2, 100), (4, 100)]
+    # the process died while computing the final metrics: the next attempt computes them from step 4
+    (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in recs if r["name"] != "kid"))
+    assert train(load_config(debug, overrides), run_dir)["completed"]
+    again = [r for r in read_jsonl(run_dir / METRICS) if r["name"] == "kid"]
+    assert len(again) == 1 and again[0]["value"] == pytest.approx(final[0]["value"], rel=1e-6)
+    train(load_config(debug, overrides), run_dir)
+    assert len(read_jsonl(run_dir / METRICS)) == len(recs)  # nothing missing: nothing evaluated again
+
+
+@pytest.mark.parametrize("final, words", [
+    ("[classifier]", ["metrics.final", "classifier is in both"]),
+    ("[fdi]", ["metrics.final", "unknown metric 'fdi'"]),
+    ("[intra_fid]", ["metrics.final", "intra_fid", "model.cond=none"]),
+])
+def test_bad_final_metrics_are_refused_naming_the_key(final, words):
+    from distgan.config import ConfigError, load_config
+    from distgan.launch.common import check_run_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml",
+                      ["metrics.names=[classifier]", f"metrics.final={final}", "model.cond=none"])
+    with pytest.raises(ConfigError) as e:
+        check_run_config(cfg)
+    assert all(w in str(e.value) for w in words), str(e.value)

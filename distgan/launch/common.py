@@ -77,7 +77,7 @@ def check_run_config(cfg: Config) -> Config:
     if m.main and not m.names:
         raise ConfigError(f"config key 'metrics.main': got {m.main!r}, expected '' while metrics.names is empty "
                           "(no metric is computed to select the best checkpoint by)")
-    if not m.names:
+    if not m.names and not m.final:
         return cfg
     # the registry loads the metric implementations (torch): only a config that names metrics pays for
     # it, so launching one that names none stays light
@@ -87,11 +87,12 @@ def check_run_config(cfg: Config) -> Config:
         registry.check_config(m)
     except UserError as e:  # its messages name the key and the choices
         raise ConfigError(str(e)) from None
-    by_class = [n for n in dict.fromkeys(m.names) if registry.REGISTRY[n].labels]
-    if by_class and cfg.model.cond in ("none", "multilabel"):  # G draws no class labels to compare by
-        raise ConfigError(f"config key 'metrics.names': got {m.names!r}, expected no {', '.join(by_class)} with "
-                          f"model.cond={cfg.model.cond}: it compares generated and real images class by class, "
-                          "so G must be class-conditional")
+    for key, names in (("metrics.names", m.names), ("metrics.final", m.final)):
+        by_class = [n for n in dict.fromkeys(names) if registry.REGISTRY[n].labels]
+        if by_class and cfg.model.cond in ("none", "multilabel"):  # G draws no class labels to compare by
+            raise ConfigError(f"config key '{key}': got {names!r}, expected no {', '.join(by_class)} with "
+                              f"model.cond={cfg.model.cond}: it compares generated and real images class by class, "
+                              "so G must be class-conditional")
     return cfg
 
 

@@ -181,12 +181,13 @@ def lower_is_better(record_name: str) -> bool:
     raise MetricNameError(f"unknown metric record '{record_name}'; known: {', '.join(records())}")
 
 
-def check_names(metric_names: list[str]) -> list[str]:
-    """Validate ``metrics.names``; a clear error names the unknown entry and the known ones. Duplicates dropped."""
+def check_names(metric_names: list[str], key: str = "metrics.names") -> list[str]:
+    """Validate a list of metric names (``key`` says which); a clear error names the unknown entry and the
+    known ones. Duplicates dropped."""
     out = []
     for n in metric_names:
         if n not in REGISTRY:
-            raise MetricNameError(f"metrics.names: unknown metric '{n}'; available: {', '.join(REGISTRY)}")
+            raise MetricNameError(f"{key}: unknown metric '{n}'; available: {', '.join(REGISTRY)}")
         if n not in out:
             out.append(n)
     return out
@@ -233,15 +234,20 @@ def check_config(mc: MetricsConfig) -> None:
     Raises a :class:`~distgan.errors.UserError` whose message names the key.
     """
     chosen = check_names(list(mc.names))
+    final = check_names(list(mc.final), "metrics.final")
+    both = [n for n in final if n in chosen]
+    if both:
+        raise ConfigError(f"config key 'metrics.final': got {list(mc.final)!r}, expected metrics that metrics.names "
+                          f"does not compute ({', '.join(both)} is in both: its records at the last step would be "
+                          "two evaluations of different sample counts under one name)")
     for key in mc.features:  # every network's settings, chosen or not: a typo is an error either way
         if key not in FEATURE_NETS:
             raise ConfigError(f"config key 'metrics.features.{key}': no feature network '{key}'; networks with "
                               f"settings of their own: {', '.join(k for k, n in FEATURE_NETS.items() if n.settings)}")
         FEATURE_NETS[key].settings_for(mc)
-    if not chosen:
-        return
-    main_record(chosen, mc.main)
-    for key in dict.fromkeys(REGISTRY[n].extractor_key(mc) for n in chosen):
+    if chosen:
+        main_record(chosen, mc.main)
+    for key in dict.fromkeys(REGISTRY[n].extractor_key(mc) for n in chosen + final):
         net = FEATURE_NETS[key]
         if net.check is not None:
             net.check(net.settings_for(mc))

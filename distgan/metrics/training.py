@@ -8,7 +8,9 @@
 
 :class:`TrainMetrics` does the work: ``due(step)``, ``__call__`` (evaluate; True
 for a new best of ``metrics.main``), ``mark_best``; :meth:`TrainMetrics.after_step`
-puts them together and keeps ``checkpoints/best``.
+puts them together and keeps ``checkpoints/best``. :class:`FinalMetrics` is the
+protocol score at the end (``metrics.final`` with ``metrics.final_num_fake``
+samples), evaluated once at ``train.steps`` with the same hooks.
 
 Records go to ``RUN_DIR/metrics.jsonl`` and TensorBoard (``metrics/<name>``) from
 rank 0; the lines logged here go through ``distgan.log`` (the rank's log file,
@@ -17,6 +19,7 @@ it is read back from ``metrics.jsonl`` at start-up.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +31,7 @@ from distgan.errors import describe_os_error
 from distgan.log import get_logger
 from distgan.metrics.evaluate import Evaluator, pixel_policy
 from distgan.metrics.generate import conditioning_for
-from distgan.metrics.registry import lower_is_better, main_record
+from distgan.metrics.registry import lower_is_better, main_record, records
 from distgan.rundir import METRICS, append_jsonl, ckpt_path, mark_best, read_jsonl
 
 
@@ -40,6 +43,22 @@ class SavesCheckpoints(Protocol):
     def save(self, step: int) -> None: ...
 
 log = get_logger("metrics")
+
+
+def _publish(records: list[dict], step: int, run_dir: Path, writer: Any, what: str) -> None:
+    """Rank 0: the records to ``metrics.jsonl``, TensorBoard (``metrics/<name>``) and the log."""
+    if dist.rank_world()[0] != 0:
+        return
+    try:
+        append_jsonl(run_dir / METRICS, records)
+    except OSError as e:  # a lost record must not stop a healthy run: say so, keep training
+        log.warning(f"step {step}: {run_dir / METRICS} not appended "
+                    f"({describe_os_error(e)}); training continues (values in TensorBoard and this log)")
+    if writer is not None:
+        for r in records:
+            writer.add_scalar(f"metrics/{r['name']}", r["value"], step)
+        writer.flush()
+    log.info(f"step {step} {what}: " + " ".join(f"{r['name']}={r['value']:.5g}" for r in records))
 
 
 class TrainMetrics:
@@ -73,17 +92,7 @@ class TrainMetrics:
     def __call__(self, step: int, G: nn.Module, ema: bool = False) -> bool:
         """Evaluate ``G`` on every rank; rank 0 logs; returns True (on all ranks) for a new best."""
         records = self.evaluator.evaluate(G, step=step, ema=ema)
-        if dist.rank_world()[0] == 0:
-            try:
-                append_jsonl(self.run_dir / METRICS, records)
-            except OSError as e:  # a lost record must not stop a healthy run: say so, keep training
-                log.warning(f"step {step}: {Path(self.run_dir) / METRICS} not appended "
-                            f"({describe_os_error(e)}); training continues (values in TensorBoard and this log)")
-            if self.writer is not None:
-                for r in records:
-                    self.writer.add_scalar(f"metrics/{r['name']}", r["value"], step)
-                self.writer.flush()
-            log.info(f"step {step} metrics: " + " ".join(f"{r['name']}={r['value']:.5g}" for r in records))
+        _publish(records, step, self.run_dir, self.writer, "metrics")
         value = next(r["value"] for r in records if r["name"] == self.main)
         self.recorded.add(step)
         better = self.best is None or (value < self.best if self.lower else value > self.best)
@@ -125,3 +134,40 @@ class TrainMetrics:
             if not self.checkpointer.has(step):  # rank 0 decides: every rank must join the save
                 self.checkpointer.save(step)
             self.mark_best(step)
+
+
+class FinalMetrics:
+    """``metrics.final``: evaluated once, at ``train.steps`` (the horizon, not a ``train.stop_at`` budget), with
+    ``metrics.final_num_fake`` samples; the same hooks as :class:`TrainMetrics` (``due``, ``after_step``,
+    ``catch_up``), no best checkpoint. A run killed during this evaluation, which may take the longest of
+    any (10,000 samples through the Inception), gets it on resume, from the final checkpoint.
+    """
+
+    def __init__(self, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu"):
+        self.cfg, self.run_dir, self.writer = cfg, Path(run_dir), writer
+        self.step = cfg.train.steps
+        mc = dataclasses.replace(cfg.metrics, names=list(cfg.metrics.final), num_fake=cfg.metrics.final_num_fake,
+                                 main="")
+        self.names = set(records(list(mc.names)))
+        cond = conditioning_for(cfg.model, cfg.data.shards, cfg.data.attributes)
+        real = cfg.metrics.real_shards or cfg.data.shards
+        self.evaluator = Evaluator(mc, real, cfg.data.resolution, cond, cfg.model.z_dim,
+                                   device=device, seed=cfg.train.seed, **pixel_policy(cfg))
+
+    def due(self, step: int, total: int) -> bool:
+        return step == self.step
+
+    def recorded(self) -> bool:
+        """Whether ``metrics.jsonl`` holds this evaluation (every rank reads the same file)."""
+        return any(r.get("name") in self.names and int(r.get("step", -1)) == self.step
+                   for r in read_jsonl(self.run_dir / METRICS))
+
+    def after_step(self, step: int, G: nn.Module, ema: bool = False) -> None:
+        """Evaluate when ``step`` is the horizon; on every rank together."""
+        if step == self.step:
+            _publish(self.evaluator.evaluate(G, step=step, ema=ema), step, self.run_dir, self.writer, "final metrics")
+
+    def catch_up(self, step: int, G: nn.Module, ema: bool = False) -> None:
+        """A resumed run at its horizon without the final records (killed while evaluating them)."""
+        if step == self.step and not self.recorded():
+            self.after_step(step, G, ema=ema)

@@ -34,7 +34,7 @@ from distgan.config import Config, save_config
 from distgan.data import DataSpec, build_loader
 from distgan.data.device_cache import DeviceCache
 from distgan.log import get_logger
-from distgan.metrics.training import TrainMetrics
+from distgan.metrics.training import FinalMetrics, TrainMetrics
 from distgan.models import build_models, data_info
 from distgan.ranks import launch_ranks
 from distgan.rundir import config_path, write_data_info
@@ -136,8 +136,11 @@ def _train(cfg: Config, run_dir: Path, progress: Callable[[int], None] | None) -
                         restart_if_unreadable=tc.restart_if_unreadable, total_steps=tc.steps)
     step = ckpt.resume()
     grid = _grid_inputs(cfg, models, spec, prep)
-    metrics = TrainMetrics(cfg, run_dir, out.tb, device, start_step=step + 1, checkpointer=ckpt) \
-        if cfg.metrics.names else None
+    metrics: list[TrainMetrics | FinalMetrics] = []  # the periodic signal, then the protocol score at the end
+    if cfg.metrics.names:
+        metrics.append(TrainMetrics(cfg, run_dir, out.tb, device, start_step=step + 1, checkpointer=ckpt))
+    if cfg.metrics.final:
+        metrics.append(FinalMetrics(cfg, run_dir, out.tb, device))
 
     # ---- the loop: D phase(s), G phase, EMA; then every duty that is due after the step
     interval = _Throughput(world)
@@ -184,7 +187,7 @@ def _train(cfg: Config, run_dir: Path, progress: Callable[[int], None] | None) -
 
 def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list[Phase], ema: EMA | None,
             steps: _Steps, interval: _Throughput, out: RunLogger, grid: tuple, deferred: DeferredNonFinite | None,
-            stop: _StopFlag, ckpt: Checkpointer, metrics: TrainMetrics | None, health: HealthMonitor,
+            stop: _StopFlag, ckpt: Checkpointer, metrics: list[TrainMetrics | FinalMetrics], health: HealthMonitor,
             device: torch.device, progress: Callable[[int], None] | None = None) -> list[Any]:
     """What happens after a step, in order; each part knows when it is due (distgan.train.duties)."""
     tc = cfg.train
@@ -206,8 +209,8 @@ def _duties(cfg: Config, rank: int, world: int, models: GanModules, phases: list
         duties.append(ReplicaCheck(tc.check_replicas_every, ema))
     duties += [StopAgreement(lambda: stop.requested, at_boundary if tc.sync_free else None),
                Checkpoints(tc.ckpt_every, ckpt, saved=progress if rank == 0 else None)]
-    if metrics is not None:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
-        duties.append(MetricsDuty(metrics, g_eval, ema is not None, out, tc.end_step))
+    for m in metrics:  # metrics.jsonl, TensorBoard, checkpoints/best (saving this step first if needed)
+        duties.append(MetricsDuty(m, g_eval, ema is not None, out, tc.end_step))
     return duties
 
 
