@@ -2,7 +2,7 @@
 
     # before the loop, on every rank (after resuming: only the kept past counts for the best)
     metrics = TrainMetrics(cfg, run_dir, out.tb, device, start_step=step + 1, checkpointer=ckpt) \
-        if cfg.metrics.names else None
+        if cfg.metrics.names else None         # FinalMetrics(cfg, run_dir, out.tb, device) for metrics.final
     # in the loop, once per step on every rank, after that step's checkpoint:
     metrics.after_step(step, g_eval, ema=ema is not None)
 
