@@ -95,8 +95,6 @@ class ArchSpec:
 
     plan: Callable[[int], Any]
     """The family's stage plan for ``data.resolution``; a ValueError naming what it needs otherwise."""
-    summary: str
-    """One line for ``--help-config`` readers: what G and D are."""
     paired: bool = False
     """Conditioned on a source image (image-to-image), never on a label or noise alone."""
     feature_maps: bool = True
@@ -104,12 +102,10 @@ class ArchSpec:
 
 
 ARCHS: dict[str, ArchSpec] = {
-    "dcgan": ArchSpec(dcgan_levels, "strided (transposed) convolutions from a 4x4 or 7x7 stem (Radford et al.)"),
-    "upsample": ArchSpec(upsample_levels, "upsampling + convolution in G, convolutions with dropout in D"),
-    "mlp": ArchSpec(any_resolution, "fully connected G and D on flattened images (Goodfellow et al.)",
-                    feature_maps=False),
-    "pix2pix": ArchSpec(unet_levels, "U-Net G and PatchGAN D on (source, target) pairs (Isola et al.)",
-                        paired=True),
+    "dcgan": ArchSpec(dcgan_levels),  # strided (transposed) convolutions from a 4x4 or 7x7 stem (Radford et al.)
+    "upsample": ArchSpec(upsample_levels),  # upsampling + convolution in G, convolutions with dropout in D
+    "mlp": ArchSpec(any_resolution, feature_maps=False),  # fully connected G and D on flattened images
+    "pix2pix": ArchSpec(unet_levels, paired=True),  # U-Net G and PatchGAN D on (source, target) pairs (Isola et al.)
 }
 
 

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from distgan.errors import UserError
+
 PARTS = ("G", "D", "ema")
 
 
@@ -26,10 +28,9 @@ def same_tensors(a: dict, b: dict) -> bool:
 
 
 def latest_state(run: Path) -> dict:
-    from distgan.checkpoint import load_file  # noqa: PLC0415 - as above
-    from distgan.rundir import resolve_checkpoint  # noqa: PLC0415
+    from distgan.checkpoint import read_checkpoint  # noqa: PLC0415 - as above
 
-    return load_file(resolve_checkpoint(run, "latest"))
+    return read_checkpoint(run).state
 
 
 def _records(run: Path) -> list[tuple]:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         try:
             text, ok = compare(args.a / "runs" / n, args.b / "runs" / n)
-        except (OSError, KeyError, ValueError) as e:  # no checkpoint yet, an unreadable one
+        except (OSError, KeyError, ValueError, UserError) as e:  # no checkpoint yet, an unreadable one
             text, ok = f"not comparable: {e}", False
         same += ok
         print(f"| `{n}` | {text} |")

@@ -1,10 +1,11 @@
 """Metrics during training: the small object the training loop calls.
 
     # before the loop, on every rank (after resuming: only the kept past counts for the best)
-    metrics = TrainMetrics(cfg, run_dir, out.tb, device, start_step=step + 1, checkpointer=ckpt) \
-        if cfg.metrics.names else None         # FinalMetrics(cfg, run_dir, out.tb, device) for metrics.final
-    # in the loop, once per step on every rank, after that step's checkpoint:
+    metrics = TrainMetrics(cfg, run_dir, out.tb, device, start_step=step + 1, checkpointer=ckpt)  # metrics.names
+    final = FinalMetrics(cfg, run_dir, out.tb, device)                                            # metrics.final
+    # in the loop, once per step on every rank, after that step's checkpoint (each one when set):
     metrics.after_step(step, g_eval, ema=ema is not None)
+    final.after_step(step, g_eval, ema=ema is not None)
 
 :class:`TrainMetrics` does the work: ``due(step)``, ``__call__`` (evaluate; True
 for a new best of ``metrics.main``), ``mark_best``; :meth:`TrainMetrics.after_step`
@@ -61,6 +62,14 @@ def _publish(records: list[dict], step: int, run_dir: Path, writer: Any, what: s
     log.info(f"step {step} {what}: " + " ".join(f"{r['name']}={r['value']:.5g}" for r in records))
 
 
+def _evaluator(cfg: Config, mc: Any, device: Any) -> Evaluator:
+    """The evaluator of the metrics ``mc`` (``cfg.metrics`` or the final ones) for this run's G and data."""
+    cond = conditioning_for(cfg.model, cfg.data.shards, cfg.data.attributes)
+    real = cfg.metrics.real_shards or cfg.data.shards  # the reference set; G's labels follow data.shards
+    return Evaluator(mc, real, cfg.data.resolution, cond, cfg.model.z_dim, device=device, seed=cfg.train.seed,
+                     **pixel_policy(cfg))
+
+
 class TrainMetrics:
     """Evaluate at ``metrics.every`` steps and at the end; track the best main-metric value.
 
@@ -75,10 +84,7 @@ class TrainMetrics:
         self.cfg, self.run_dir, self.writer, self.checkpointer = cfg, Path(run_dir), writer, checkpointer
         self.main = main_record(list(cfg.metrics.names), cfg.metrics.main)
         self.lower = lower_is_better(self.main)
-        cond = conditioning_for(cfg.model, cfg.data.shards, cfg.data.attributes)
-        real = cfg.metrics.real_shards or cfg.data.shards  # the reference set; G's labels follow data.shards
-        self.evaluator = Evaluator(cfg.metrics, real, cfg.data.resolution, cond, cfg.model.z_dim,
-                                   device=device, seed=cfg.train.seed, **pixel_policy(cfg))
+        self.evaluator = _evaluator(cfg, cfg.metrics, device)
         kept = [r for r in read_jsonl(Path(run_dir) / METRICS) if r.get("name") == self.main
                 and (start_step is None or r.get("step", 0) < start_step)]  # resumed: only the kept past
         past = [r["value"] for r in kept]
@@ -144,15 +150,11 @@ class FinalMetrics:
     """
 
     def __init__(self, cfg: Config, run_dir: str | Path, writer: Any = None, device: Any = "cpu"):
-        self.cfg, self.run_dir, self.writer = cfg, Path(run_dir), writer
-        self.step = cfg.train.steps
+        self.run_dir, self.writer, self.step = Path(run_dir), writer, cfg.train.steps
         mc = dataclasses.replace(cfg.metrics, names=list(cfg.metrics.final), num_fake=cfg.metrics.final_num_fake,
                                  main="")
         self.names = set(records(list(mc.names)))
-        cond = conditioning_for(cfg.model, cfg.data.shards, cfg.data.attributes)
-        real = cfg.metrics.real_shards or cfg.data.shards
-        self.evaluator = Evaluator(mc, real, cfg.data.resolution, cond, cfg.model.z_dim,
-                                   device=device, seed=cfg.train.seed, **pixel_policy(cfg))
+        self.evaluator = _evaluator(cfg, mc, device)
 
     def due(self, step: int, total: int) -> bool:
         return step == self.step

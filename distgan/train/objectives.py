@@ -148,6 +148,13 @@ def _adv(out: Any) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the phase losses
 
+def _r1_term(out_real: Any, real: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``gamma / 2`` x the R1 penalty of D's output on ``real`` (which requires grad); logs the penalty."""
+    r1 = losses.r1_penalty(_adv(out_real), real)
+    stats.report("loss_d_r1", r1)
+    return 0.5 * gamma * r1
+
+
 def d_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
     real = batch["real"]
     if m.paired:  # pix2pix: D judges (target, source) against (G(source), source)
@@ -172,9 +179,7 @@ def d_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
     adversarial = losses.adversarial(s.loss)
     loss = adversarial.d_loss(_adv(out_real), _adv(out_fake))
     if r1_here:
-        r1 = losses.r1_penalty(_adv(out_real), real)
-        stats.report("loss_d_r1", r1)
-        loss = loss + 0.5 * s.r1_gamma * r1
+        loss = loss + _r1_term(out_real, real, s.r1_gamma)
     if s.acgan:  # Viel's Algorithm 4: class loss on real and on fake
         aux = losses.aux_class_loss(out_real.class_logits, y_real) + \
             losses.aux_class_loss(out_fake.class_logits, y_fake)
@@ -226,9 +231,7 @@ def r1_loss_fn(m: GanModules, batch: dict, s: LossSettings) -> torch.Tensor:
     real = batch["real"].detach().requires_grad_(True)
     y = batch["src"] if m.paired else real_condition(m, batch)
     out = m.D(real, y)
-    r1 = losses.r1_penalty(_adv(out), real)
-    stats.report("loss_d_r1", r1)
-    loss = 0.5 * s.r1_gamma * s.r1_every * r1
+    loss = _r1_term(out, real, s.r1_gamma * s.r1_every)
     if out.class_logits is not None:  # D's class head takes no part here; DDP expects a gradient for it
         loss = loss + 0.0 * out.class_logits.sum()
     return loss
